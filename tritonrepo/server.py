@@ -1,0 +1,211 @@
+"""The real tritonserver, started locally (no Docker, no GPU) from the binary in the nvidia-pytriton wheel.
+
+``TritonServer`` is used by `tritonrepo serve`, the main job, the benchmarks and the pytest fixture alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from pathlib import Path
+
+from .errors import ModelLoadError, ServerError
+from .paths import RUNS, TritonTools
+
+log = logging.getLogger(__name__)
+
+# "failed to load 'sbert' version 1: Invalid argument: ..." (model_lifecycle.cc / model_repository_manager.cc)
+_LOAD_FAILURE = re.compile(r"failed to load '([^']+)'(?: version \d+)?: (.*)$")
+# "| sbert | 1 | UNAVAILABLE: Internal: ..." (the model table printed at start)
+_TABLE_FAILURE = re.compile(r"^\|\s*(\S+)\s*\|\s*\d+\s*\|\s*UNAVAILABLE: (.*?)\s*\|?$")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(deque(f, maxlen=lines))
+    except FileNotFoundError:
+        return ""
+
+
+def load_failures(log_text: str) -> dict[str, str]:
+    failed: dict[str, str] = {}
+    for line in log_text.splitlines():
+        m = _LOAD_FAILURE.search(line) or _TABLE_FAILURE.search(line.strip())
+        if m:
+            failed.setdefault(m.group(1), m.group(2).strip())
+    return failed
+
+
+class TritonServer:
+    """A tritonserver process serving ``repository``. Use as a context manager or call start()/stop()."""
+
+    def __init__(
+        self,
+        repository: Path,
+        *,
+        model_config_name: str | None = None,
+        http_port: int = 0,
+        grpc_port: int = 0,
+        metrics_port: int = 0,
+        log_file: Path | None = None,
+        explicit_models: list[str] | None = None,
+        log_verbose: int = 0,
+        extra_args: list[str] | None = None,
+    ):
+        self.repository = Path(repository).resolve()
+        self.model_config_name = model_config_name
+        self.http_port = http_port or free_port()
+        self.grpc_port = grpc_port or free_port()
+        self.metrics_port = metrics_port or free_port()
+        self.log_file = Path(log_file) if log_file else RUNS / f"tritonserver-{self.grpc_port}.log"
+        self.explicit_models = explicit_models
+        self.log_verbose = log_verbose
+        self.extra_args = list(extra_args or [])
+        self.process: subprocess.Popen | None = None
+
+    # -- addresses ------------------------------------------------------------------------------------------------
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    # -- process ----------------------------------------------------------------------------------------------------
+    def argv(self, tools: TritonTools) -> list[str]:
+        argv = [
+            str(tools.tritonserver),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={tools.backend_dir}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-cpu-metrics=true",
+            f"--log-verbose={self.log_verbose}",
+            "--exit-timeout-secs=10",
+        ]
+        if self.model_config_name:
+            argv.append(f"--model-config-name={self.model_config_name}")
+        if self.explicit_models is not None:
+            argv.append("--model-control-mode=explicit")
+            argv += [f"--load-model={m}" for m in self.explicit_models]
+        return argv + self.extra_args
+
+    @staticmethod
+    def environment(tools: TritonTools) -> dict[str, str]:
+        env = dict(os.environ)
+        # The Python backend stub runs `python3` from PATH: the interpreter running us (the project venv) comes first,
+        # so the Python models see the venv's packages (numpy, tokenizers, onnxruntime).
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        libs = [str(tools.lib_dir), sysconfig.get_config_var("LIBDIR") or "", env.get("LD_LIBRARY_PATH", "")]
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in libs if p)
+        env.setdefault("OMP_NUM_THREADS", "1")  # ORT sets its own thread pools; keep OpenMP users from oversubscribing
+        return env
+
+    def start(self, timeout_s: float = 180.0) -> "TritonServer":
+        tools = TritonTools.locate()
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        argv = self.argv(tools)
+        log.info("starting tritonserver: %s (log: %s)", " ".join(argv), self.log_file)
+        with open(self.log_file, "wb") as out:
+            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=self.environment(tools),
+                                            start_new_session=True)
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("tritonserver ready: grpc %s, http %s, metrics %s", self.grpc_url, self.http_url, self.metrics_url)
+        return self
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self._raise_start_failure(f"tritonserver exited with code {self.process.returncode} while starting")
+            if self._ready():
+                return
+            time.sleep(0.25)
+        self._raise_start_failure(f"tritonserver was not ready after {timeout_s:.0f} s")
+
+    def _raise_start_failure(self, message: str):
+        text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+        failed = load_failures(text)
+        kw = dict(log_tail=tail(self.log_file), log_file=str(self.log_file))
+        if failed:
+            raise ModelLoadError(failed, **kw)
+        raise ServerError(message, **kw)
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM, wait for a clean exit, SIGKILL the process group if it does not come."""
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return proc.returncode if proc else None
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("tritonserver did not stop in %.0f s; killing it", timeout_s)
+            os.killpg(proc.pid, signal.SIGKILL)
+            return proc.wait()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def serve_forever(self) -> int:
+        """Block until SIGINT/SIGTERM (then stop cleanly) or until the server dies. Returns the exit code."""
+        stop_requested = False
+
+        def on_signal(signum, _frame):
+            nonlocal stop_requested
+            stop_requested = True
+            log.info("received %s; stopping tritonserver", signal.Signals(signum).name)
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while not stop_requested and self.running:
+                time.sleep(0.2)
+            if stop_requested:
+                return self.stop() or 0
+            code = self.process.returncode if self.process else 1
+            raise ServerError(f"tritonserver exited unexpectedly with code {code}",
+                              log_tail=tail(self.log_file), log_file=str(self.log_file))
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)

@@ -1,0 +1,241 @@
+"""Typed, frozen model specs: the single source of truth for tensor names, shapes, dtypes and per-target deployment.
+
+Export scripts, the config renderer, the clients and the perf sweeps all read tensor names from here.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .errors import SpecError
+from .targets import DEFAULT_TARGET, TARGETS
+
+# Triton data types (model_config.proto DataType without the TYPE_ prefix).
+DTYPES = frozenset(
+    {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+     "FP16", "FP32", "FP64", "BF16", "BYTES"}
+)
+
+
+class Backend(str, enum.Enum):
+    PYTHON = "python"  # Python backend; the model's code comes from ensembles/<python_model>.py
+    ONNXRUNTIME = "onnxruntime_onnx"  # native ONNX Runtime backend (NGC image)
+    TENSORRT = "tensorrt_plan"  # native TensorRT backend (NGC image)
+    ENSEMBLE = "ensemble"
+
+
+class Kind(str, enum.Enum):
+    CPU = "KIND_CPU"
+    GPU = "KIND_GPU"
+
+
+def _fail(model: str, field_: str, why: str) -> SpecError:
+    return SpecError(f"model '{model}', field '{field_}': {why}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tensor:
+    name: str
+    dtype: str
+    dims: tuple[int, ...]  # without the batch dimension; -1 is variable
+    optional: bool = False
+
+    def __post_init__(self):
+        if not self.name or not self.name.replace("_", "").isalnum():
+            raise SpecError(f"tensor name {self.name!r} must be non-empty letters, digits and underscores")
+        if self.dtype not in DTYPES:
+            raise SpecError(f"tensor '{self.name}': dtype {self.dtype!r} is not a Triton type ({sorted(DTYPES)})")
+        if not self.dims or any(d == 0 or d < -1 for d in self.dims):
+            raise SpecError(f"tensor '{self.name}': dims {self.dims} must be non-empty, each -1 or positive")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Batching:
+    """Batching for one target. max_batch_size 0 means the model has no batch dimension."""
+
+    max_batch_size: int
+    dynamic: bool = True
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_delay_us: int = 0
+    max_queue_size: int = 0  # 0: unbounded queue
+
+    def check(self, model: str) -> None:
+        if self.max_batch_size < 0:
+            raise _fail(model, "max_batch_size", f"{self.max_batch_size} is negative")
+        if self.dynamic and self.max_batch_size == 0:
+            raise _fail(model, "batching.dynamic", "dynamic batching needs max_batch_size > 0")
+        bad = [p for p in self.preferred_batch_sizes if not 0 < p <= self.max_batch_size]
+        if bad:
+            raise _fail(model, "preferred_batch_sizes", f"{bad} outside 1..max_batch_size={self.max_batch_size}")
+        if list(self.preferred_batch_sizes) != sorted(set(self.preferred_batch_sizes)):
+            raise _fail(model, "preferred_batch_sizes", f"{self.preferred_batch_sizes} must be strictly increasing")
+        if not self.dynamic and (self.preferred_batch_sizes or self.max_queue_delay_us or self.max_queue_size):
+            raise _fail(model, "batching", "queue settings given but dynamic batching is off")
+        if self.max_queue_delay_us < 0 or self.max_queue_size < 0:
+            raise _fail(model, "batching", "queue delay and queue size must be >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Deployment:
+    """How a model runs on one hardware target."""
+
+    backend: Backend
+    batching: Batching
+    kind: Kind = Kind.CPU
+    count: int = 1
+    model_filename: str | None = None  # file in the version folder (native backends) or passed to Python models
+    parameters: tuple[tuple[str, str], ...] = ()  # config `parameters`, string values
+    trt_accelerator: str | None = None  # ORT on GPU: TensorRT execution accelerator precision ("FP16")
+    # Let the dynamic batcher put requests of different sequence lengths in one batch (allow_ragged_batch on every
+    # variable-shape input). Only for backends that pad themselves (our Python models), never for native ORT/TRT.
+    ragged_batching: bool = False
+
+    def check(self, model: str, target: str) -> None:
+        where = f"{model}@{target}"
+        self.batching.check(where)
+        if self.count < 1:
+            raise _fail(where, "count", f"instance count {self.count} must be >= 1")
+        if self.kind is Kind.GPU and not TARGETS[target].is_gpu:
+            raise _fail(where, "kind", f"KIND_GPU on target '{target}', which has no GPU")
+        if self.backend is Backend.TENSORRT and self.kind is not Kind.GPU:
+            raise _fail(where, "backend", "TensorRT plans run on KIND_GPU only")
+        if self.trt_accelerator and (self.backend is not Backend.ONNXRUNTIME or self.kind is not Kind.GPU):
+            raise _fail(where, "trt_accelerator", "only for onnxruntime_onnx on KIND_GPU")
+        if self.backend is Backend.ENSEMBLE:
+            raise _fail(where, "backend", "ensembles are EnsembleSpec, not a Deployment")
+        if self.ragged_batching and (self.backend is not Backend.PYTHON or self.batching.max_batch_size == 0):
+            raise _fail(where, "ragged_batching", "only for Python-backend models with max_batch_size > 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """A model served by a backend (not an ensemble)."""
+
+    name: str
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    deployments: dict[str, Deployment]  # target name -> deployment; every target in TARGETS
+    python_model: str | None = None  # module in ensembles/ whose TritonPythonModel serves the Python backend
+    description: str = ""
+
+    def __post_init__(self):
+        _check_common(self.name, self.inputs, self.outputs)
+        missing = sorted(set(TARGETS) - set(self.deployments))
+        unknown = sorted(set(self.deployments) - set(TARGETS))
+        if missing or unknown:
+            raise _fail(self.name, "deployments", f"missing targets {missing}, unknown targets {unknown}")
+        for target, dep in self.deployments.items():
+            dep.check(self.name, target)
+            if dep.backend is Backend.PYTHON and not self.python_model:
+                raise _fail(self.name, "python_model", f"target '{target}' uses the Python backend but no module")
+
+    def deployment(self, target: str) -> Deployment:
+        return self.deployments[target]
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.outputs)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    model: str
+    input_map: dict[str, str]  # step input -> ensemble tensor
+    output_map: dict[str, str]  # step output -> ensemble tensor
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnsembleSpec:
+    name: str
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    steps: tuple[Step, ...]
+    max_batch_size: int
+    description: str = ""
+
+    def __post_init__(self):
+        _check_common(self.name, self.inputs, self.outputs)
+        if not self.steps:
+            raise _fail(self.name, "steps", "an ensemble needs at least one step")
+        if self.max_batch_size < 0:
+            raise _fail(self.name, "max_batch_size", "must be >= 0")
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.outputs)
+
+
+AnySpec = ModelSpec | EnsembleSpec
+
+
+def _check_common(name: str, inputs: tuple[Tensor, ...], outputs: tuple[Tensor, ...]) -> None:
+    if not name or not name.replace("_", "").isalnum() or not name[0].isalpha():
+        raise SpecError(f"model name {name!r}: letters, digits and underscores, starting with a letter")
+    if not inputs:
+        raise _fail(name, "inputs", "a model needs at least one input")
+    if not outputs:
+        raise _fail(name, "outputs", "a model needs at least one output")
+    names = [t.name for t in (*inputs, *outputs)]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise _fail(name, "inputs/outputs", f"duplicate tensor names {dupes}")
+
+
+def check_repository(specs: list[AnySpec]) -> None:
+    """Cross-model checks: unique names, ensemble wiring (every tensor produced before it is used, dtypes agree),
+    and on every target each step's max_batch_size at least the ensemble's."""
+    by_name: dict[str, AnySpec] = {}
+    for spec in specs:
+        if spec.name in by_name:
+            raise _fail(spec.name, "name", "two specs share this name")
+        by_name[spec.name] = spec
+    for ens in (s for s in specs if isinstance(s, EnsembleSpec)):
+        available = {t.name: t for t in ens.inputs}
+        for i, step in enumerate(ens.steps):
+            where = f"steps[{i}] ({step.model})"
+            inner = by_name.get(step.model)
+            if inner is None:
+                raise _fail(ens.name, where, f"unknown model '{step.model}'")
+            if isinstance(inner, EnsembleSpec):
+                raise _fail(ens.name, where, "nested ensembles are not supported")
+            inner_in = {t.name: t for t in inner.inputs}
+            inner_out = {t.name: t for t in inner.outputs}
+            for step_in, ens_t in step.input_map.items():
+                if step_in not in inner_in:
+                    raise _fail(ens.name, where, f"'{step.model}' has no input '{step_in}'")
+                if ens_t not in available:
+                    raise _fail(ens.name, where, f"tensor '{ens_t}' is used before any step produces it")
+                if available[ens_t].dtype != inner_in[step_in].dtype:
+                    raise _fail(ens.name, where, f"'{ens_t}' is {available[ens_t].dtype}, "
+                                f"'{step.model}.{step_in}' wants {inner_in[step_in].dtype}")
+            unfed = [t.name for t in inner.inputs if not t.optional and t.name not in step.input_map]
+            if unfed:
+                raise _fail(ens.name, where, f"required inputs {unfed} are not mapped")
+            for step_out, ens_t in step.output_map.items():
+                if step_out not in inner_out:
+                    raise _fail(ens.name, where, f"'{step.model}' has no output '{step_out}'")
+                available[ens_t] = inner_out[step_out]
+            for target, dep in inner.deployments.items():
+                if dep.batching.max_batch_size < ens.max_batch_size:
+                    raise _fail(ens.name, where, f"on target '{target}' max_batch_size "
+                                f"{dep.batching.max_batch_size} < the ensemble's {ens.max_batch_size}")
+        for out in ens.outputs:
+            if out.name not in available:
+                raise _fail(ens.name, "outputs", f"no step produces '{out.name}'")
+            if available[out.name].dtype != out.dtype:
+                raise _fail(ens.name, "outputs", f"'{out.name}' is produced as {available[out.name].dtype}")
+
+
+__all__ = [
+    "AnySpec", "Backend", "Batching", "DEFAULT_TARGET", "Deployment", "EnsembleSpec", "Kind", "ModelSpec",
+    "Step", "Tensor", "check_repository",
+]
