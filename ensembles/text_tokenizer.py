@@ -36,7 +36,7 @@ class TritonPythonModel:
         self.tokenizer = Tokenizer.from_file(str(path))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length)
-        padding = json.loads(path.read_text()).get("padding") or {}
+        padding = json.loads(path.read_text(encoding="utf-8")).get("padding") or {}
         self.pad_id = int(padding.get("pad_id", 0))
 
     def _decode(self, rows):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 from pathlib import Path
@@ -67,6 +68,58 @@ def render(check: bool = typer.Option(False, "--check", help="Exit 1 if committe
             typer.echo(f"{len(changed)} file(s) written" + "".join(f"\n  {c}" for c in changed))
     except TritonRepoError as e:
         _fail(e)
+
+
+@app.command()
+def export(model: str = typer.Argument("sbert", help="Model family to export (sbert)."),
+           force: bool = typer.Option(False, "--force", help="Re-export even if cached artifacts are valid.")):
+    """Export a model to ONNX fp32 + int8 and validate it against its framework model (cached)."""
+    from .export import sbert
+
+    if model != "sbert":
+        _fail(TritonRepoError(f"unknown model family {model!r}; known: sbert"))
+    try:
+        report = sbert.export(force=force)
+    except TritonRepoError as e:
+        _fail(e)
+    typer.echo(json.dumps(report, indent=2))
+
+
+@app.command()
+def build(repository: Path = REPO_OPT,
+          force: bool = typer.Option(False, "--force", help="Re-export models even if cached.")):
+    """Render configs, export and validate every model, and install everything into the repository."""
+    from .repository import build as build_repository
+
+    try:
+        reports = build_repository(repository, force_export=force)
+    except TritonRepoError as e:
+        _fail(e)
+    typer.echo(json.dumps(reports, indent=2))
+
+
+@app.command()
+def serve(repository: Path = REPO_OPT,
+          target: str = typer.Option("cpu", "--target", "-t", help="--model-config-name: configs/<target>.pbtxt."),
+          grpc_port: int = typer.Option(8001, help="gRPC port (0: any free port)."),
+          http_port: int = typer.Option(8000, help="HTTP port (0: any free port)."),
+          metrics_port: int = typer.Option(8002, help="Metrics port (0: any free port)."),
+          log_file: Optional[Path] = typer.Option(None, help="Server log (default .runs/tritonserver-<port>.log)."),
+          model: Optional[list[str]] = typer.Option(None, "--model", "-m",
+                                                    help="Explicit model control: load only these.")):
+    """Start the real tritonserver on the repository; stop cleanly on Ctrl-C / SIGTERM."""
+    from .server import TritonServer
+
+    server = TritonServer(repository, model_config_name=target, grpc_port=grpc_port, http_port=http_port,
+                          metrics_port=metrics_port, log_file=log_file, explicit_models=model)
+    try:
+        server.start()
+        typer.echo(f"tritonserver ready (target {target}): grpc {server.grpc_url}  http {server.http_url}  "
+                   f"metrics {server.metrics_url}\nlog: {server.log_file}\nCtrl-C to stop")
+        code = server.serve_forever()
+    except TritonRepoError as e:
+        _fail(e)
+    typer.echo(f"tritonserver stopped (exit code {code})")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,66 @@
+"""Numeric validation of exported artifacts: collect every failed check, then raise one ValidationError."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tritonrepo.errors import ValidationError
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True).clip(1e-12)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True).clip(1e-12)
+    return (a * b).sum(axis=1)
+
+
+def neighbour_recall(reference: np.ndarray, candidate: np.ndarray, k: int = 10) -> float:
+    """Mean overlap of each row's k nearest neighbours (cosine, itself excluded) under both embeddings."""
+    def top_k(x):
+        x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+        sims = x @ x.T
+        np.fill_diagonal(sims, -np.inf)
+        return np.argpartition(-sims, k, axis=1)[:, :k]
+
+    ref, cand = top_k(reference), top_k(candidate)
+    return float(np.mean([len(np.intersect1d(r, c)) / k for r, c in zip(ref, cand)]))
+
+
+@dataclass
+class Checks:
+    """Accumulates named metrics and failed bounds for one artifact."""
+
+    artifact: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def at_least(self, name: str, value: float, bound: float) -> None:
+        self.metrics[name] = round(float(value), 6)
+        if not value >= bound:  # also catches NaN
+            self.failures.append(f"{name} = {value:.6f}, needs >= {bound}")
+
+    def raise_if_failed(self) -> None:
+        if self.failures:
+            raise ValidationError(self.artifact, self.failures)
+
+
+def embedding_checks(artifact: str, reference: np.ndarray, candidate: np.ndarray, *, min_cos: float,
+                     mean_cos: float | None = None, recall_k: int | None = None,
+                     min_recall: float | None = None, recall_reference: np.ndarray | None = None) -> Checks:
+    checks = Checks(artifact)
+    if reference.shape != candidate.shape:
+        checks.failures.append(f"shape {candidate.shape} != reference {reference.shape}")
+        return checks
+    cos = cosine_rows(reference, candidate)
+    checks.at_least("cosine_min", cos.min(), min_cos)
+    if mean_cos is not None:
+        checks.at_least("cosine_mean", cos.mean(), mean_cos)
+    else:
+        checks.metrics["cosine_mean"] = round(float(cos.mean()), 6)
+    checks.metrics["max_abs_diff"] = float(np.abs(reference - candidate).max())
+    if recall_k:
+        base = reference if recall_reference is None else recall_reference
+        checks.at_least(f"recall@{recall_k}", neighbour_recall(base, candidate, recall_k), min_recall or 0.0)
+    checks.metrics["sentences"] = len(reference)
+    return checks

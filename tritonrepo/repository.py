@@ -1,0 +1,58 @@
+"""Build the model repository: configs from the specs, Python-backend code, validated artifacts from export/."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from . import render
+from .errors import ToolNotFoundError
+from .models import all_specs
+from .specs import Backend, ModelSpec
+
+log = logging.getLogger(__name__)
+
+ENSEMBLES_SRC = Path(__file__).resolve().parents[1] / "ensembles"
+
+
+def install_python_models(repository: Path) -> list[Path]:
+    """Copy each Python-backend model's module from ensembles/ to <model>/1/model.py."""
+    placed = []
+    for spec in all_specs():
+        if isinstance(spec, ModelSpec) and spec.python_model:
+            dest = repository / spec.name / "1" / "model.py"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ENSEMBLES_SRC / f"{spec.python_model}.py", dest)
+            placed.append(dest)
+    return placed
+
+
+def missing_artifacts(repository: Path, target: str = "cpu") -> list[str]:
+    """Files a target's configs expect in the version folders that are not there."""
+    missing = []
+    for spec in all_specs():
+        if not isinstance(spec, ModelSpec):
+            (repository / spec.name / "1").mkdir(parents=True, exist_ok=True)  # ensembles need an empty version
+            continue
+        dep = spec.deployment(target)
+        wanted = ["model.py"] if dep.backend is Backend.PYTHON else []
+        if dep.model_filename:
+            wanted.append(dep.model_filename)
+        missing += [f"{spec.name}/1/{f}" for f in wanted if not (repository / spec.name / "1" / f).exists()]
+    return missing
+
+
+def build(repository: Path, *, force_export: bool = False) -> dict:
+    """Render configs, export+validate every model (cached), install code and artifacts. Returns export reports."""
+    from .export import sbert
+
+    render.write(repository, all_specs())
+    install_python_models(repository)
+    reports = {"sbert": sbert.export(force=force_export)}
+    sbert.install(repository)
+    missing = missing_artifacts(repository)
+    if missing:
+        raise ToolNotFoundError(f"repository incomplete after build, missing: {missing}")
+    log.info("model repository ready at %s", repository)
+    return reports
