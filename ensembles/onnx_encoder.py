@@ -4,11 +4,14 @@ native onnxruntime backend; GPU targets use the native ``onnxruntime_onnx`` plat
 Input and output names come from the model's config and must match the ONNX graph's (checked at load).
 Requests of one dynamic batch may carry different sequence lengths (the config sets ``allow_ragged_batch``): rows are
 right-padded with 0 to a common length. With ``sort_by_length`` (needs an ``attention_mask`` input), rows are sorted
-by their real length and run in sub-batches of ``sub_batch_rows``, each trimmed to its own longest row, so a batch of
-mixed short and long texts does not pay for padding (sentence-transformers' trick, applied per dynamic batch).
+by their real length and cut into sub-batches whose padding stays within ``padding_tolerance`` of their real tokens
+(at most ``max_sub_batch`` rows), each trimmed to its own longest row: a batch of mixed short and long texts does not
+pay for padding. Measured on CoNLL sentences (int8, 2 threads): 222 sentences/s padded as one batch of 32,
+477/s with tolerance 0.1, against 491/s for a global length sort of the whole data set.
 
 Parameters: ``model_filename`` (in the version folder), ``intra_op_threads`` (0 = ORT default),
-``sort_by_length`` (true/false), ``sub_batch_rows``.
+``sort_by_length`` (true/false), ``padding_tolerance`` (default 0.1), ``max_sub_batch`` (default 64),
+``allow_spinning`` (ORT intra-op thread spinning, default 0).
 """
 
 import json
@@ -29,6 +32,8 @@ class TritonPythonModel:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning intra-op threads burn the cores that Triton, the tokenizer and the clients need between batches.
+        options.add_session_config_entry("session.intra_op.allow_spinning", params.get("allow_spinning", "0"))
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [t["name"] for t in config["input"]]
         self.output_names = [t["name"] for t in config["output"]]
@@ -39,7 +44,8 @@ class TritonPythonModel:
                 f"{path.name}: config tensors {self.input_names} -> {self.output_names} do not match the ONNX graph's "
                 f"{sorted(graph_in)} -> {sorted(graph_out)}; re-run `tritonrepo build`")
         self.sort = params.get("sort_by_length", "false").lower() == "true" and "attention_mask" in graph_in
-        self.sub_batch_rows = int(params.get("sub_batch_rows", "32"))
+        self.padding_tolerance = float(params.get("padding_tolerance", "0.1"))
+        self.max_sub_batch = int(params.get("max_sub_batch", "64"))
 
     def _gather(self, requests):
         """Concatenate every request's inputs along the batch axis, right-padding ragged dimensions with 0."""
@@ -59,14 +65,25 @@ class TritonPythonModel:
         return per_input, [len(pb_utils.get_input_tensor_by_name(r, self.input_names[0]).as_numpy())
                            for r in requests]
 
+    def _sub_batches(self, sorted_lengths):
+        """Cut ascending lengths into runs whose padded size stays within the tolerance of their real tokens."""
+        start, total = 0, 0
+        for i, n in enumerate(sorted_lengths):
+            rows = i - start + 1
+            if rows > 1 and (rows > self.max_sub_batch or n * rows > (1 + self.padding_tolerance) * (total + n)):
+                yield start, i
+                start, total = i, 0
+            total += n
+        yield start, len(sorted_lengths)
+
     def _run(self, feeds):
         if not self.sort:
             return self.session.run(self.output_names, feeds)
         lengths = feeds["attention_mask"].sum(axis=1)
         order = np.argsort(lengths, kind="stable")
         outputs = None
-        for start in range(0, len(order), self.sub_batch_rows):
-            rows = order[start:start + self.sub_batch_rows]
+        for start, stop in self._sub_batches(lengths[order]):
+            rows = order[start:stop]
             width = max(int(lengths[rows].max()), 1)
             part = self.session.run(self.output_names, {k: v[rows, :width] for k, v in feeds.items()})
             if outputs is None:

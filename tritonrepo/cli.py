@@ -122,5 +122,23 @@ def serve(repository: Path = REPO_OPT,
     typer.echo(f"tritonserver stopped (exit code {code})")
 
 
+@perf_app.command("embeddings")
+def perf_embeddings(sentences: int = typer.Option(2000, help="Real sentences (CoNLL-2003 test split)."),
+                    reps: int = typer.Option(2, help="Alternating repetitions; medians are reported."),
+                    url: Optional[str] = typer.Option(None, help="Use a running server (default: start one)."),
+                    threads: int = typer.Option(2, help="Threads for the in-process baseline.")):
+    """Served SBERT (fp32, int8) vs sentence-transformers in-process: sentences/s and p95; writes JSON."""
+    from rich.console import Console
+
+    from .perf import bench_embeddings
+
+    try:
+        result = bench_embeddings.run(sentences=sentences, reps=reps, url=url, threads=threads)
+    except TritonRepoError as e:
+        _fail(e)
+    Console().print(bench_embeddings.table(result))
+    typer.echo(f"written: {result['output']}")
+
+
 if __name__ == "__main__":
     app()

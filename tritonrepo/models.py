@@ -55,9 +55,9 @@ def _encoder_spec(precision: str) -> ModelSpec:
     filename = f"model.{precision}.onnx"
     deployments = {
         "cpu": Deployment(
-            backend=Backend.PYTHON, kind=Kind.CPU, count=1, model_filename=filename,
+            backend=Backend.PYTHON, kind=Kind.CPU, count=2, model_filename=filename,
             batching=Batching(max_batch_size=256, max_queue_delay_us=1000),
-            parameters=(("intra_op_threads", "2"), ("sort_by_length", "true")), ragged_batching=True,
+            parameters=(("intra_op_threads", "1"), ("sort_by_length", "true")), ragged_batching=True,
         ),
     }
     for target, (count, max_batch, preferred, delay, _) in _GPU_TUNING.items():

@@ -1,0 +1,113 @@
+"""What every client shares: gRPC error translation, retries with backoff inside one deadline, text encoding."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from tritonclient.utils import InferenceServerException
+
+from tritonrepo.errors import (
+    ClientError, DeadlineExceededError, InvalidInputError, ModelNotFoundError, ServerInternalError,
+    ServerOverloadedError, ServerUnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+_BY_STATUS = {
+    "INVALID_ARGUMENT": InvalidInputError,
+    "NOT_FOUND": ModelNotFoundError,
+    "UNAVAILABLE": ServerUnavailableError,
+    "DEADLINE_EXCEEDED": DeadlineExceededError,
+    "RESOURCE_EXHAUSTED": ServerOverloadedError,
+    "INTERNAL": ServerInternalError,
+    "UNKNOWN": ServerInternalError,
+}
+
+
+def translate(e: InferenceServerException, model: str) -> ClientError:
+    """Map a tritonclient exception to the project's error for what the caller should do."""
+    status = (e.status() or "").rsplit(".", 1)[-1]  # "StatusCode.UNAVAILABLE" -> "UNAVAILABLE"
+    message = e.message() or str(e)
+    cls = _BY_STATUS.get(status, ClientError)
+    lowered = message.lower()
+    if "unknown model" in lowered or ("is not found" in lowered and "model" in lowered) or "not ready" in lowered:
+        cls = ModelNotFoundError
+    elif "exceeds maximum queue size" in lowered:
+        cls = ServerOverloadedError
+    return cls(message, model=model, status=status or None)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries of retriable errors (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED), all within one deadline."""
+
+    attempts: int = 3
+    backoff_s: float = 0.05
+    max_backoff_s: float = 2.0
+
+    def delay(self, attempt: int) -> float:  # exponential with full jitter
+        return random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** attempt))
+
+
+def encode_texts(texts, model: str) -> np.ndarray:
+    """Validate and UTF-8 encode a sequence of str into a BYTES [N, 1] array; errors name the bad item."""
+    if isinstance(texts, (str, bytes)):
+        raise InvalidInputError("texts must be a list of strings, not a single string (wrap it: [text])",
+                                model=model)
+    encoded = []
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InvalidInputError(f"texts[{i}] is {type(t).__name__}, expected str", model=model)
+        try:
+            encoded.append(t.encode("utf-8"))
+        except UnicodeEncodeError as e:
+            raise InvalidInputError(f"texts[{i}] cannot be encoded as UTF-8: {e.reason}", model=model) from e
+    return np.array(encoded, dtype=np.object_).reshape(-1, 1)
+
+
+def chunks(n: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+class Deadline:
+    def __init__(self, seconds: float | None):
+        self.end = None if seconds is None else time.monotonic() + seconds
+
+    def remaining(self, model: str) -> float | None:
+        if self.end is None:
+            return None
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceededError("deadline exceeded before the request could be sent", model=model,
+                                        status="DEADLINE_EXCEEDED")
+        return left
+
+
+def call_with_retry(fn, *, model: str, deadline: Deadline, retry: RetryPolicy):
+    """fn(timeout_s) with retries of retriable errors; the deadline bounds all attempts together."""
+    for attempt in range(retry.attempts):
+        try:
+            return fn(deadline.remaining(model))
+        except InferenceServerException as e:
+            err = translate(e, model)
+            if not err.retriable or attempt == retry.attempts - 1:
+                raise err from e
+            pause = retry.delay(attempt)
+            log.debug("%s: %s; retry %d in %.3f s", model, err, attempt + 1, pause)
+            time.sleep(pause)
+
+
+async def call_with_retry_async(fn, *, model: str, deadline: Deadline, retry: RetryPolicy):
+    for attempt in range(retry.attempts):
+        try:
+            return await fn(deadline.remaining(model))
+        except InferenceServerException as e:
+            err = translate(e, model)
+            if not err.retriable or attempt == retry.attempts - 1:
+                raise err from e
+            await asyncio.sleep(retry.delay(attempt))

@@ -1,0 +1,75 @@
+"""Run the real perf_analyzer (C++ load generator, gRPC) and parse its CSV into typed rows."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tritonrepo.errors import TritonRepoError
+from tritonrepo.paths import perf_analyzer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PerfRow:
+    """One perf_analyzer measurement; latencies in milliseconds, client side unless named server_."""
+
+    concurrency: float
+    infer_per_s: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    avg_ms: float
+    server_queue_ms: float
+    server_compute_ms: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_csv(text: str) -> list[PerfRow]:
+    rows = []
+    for r in csv.DictReader(text.splitlines()):
+        us = lambda key: float(r.get(key) or 0) / 1000.0  # noqa: E731  (perf_analyzer reports microseconds)
+        load = r.get("Concurrency") or r.get("Request Rate") or "0"
+        rows.append(PerfRow(
+            concurrency=float(load), infer_per_s=float(r["Inferences/Second"]),
+            p50_ms=us("p50 latency"), p90_ms=us("p90 latency"), p95_ms=us("p95 latency"), p99_ms=us("p99 latency"),
+            avg_ms=us("Avg latency"), server_queue_ms=us("Server Queue"),
+            server_compute_ms=us("Server Compute Input") + us("Server Compute Infer") + us("Server Compute Output"),
+        ))
+    return rows
+
+
+def write_input_data(path: Path, tensor: str, texts: list[str]) -> Path:
+    """perf_analyzer --input-data JSON: one batch-1 request per real text, sent round-robin."""
+    path.write_text(json.dumps({"data": [{tensor: {"content": [t], "shape": [1]}} for t in texts]}))
+    return path
+
+
+def run(model: str, url: str, input_data: Path, *, concurrency: int, measurement_ms: int = 4000,
+        stability_pct: int = 30, max_trials: int = 8, timeout_s: float = 300) -> PerfRow:
+    """One concurrency level. The stability bound is loose because shared 2-core machines drift; medians over
+    repetitions (the benchmarks) absorb the rest."""
+    binary, env = perf_analyzer()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "pa.csv"
+        argv = [str(binary), "-m", model, "-u", url, "-i", "grpc", "--input-data", str(input_data),
+                "--concurrency-range", f"{concurrency}:{concurrency}", "-p", str(measurement_ms),
+                "-s", str(stability_pct), "--max-trials", str(max_trials), "--percentile", "95", "-f", str(out)]
+        log.debug("perf_analyzer: %s", " ".join(argv))
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout_s)
+        if proc.returncode != 0 or not out.exists():
+            raise TritonRepoError(f"perf_analyzer failed (exit {proc.returncode}) for {model} at concurrency "
+                                  f"{concurrency}:\n{(proc.stdout + proc.stderr)[-3000:]}")
+        rows = parse_csv(out.read_text())
+    if not rows:
+        raise TritonRepoError(f"perf_analyzer wrote no measurement for {model} at concurrency {concurrency}")
+    return rows[0]
