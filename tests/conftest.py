@@ -1,0 +1,68 @@
+"""Shared fixtures. One hook does the skipping: `gpu` tests skip without an NVIDIA GPU. Server tests start the real
+tritonserver (installed by scripts/setup.sh) once per session on free ports, over a copy of the repository."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from tritonrepo import models, render
+from tritonrepo.repository import install_python_models
+from tritonrepo.server import TritonServer
+
+
+def _has_gpu() -> bool:
+    try:
+        return subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if not any("gpu" in item.keywords for item in items) or _has_gpu():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (nvidia-smi found none)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def sbert_artifacts():
+    """Validated SBERT ONNX artifacts (exported once, cached in .assets/artifacts/sbert)."""
+    from tritonrepo.export import sbert
+
+    sbert.export()
+    return sbert.ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory, sbert_artifacts):
+    """A complete repository in a temporary folder: rendered configs, Python models, validated artifacts."""
+    from tritonrepo.export import sbert
+
+    repo = tmp_path_factory.mktemp("model_repository")
+    render.write(repo, models.all_specs())
+    install_python_models(repo)
+    sbert.install(repo, sbert_artifacts)
+    for spec in models.all_specs():
+        (repo / spec.name / "1").mkdir(parents=True, exist_ok=True)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def triton(model_repository, tmp_path_factory):
+    """The real tritonserver serving every model (target cpu), for the whole test session."""
+    log = tmp_path_factory.mktemp("logs") / "tritonserver.log"
+    with TritonServer(model_repository, model_config_name="cpu", log_file=log) as server:
+        yield server
+
+
+@pytest.fixture
+def tiny_repository(tmp_path, model_repository):
+    """Just the tokenizer model (fast to start), in a fresh folder a test may break."""
+    repo = tmp_path / "repo"
+    shutil.copytree(model_repository / "sbert_tokenizer", repo / "sbert_tokenizer")
+    return repo

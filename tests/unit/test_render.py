@@ -1,0 +1,76 @@
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+from typer.testing import CliRunner
+
+from tritonrepo import models, render
+from tritonrepo.cli import app
+from tritonrepo.errors import RenderDriftError
+from tritonrepo.paths import MODEL_REPOSITORY
+from tritonrepo.specs import Backend, Batching, Deployment, ModelSpec, Tensor
+from tritonrepo.targets import TARGETS
+
+
+def test_every_committed_pbtxt_parses_and_matches_its_spec():
+    files = sorted(MODEL_REPOSITORY.glob("*/config.pbtxt")) + sorted(MODEL_REPOSITORY.glob("*/configs/*.pbtxt"))
+    assert len(files) == len(models.all_specs()) * (len(TARGETS) + 1)
+    for path in files:
+        cfg = text_format.Parse(path.read_text(), mc.ModelConfig())
+        assert cfg.name == path.parts[len(MODEL_REPOSITORY.parts)]
+    render.check(MODEL_REPOSITORY, models.all_specs())
+
+
+def test_render_check_cli_fails_on_drift(tmp_path):
+    runner = CliRunner()
+    assert runner.invoke(app, ["render", "-r", str(tmp_path)]).exit_code == 0
+    assert runner.invoke(app, ["render", "--check", "-r", str(tmp_path)]).exit_code == 0
+    path = tmp_path / "sbert_encoder" / "configs" / "t4.pbtxt"
+    path.write_text(path.read_text().replace("max_batch_size: 128", "max_batch_size: 64"))
+    (tmp_path / "ghost" / "configs").mkdir(parents=True)
+    (tmp_path / "ghost" / "config.pbtxt").write_text('name: "ghost"\n')
+    result = runner.invoke(app, ["render", "--check", "-r", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "differs: sbert_encoder/configs/t4.pbtxt" in result.output
+    assert "extra (no spec): ghost/config.pbtxt" in result.output
+
+
+def test_max_batch_size_zero_survives_proto3(tmp_path):
+    t = Tensor(name="X", dtype="FP32", dims=(3,))
+    unbatched = ModelSpec(name="plain", inputs=(t,), outputs=(Tensor(name="Y", dtype="FP32", dims=(3,)),),
+                          python_model="m", deployments={
+                              target: Deployment(backend=Backend.PYTHON,
+                                                 batching=Batching(max_batch_size=0, dynamic=False))
+                              for target in TARGETS})
+    text = render.to_text(render.model_config(unbatched, "cpu"), "cpu")
+    assert "max_batch_size: 0" in text
+    assert "dynamic_batching" not in text  # never switched on by accident
+    assert render.parse(text).max_batch_size == 0
+
+
+def test_targets_differ_in_backend_instances_and_batching():
+    enc = models.spec("sbert_encoder")
+    cpu, t4, h100 = (render.model_config(enc, t) for t in ("cpu", "t4", "h100"))
+    assert cpu.backend == "python" and t4.platform == "onnxruntime_onnx"
+    assert cpu.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert t4.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    assert t4.max_batch_size < h100.max_batch_size
+    assert list(h100.dynamic_batching.preferred_batch_size) == [64, 128, 256]
+    assert t4.optimization.execution_accelerators.gpu_execution_accelerator[0].name == "tensorrt"
+    assert all(i.allow_ragged_batch for i in cpu.input) and not any(i.allow_ragged_batch for i in t4.input)
+
+
+def test_bytes_tensors_render_as_type_string():
+    cfg = render.model_config(models.spec("sbert"), "cpu")
+    assert cfg.input[0].data_type == mc.TYPE_STRING
+    assert [s.model_name for s in cfg.ensemble_scheduling.step] == ["sbert_tokenizer", "sbert_encoder"]
+
+
+def test_write_removes_stale_configs(tmp_path):
+    render.write(tmp_path, models.all_specs())
+    stale = tmp_path / "sbert" / "configs" / "v100.pbtxt"
+    stale.write_text("name: 'sbert'")
+    assert "sbert/configs/v100.pbtxt" in render.write(tmp_path, models.all_specs())
+    assert not stale.exists()
+    with pytest.raises(RenderDriftError):
+        (tmp_path / "sbert" / "config.pbtxt").unlink()
+        render.check(tmp_path, models.all_specs())

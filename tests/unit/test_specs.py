@@ -1,0 +1,90 @@
+import dataclasses
+
+import pytest
+
+from tritonrepo import models
+from tritonrepo.errors import SpecError
+from tritonrepo.specs import (
+    Backend, Batching, Deployment, EnsembleSpec, Kind, ModelSpec, Step, Tensor, check_repository,
+)
+from tritonrepo.targets import TARGETS
+
+X = Tensor(name="X", dtype="FP32", dims=(4,))
+Y = Tensor(name="Y", dtype="FP32", dims=(4,))
+
+
+def cpu(**kw) -> Deployment:
+    return Deployment(backend=Backend.PYTHON, batching=Batching(max_batch_size=8), **kw)
+
+
+def spec(name="toy", **kw) -> ModelSpec:
+    deployments = kw.pop("deployments", {t: cpu() for t in TARGETS})
+    return ModelSpec(name=name, inputs=(X,), outputs=(Y,), deployments=deployments, python_model="toy", **kw)
+
+
+def test_real_specs_are_consistent():
+    check_repository(models.all_specs())
+
+
+def test_specs_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec().name = "other"
+
+
+@pytest.mark.parametrize("bad, field", [
+    (dict(max_batch_size=0, dynamic=True), "batching.dynamic"),
+    (dict(max_batch_size=8, preferred_batch_sizes=(16,)), "preferred_batch_sizes"),
+    (dict(max_batch_size=8, preferred_batch_sizes=(4, 2)), "preferred_batch_sizes"),
+    (dict(max_batch_size=-1, dynamic=False), "max_batch_size"),
+    (dict(max_batch_size=8, dynamic=False, max_queue_delay_us=100), "batching"),
+])
+def test_impossible_batching_names_model_and_field(bad, field):
+    deployments = {t: Deployment(backend=Backend.PYTHON, batching=Batching(**bad)) for t in TARGETS}
+    with pytest.raises(SpecError, match=rf"model 'toy@cpu', field '{field}"):
+        spec(deployments=deployments)
+
+
+def test_gpu_instances_on_the_cpu_target_are_rejected():
+    deployments = {t: cpu() for t in TARGETS} | {"cpu": cpu(kind=Kind.GPU)}
+    with pytest.raises(SpecError, match="toy@cpu.*KIND_GPU"):
+        spec(deployments=deployments)
+
+
+def test_ragged_batching_only_for_python_models():
+    native = Deployment(backend=Backend.ONNXRUNTIME, kind=Kind.GPU, ragged_batching=True,
+                        batching=Batching(max_batch_size=8))
+    with pytest.raises(SpecError, match="ragged_batching"):
+        spec(deployments={t: cpu() for t in TARGETS} | {"t4": native})
+
+
+def test_every_target_needs_a_deployment():
+    with pytest.raises(SpecError, match=r"missing targets \['a100'"):
+        spec(deployments={t: cpu() for t in TARGETS if t != "a100"})
+
+
+def test_bad_tensors_are_rejected():
+    with pytest.raises(SpecError, match="dtype 'FLOAT32'"):
+        Tensor(name="X", dtype="FLOAT32", dims=(1,))
+    with pytest.raises(SpecError, match="dims"):
+        Tensor(name="X", dtype="FP32", dims=(0,))
+    with pytest.raises(SpecError, match="duplicate tensor names"):
+        ModelSpec(name="dup", inputs=(X,), outputs=(X,), deployments={t: cpu() for t in TARGETS}, python_model="m")
+
+
+def _ensemble(steps, outputs=(Y,), max_batch_size=4):
+    return EnsembleSpec(name="ens", inputs=(X,), outputs=outputs, steps=steps, max_batch_size=max_batch_size)
+
+
+def test_ensemble_wiring_errors_name_the_step():
+    inner = spec()
+    with pytest.raises(SpecError, match="unknown model 'nope'"):
+        check_repository([inner, _ensemble((Step(model="nope", input_map={"X": "X"}, output_map={"Y": "Y"}),))])
+    with pytest.raises(SpecError, match="has no input 'Z'"):
+        check_repository([inner, _ensemble((Step(model="toy", input_map={"Z": "X"}, output_map={"Y": "Y"}),))])
+    with pytest.raises(SpecError, match="used before any step produces it"):
+        check_repository([inner, _ensemble((Step(model="toy", input_map={"X": "W"}, output_map={"Y": "Y"}),))])
+    with pytest.raises(SpecError, match="no step produces 'Y'"):
+        check_repository([inner, _ensemble((Step(model="toy", input_map={"X": "X"}, output_map={"Y": "Q"}),))])
+    with pytest.raises(SpecError, match="max_batch_size 8 < the ensemble's 16"):
+        check_repository([inner, _ensemble((Step(model="toy", input_map={"X": "X"}, output_map={"Y": "Y"}),),
+                                           max_batch_size=16)])
