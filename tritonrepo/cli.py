@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 from pathlib import Path
 from typing import Optional
 
@@ -34,22 +33,13 @@ def _fail(e: Exception) -> None:
 @app.command()
 def doctor():
     """Check that tritonserver, its Python backend stub and perf_analyzer are installed and start."""
-    from .paths import TritonTools, perf_analyzer
-    from .server import TritonServer
+    from .server import check_tools
 
     try:
-        tools = TritonTools.locate()
-        out = subprocess.run([str(tools.tritonserver), "--help"], capture_output=True, text=True,
-                             env=TritonServer.environment(tools), timeout=60)
-        if "--model-repository" not in out.stdout + out.stderr:
-            raise TritonRepoError(f"tritonserver --help failed:\n{out.stderr[-2000:]}")
-        binary, env = perf_analyzer()
-        out = subprocess.run([str(binary), "--help"], capture_output=True, text=True, env=env, timeout=60)
-        if "concurrency-range" not in out.stdout + out.stderr:
-            raise TritonRepoError(f"perf_analyzer --help failed:\n{(out.stdout + out.stderr)[-2000:]}")
-    except (TritonRepoError, OSError, subprocess.SubprocessError) as e:
+        found = check_tools()
+    except TritonRepoError as e:
         _fail(e)
-    typer.echo(f"tritonserver: {tools.tritonserver}\nperf_analyzer: {binary}\nok")
+    typer.echo("".join(f"{name}: {path}\n" for name, path in found.items()) + "ok")
 
 
 @app.command()
@@ -122,6 +112,38 @@ def serve(repository: Path = REPO_OPT,
     typer.echo(f"tritonserver stopped (exit code {code})")
 
 
+@app.command()
+def demo(corpus: int = typer.Option(1000, help="CoNLL-2003 test sentences to index."),
+         perf: bool = typer.Option(True, help="Finish with a short perf_analyzer measurement.")):
+    """Main job: build the repository, start Triton, embed news sentences, print nearest neighbours and a perf probe."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import demo as demo_job
+
+    try:
+        result = demo_job.run(corpus_size=corpus, perf=perf)
+    except TritonRepoError as e:
+        _fail(e)
+    console = Console()
+    table = Table(title=f"Nearest neighbours among {corpus} Reuters sentences (sbert_int8 served by Triton)")
+    for col in ("query", "cosine", "sentence"):
+        table.add_column(col)
+    for query, hits in result.neighbours.items():
+        for i, (score, sentence) in enumerate(hits):
+            table.add_row(query if i == 0 else "", f"{score:.3f}", sentence[:100])
+    console.print(table)
+    console.print(f"int8 vs fp32 served query embeddings: min cosine {result.fp32_int8_cosine_min:.4f}")
+    if result.perf:
+        t = Table(title="perf_analyzer, sbert_int8, 1 sentence per request (gRPC)")
+        for col in ("concurrency", "infer/s", "p50 ms", "p95 ms", "p99 ms"):
+            t.add_column(col, justify="right")
+        for r in result.perf:
+            t.add_row(f"{r['concurrency']:.0f}", f"{r['infer_per_s']:.0f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
+                      f"{r['p99_ms']:.1f}")
+        console.print(t)
+
+
 @perf_app.command("embeddings")
 def perf_embeddings(sentences: int = typer.Option(2000, help="Real sentences (CoNLL-2003 test split)."),
                     reps: int = typer.Option(2, help="Alternating repetitions; medians are reported."),
@@ -136,7 +158,7 @@ def perf_embeddings(sentences: int = typer.Option(2000, help="Real sentences (Co
         result = bench_embeddings.run(sentences=sentences, reps=reps, url=url, threads=threads)
     except TritonRepoError as e:
         _fail(e)
-    Console().print(bench_embeddings.table(result))
+    Console(width=150).print(bench_embeddings.table(result))
     typer.echo(f"written: {result['output']}")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from .paths import CONLL_DIR, require
 
 _DETOK = [(re.compile(r" ([,.;:!?%)\]}])"), r"\1"), (re.compile(r"([(\[{$]) "), r"\1"),
-          (re.compile(r" (n't|'s|'re|'ve|'ll|'d|'m)\b"), r"\1"), (re.compile(r'" (.*?) "'), r'"\1"')]
+          (re.compile(r" (n't|'s|'re|'ve|'ll|'d|'m)\b", re.IGNORECASE), r"\1"), (re.compile(r'" (.*?) "'), r'"\1"')]
 
 
 def detokenize(tokens: list[str]) -> str:

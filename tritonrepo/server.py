@@ -20,7 +20,8 @@ from collections import deque
 from pathlib import Path
 
 from .errors import ModelLoadError, ServerError
-from .paths import RUNS, TritonTools
+from .errors import ToolNotFoundError
+from .paths import RUNS, TritonTools, perf_analyzer
 
 log = logging.getLogger(__name__)
 
@@ -209,3 +210,20 @@ class TritonServer:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+
+
+def check_tools() -> dict[str, Path]:
+    """Run tritonserver and perf_analyzer with --help against their libraries; raise naming what is broken."""
+    tools = TritonTools.locate()
+    checks = [("tritonserver", tools.tritonserver, TritonServer.environment(tools), "--model-repository")]
+    binary, env = perf_analyzer()
+    checks.append(("perf_analyzer", binary, env, "concurrency-range"))
+    for name, path, environment, expected in checks:
+        try:
+            out = subprocess.run([str(path), "--help"], capture_output=True, text=True, env=environment, timeout=60)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise ToolNotFoundError(f"{name} at {path} does not run: {e}") from e
+        if expected not in out.stdout + out.stderr:
+            raise ToolNotFoundError(f"{name} --help failed (missing libraries?):\n{(out.stdout + out.stderr)[-2000:]}")
+    return {"tritonserver": tools.tritonserver, "python backend": tools.backend_dir / "python",
+            "perf_analyzer": binary}

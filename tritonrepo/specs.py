@@ -108,8 +108,23 @@ class Deployment:
             raise _fail(where, "ragged_batching", "only for Python-backend models with max_batch_size > 0")
 
 
+class _Signature:
+    """Tensor-name helpers shared by model and ensemble specs."""
+
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.outputs)
+
+
 @dataclass(frozen=True, kw_only=True)
-class ModelSpec:
+class ModelSpec(_Signature):
     """A model served by a backend (not an ensemble)."""
 
     name: str
@@ -133,14 +148,6 @@ class ModelSpec:
     def deployment(self, target: str) -> Deployment:
         return self.deployments[target]
 
-    @property
-    def input_names(self) -> tuple[str, ...]:
-        return tuple(t.name for t in self.inputs)
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return tuple(t.name for t in self.outputs)
-
 
 @dataclass(frozen=True, kw_only=True)
 class Step:
@@ -150,7 +157,7 @@ class Step:
 
 
 @dataclass(frozen=True, kw_only=True)
-class EnsembleSpec:
+class EnsembleSpec(_Signature):
     name: str
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
@@ -164,14 +171,6 @@ class EnsembleSpec:
             raise _fail(self.name, "steps", "an ensemble needs at least one step")
         if self.max_batch_size < 0:
             raise _fail(self.name, "max_batch_size", "must be >= 0")
-
-    @property
-    def input_names(self) -> tuple[str, ...]:
-        return tuple(t.name for t in self.inputs)
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return tuple(t.name for t in self.outputs)
 
 
 AnySpec = ModelSpec | EnsembleSpec

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command from a fresh clone: set up, check the committed configs against the specs, run every test
+# (unit + server tests against the real tritonserver; GPU tests skip without a GPU).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+.venv/bin/tritonrepo render --check
+exec .venv/bin/python -m pytest "$@"
