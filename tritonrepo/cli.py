@@ -102,11 +102,12 @@ def serve(repository: Path = REPO_OPT,
 
     server = TritonServer(repository, model_config_name=target, grpc_port=grpc_port, http_port=http_port,
                           metrics_port=metrics_port, log_file=log_file, explicit_models=model)
+    def ready(s: TritonServer) -> None:
+        typer.echo(f"tritonserver ready (target {target}): grpc {s.grpc_url}  http {s.http_url}  "
+                   f"metrics {s.metrics_url}\nlog: {s.log_file}\nCtrl-C to stop")
+
     try:
-        server.start()
-        typer.echo(f"tritonserver ready (target {target}): grpc {server.grpc_url}  http {server.http_url}  "
-                   f"metrics {server.metrics_url}\nlog: {server.log_file}\nCtrl-C to stop")
-        code = server.serve_forever()
+        code = server.serve_forever(on_ready=ready)
     except TritonRepoError as e:
         _fail(e)
     typer.echo(f"tritonserver stopped (exit code {code})")

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -80,6 +81,7 @@ class TritonServer:
         self.log_verbose = log_verbose
         self.extra_args = list(extra_args or [])
         self.process: subprocess.Popen | None = None
+        self._interrupted = threading.Event()  # set by serve_forever's signal handlers, also while starting
 
     # -- addresses ------------------------------------------------------------------------------------------------
     @property
@@ -138,7 +140,9 @@ class TritonServer:
         except BaseException:
             self.stop()
             raise
-        log.info("tritonserver ready: grpc %s, http %s, metrics %s", self.grpc_url, self.http_url, self.metrics_url)
+        if not self._interrupted.is_set():
+            log.info("tritonserver ready: grpc %s, http %s, metrics %s", self.grpc_url, self.http_url,
+                     self.metrics_url)
         return self
 
     def _ready(self) -> bool:
@@ -150,13 +154,14 @@ class TritonServer:
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._interrupted.is_set():
             if self.process.poll() is not None:
                 self._raise_start_failure(f"tritonserver exited with code {self.process.returncode} while starting")
             if self._ready():
                 return
             time.sleep(0.25)
-        self._raise_start_failure(f"tritonserver was not ready after {timeout_s:.0f} s")
+        if not self._interrupted.is_set():
+            self._raise_start_failure(f"tritonserver was not ready after {timeout_s:.0f} s")
 
     def _raise_start_failure(self, message: str):
         text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
@@ -167,13 +172,15 @@ class TritonServer:
         raise ServerError(message, **kw)
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
-        """SIGTERM, wait for a clean exit, SIGKILL the process group if it does not come."""
+        """SIGTERM, wait for a clean exit, SIGKILL the process group if it does not come. Returns the exit code;
+        0 also when tritonserver, still loading models, ended on that SIGTERM without handling it."""
         proc, self.process = self.process, None
         if proc is None or proc.poll() is not None:
             return proc.returncode if proc else None
         proc.send_signal(signal.SIGTERM)
         try:
-            return proc.wait(timeout_s)
+            code = proc.wait(timeout_s)
+            return 0 if code == -signal.SIGTERM else code
         except subprocess.TimeoutExpired:
             log.warning("tritonserver did not stop in %.0f s; killing it", timeout_s)
             os.killpg(proc.pid, signal.SIGKILL)
@@ -189,20 +196,24 @@ class TritonServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def serve_forever(self) -> int:
-        """Block until SIGINT/SIGTERM (then stop cleanly) or until the server dies. Returns the exit code."""
-        stop_requested = False
+    def serve_forever(self, on_ready=None) -> int:
+        """Start, call ``on_ready(self)``, block until SIGINT/SIGTERM, then stop cleanly and return the exit code.
+
+        The signal handlers are installed before the start, so a signal that arrives while models load stops the
+        server too. Raises ServerError if the server dies on its own."""
 
         def on_signal(signum, _frame):
-            nonlocal stop_requested
-            stop_requested = True
             log.info("received %s; stopping tritonserver", signal.Signals(signum).name)
+            self._interrupted.set()
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            while not stop_requested and self.running:
-                time.sleep(0.2)
-            if stop_requested:
+            self.start()
+            if on_ready and not self._interrupted.is_set():
+                on_ready(self)
+            while not self._interrupted.is_set() and self.running:
+                self._interrupted.wait(0.2)
+            if self._interrupted.is_set():
                 return self.stop() or 0
             code = self.process.returncode if self.process else 1
             raise ServerError(f"tritonserver exited unexpectedly with code {code}",
@@ -210,7 +221,6 @@ class TritonServer:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
-
 
 def check_tools() -> dict[str, Path]:
     """Run tritonserver and perf_analyzer with --help against their libraries; raise naming what is broken."""

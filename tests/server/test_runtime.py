@@ -28,23 +28,26 @@ def test_load_failure_lines_are_parsed():
     assert load_failures(text) == {"ner": 'Invalid argument: bad dims"', "sbert": "Internal: ImportError: no module"}
 
 
+def _ready(port: int) -> bool:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status == 200
+    except OSError:
+        return False
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_serve_stops_cleanly_on_signal(tiny_repository, tmp_path, sig):
-    http = free_port()
+@pytest.mark.parametrize("when", ["ready", "starting"])
+def test_serve_stops_cleanly_on_signal(tiny_repository, tmp_path, sig, when):
+    http, log = free_port(), tmp_path / "log"
     proc = subprocess.Popen([sys.executable, "-m", "tritonrepo.cli", "serve", "-r", str(tiny_repository),
-                             "--http-port", str(http), "--grpc-port", "0", "--metrics-port", "0",
-                             "--log-file", str(tmp_path / "log")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                             "--http-port", str(http), "--grpc-port", "0", "--metrics-port", "0", "--log-file", str(log)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=1).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.3)
-        else:
-            pytest.fail("server never became ready")
+        # "starting": tritonserver has been launched (its log exists) but is still loading models
+        while not (_ready(http) if when == "ready" else log.exists()):
+            assert time.monotonic() < deadline, f"never reached '{when}'"
+            time.sleep(0.05)
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=60)
     finally:
