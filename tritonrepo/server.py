@@ -20,14 +20,13 @@ import urllib.request
 from collections import deque
 from pathlib import Path
 
-from .errors import ModelLoadError, ServerError
-from .errors import ToolNotFoundError
+from .errors import ModelLoadError, ServerError, ToolNotFoundError
 from .paths import RUNS, TritonTools, perf_analyzer
 
 log = logging.getLogger(__name__)
 
 # "failed to load 'sbert' version 1: Invalid argument: ..." (model_lifecycle.cc / model_repository_manager.cc)
-_LOAD_FAILURE = re.compile(r"failed to load '([^']+)'(?: version \d+)?: (.*)$")
+_LOAD_FAILURE = re.compile(r"failed to load '([^']+)'(?: version \d+)?: (.*?)\"?$")
 # "| sbert | 1 | UNAVAILABLE: Internal: ..." (the model table printed at start)
 _TABLE_FAILURE = re.compile(r"^\|\s*(\S+)\s*\|\s*\d+\s*\|\s*UNAVAILABLE: (.*?)\s*\|?$")
 

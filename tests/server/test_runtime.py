@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from tritonrepo.errors import ModelLoadError
-from tritonrepo.server import TritonServer, free_port, load_failures
+from tritonrepo.server import TritonServer, free_port
 
 pytestmark = pytest.mark.server
 
@@ -20,12 +20,6 @@ def test_a_broken_model_fails_start_with_its_name_and_the_log_tail(tiny_reposito
         TritonServer(tiny_repository, log_file=tmp_path / "log").start(timeout_s=120)
     assert "sbert_tokenizer" in e.value.failed and "boom: bad model" in e.value.failed["sbert_tokenizer"]
     assert "boom: bad model" in str(e.value) and str(tmp_path / "log") in str(e.value)
-
-
-def test_load_failure_lines_are_parsed():
-    text = ("E1126 model_lifecycle.cc:654] \"failed to load 'ner' version 1: Invalid argument: bad dims\"\n"
-            "| sbert | 1 | UNAVAILABLE: Internal: ImportError: no module |\n")
-    assert load_failures(text) == {"ner": 'Invalid argument: bad dims"', "sbert": "Internal: ImportError: no module"}
 
 
 def _ready(port: int) -> bool:

@@ -76,3 +76,13 @@ def test_client_errors_are_typed(triton):
         EmbeddingClient(triton.grpc_url, timeout_s=1e-4).embed(["x"] * 64)
     with pytest.raises(InvalidInputError, match="single string"):
         EmbeddingClient(triton.grpc_url).embed("not a list")
+
+
+def test_prometheus_metrics_report_queue_and_compute_per_model(triton):
+    import urllib.request
+
+    EmbeddingClient(triton.grpc_url, "sbert_int8").embed(["metrics please"])
+    text = urllib.request.urlopen(triton.metrics_url, timeout=10).read().decode()
+    for metric in ("nv_inference_request_success", "nv_inference_queue_duration_us",
+                   "nv_inference_compute_infer_duration_us", "nv_inference_exec_count"):
+        assert f'{metric}{{model="sbert_encoder_int8",version="1"}}' in text, metric
