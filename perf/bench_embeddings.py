@@ -89,6 +89,7 @@ async def _batch_load(url: str, model: str, sentences: list[str], concurrency: i
 def run(*, sentences: int = 2000, reps: int = 2, concurrencies=(1, 4, 16), models=("sbert", "sbert_int8"),
         threads: int = 2, url: str | None = None, batch_duration_s: float = 8.0, out: Path | None = None) -> dict:
     texts = conll_sentences("test")[:sentences]
+    origin = provenance("torch", "sentence-transformers", "transformers")  # taken before the run, not after
     server = None
     if url is None:
         server = TritonServer(MODEL_REPOSITORY, model_config_name="cpu").start()
@@ -129,7 +130,7 @@ def run(*, sentences: int = 2000, reps: int = 2, concurrencies=(1, 4, 16), model
     validation = json.loads((ROOT / ".assets/artifacts/sbert/validation.json").read_text())
     result = {
         "benchmark": "sbert_embeddings",
-        "provenance": provenance("torch", "sentence-transformers", "transformers"),
+        "provenance": origin,
         "setup": {"sentences": len(texts), "data": "CoNLL-2003 test split, unique sentences", "reps": reps,
                   "threads": threads, "batch_request_size": BATCH_REQUEST, "baseline_batch_size": 32,
                   "query_load": "perf_analyzer gRPC, 1 sentence/request", "batch_load": "AsyncEmbeddingClient"},

@@ -25,6 +25,12 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _console():
+    from rich.console import Console
+
+    return Console(width=150)  # tables stay readable when stdout is a pipe or a CI log
+
+
 def _fail(e: Exception) -> None:
     typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
     raise typer.Exit(1)
@@ -114,10 +120,9 @@ def serve(repository: Path = REPO_OPT,
 
 
 @app.command()
-def demo(corpus: int = typer.Option(1000, help="CoNLL-2003 test sentences to index."),
+def demo(corpus: int = typer.Option(2000, help="CoNLL-2003 test sentences to index."),
          perf: bool = typer.Option(True, help="Finish with a short perf_analyzer measurement.")):
     """Main job: build the repository, start Triton, embed news sentences, print nearest neighbours and a perf probe."""
-    from rich.console import Console
     from rich.table import Table
 
     from . import demo as demo_job
@@ -126,7 +131,7 @@ def demo(corpus: int = typer.Option(1000, help="CoNLL-2003 test sentences to ind
         result = demo_job.run(corpus_size=corpus, perf=perf)
     except TritonRepoError as e:
         _fail(e)
-    console = Console()
+    console = _console()
     table = Table(title=f"Nearest neighbours among {corpus} Reuters sentences (sbert_int8 served by Triton)")
     for col in ("query", "cosine", "sentence"):
         table.add_column(col)
@@ -151,15 +156,13 @@ def perf_embeddings(sentences: int = typer.Option(2000, help="Real sentences (Co
                     url: Optional[str] = typer.Option(None, help="Use a running server (default: start one)."),
                     threads: int = typer.Option(2, help="Threads for the in-process baseline.")):
     """Served SBERT (fp32, int8) vs sentence-transformers in-process: sentences/s and p95; writes JSON."""
-    from rich.console import Console
-
     from .perf import bench_embeddings
 
     try:
         result = bench_embeddings.run(sentences=sentences, reps=reps, url=url, threads=threads)
     except TritonRepoError as e:
         _fail(e)
-    Console(width=150).print(bench_embeddings.table(result))
+    _console().print(bench_embeddings.table(result))
     typer.echo(f"written: {result['output']}")
 
 

@@ -18,8 +18,9 @@ from .server import TritonServer
 
 log = logging.getLogger(__name__)
 
-QUERIES = ("biden xi summit bali", "Taylor Swift Eras tour Tokyo", "stock markets fall on interest rate fears",
-           "football club wins the league title", "earthquake kills dozens")
+# Search-style queries (short, often lowercase) about the 1996 Reuters news the corpus holds
+QUERIES = ("israel palestinian peace talks", "oil prices fall", "badminton indonesia china",
+           "clinton dole election campaign", "earthquake kills dozens")
 
 
 @dataclass
@@ -30,7 +31,7 @@ class DemoResult:
     grpc_url: str
 
 
-def run(repository: Path = MODEL_REPOSITORY, corpus_size: int = 1000, k: int = 3, perf: bool = True) -> DemoResult:
+def run(repository: Path = MODEL_REPOSITORY, corpus_size: int = 2000, k: int = 3, perf: bool = True) -> DemoResult:
     build(repository)
     corpus = conll_sentences("test")[:corpus_size]
     with TritonServer(repository, model_config_name="cpu") as server:
