@@ -54,6 +54,7 @@ def _encoder_spec(precision: str) -> ModelSpec:
     """MiniLM encoder with mean pooling and L2 normalisation folded into the ONNX graph."""
     filename = f"model.{precision}.onnx"
     deployments = {
+        # Two single-threaded instances beat one with two threads on 2 cores (README, "Performance").
         "cpu": Deployment(
             backend=Backend.PYTHON, kind=Kind.CPU, count=2, model_filename=filename,
             batching=Batching(max_batch_size=256, max_queue_delay_us=1000),
@@ -62,8 +63,8 @@ def _encoder_spec(precision: str) -> ModelSpec:
     }
     for target, (count, max_batch, preferred, delay, _) in _GPU_TUNING.items():
         if precision == "int8":
-            # Dynamic int8 (MatMulInteger) is a CPU kernel: on GPU hosts the int8 variant runs on the host's CPUs
-            # through the native ORT backend. GPU serving uses the fp32 graph with TensorRT FP16.
+            # The int8 graph (MatMulNBits, int8 compute) targets ORT's CPU kernels: on GPU hosts the int8 variant runs
+            # on the host's CPUs through the native ORT backend. GPU serving uses the fp32 graph with TensorRT FP16.
             deployments[target] = Deployment(
                 backend=Backend.ONNXRUNTIME, kind=Kind.CPU, count=1, model_filename=filename,
                 batching=Batching(max_batch_size=max(max_batch, SBERT_REQUEST_BATCH), max_queue_delay_us=1000))
