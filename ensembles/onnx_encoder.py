@@ -48,10 +48,12 @@ class TritonPythonModel:
         self.max_sub_batch = int(params.get("max_sub_batch", "64"))
 
     def _gather(self, requests):
-        """Concatenate every request's inputs along the batch axis, right-padding ragged dimensions with 0."""
-        per_input = {}
+        """Concatenate every request's inputs along the batch axis, right-padding ragged dimensions with 0.
+        Returns the feeds and each request's row count."""
+        per_input, counts = {}, None
         for name in self.input_names:
             arrays = [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests]
+            counts = counts or [len(a) for a in arrays]
             if len({a.shape[1:] for a in arrays}) == 1:
                 per_input[name] = np.concatenate(arrays)
                 continue
@@ -62,8 +64,7 @@ class TritonPythonModel:
                 out[row:row + len(a), : a.shape[1]] = a
                 row += len(a)
             per_input[name] = out
-        return per_input, [len(pb_utils.get_input_tensor_by_name(r, self.input_names[0]).as_numpy())
-                           for r in requests]
+        return per_input, counts
 
     def _sub_batches(self, sorted_lengths):
         """Cut ascending lengths into runs whose padded size stays within the tolerance of their real tokens."""

@@ -5,7 +5,10 @@ output 0 the token ids, output 1 the attention mask, both INT64 [rows, L]. All r
 to the same L (the longest row, rounded up to ``pad_to_multiple_of``), so the encoder step can batch them.
 
 Parameters: ``max_length`` (tokens, truncation), ``pad_to_multiple_of``, ``max_text_bytes`` (longer texts are
-rejected with INVALID_ARG rather than tokenized: a 256-token model never reads past the first few KB).
+rejected with INVALID_ARG), ``max_chars_per_token`` (default 100). Texts are cut at max_length x max_chars_per_token
+characters before tokenizing: a WordPiece token never spans more than 100 characters (longer words become [UNK]), so
+the first max_length tokens are unchanged, and a 1 MB text costs ~8 ms instead of ~560 ms of this shared instance.
+(Only a text with runs of thousands of blanks could differ from tokenizing it whole.)
 Bad input (not UTF-8, over ``max_text_bytes``) fails that request only, with a message naming the row.
 The empty string is valid: it encodes to [CLS] [SEP], exactly as sentence-transformers does.
 """
@@ -30,6 +33,7 @@ class TritonPythonModel:
         self.max_length = int(params.get("max_length", "256"))
         self.pad_multiple = max(1, int(params.get("pad_to_multiple_of", "1")))
         self.max_text_bytes = int(params.get("max_text_bytes", str(1 << 20)))
+        self.max_chars = self.max_length * int(params.get("max_chars_per_token", "100"))
         self.input_name = config["input"][0]["name"]
         self.ids_name, self.mask_name = (o["name"] for o in config["output"][:2])
         path = Path(args["model_repository"]) / args["model_version"] / "tokenizer.json"
@@ -46,7 +50,7 @@ class TritonPythonModel:
                 raise ValueError(f"text {i} is {len(raw)} bytes; the limit is {self.max_text_bytes} bytes "
                                  f"(the model reads only its first {self.max_length} tokens): send less text")
             try:
-                texts.append(raw.decode("utf-8"))
+                texts.append(raw.decode("utf-8")[: self.max_chars])
             except UnicodeDecodeError as e:
                 raise ValueError(f"text {i} is not valid UTF-8 ({e.reason} at byte {e.start}): "
                                  "send UTF-8 encoded strings") from None
