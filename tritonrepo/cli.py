@@ -166,5 +166,33 @@ def perf_embeddings(sentences: int = typer.Option(2000, help="Real sentences (Co
     typer.echo(f"written: {result['output']}")
 
 
+@perf_app.command("sweep")
+def perf_sweep(model: str = typer.Argument(..., help="Entry model with a sweep plan (perf/sweep.py PLANS)."),
+               target: str = typer.Option("cpu", "--target", "-t", help="Target whose config is varied."),
+               measurement_ms: int = typer.Option(3000, help="perf_analyzer measurement window."),
+               hardware: Optional[str] = typer.Option(None, help="Profile folder name (default: the target).")):
+    """Sweep a model's config variants with perf_analyzer on real inputs; write perf/profiles/<hw>/<model>.json."""
+    from rich.table import Table
+
+    from .perf import sweep
+
+    if model not in sweep.PLANS:
+        _fail(TritonRepoError(f"no sweep plan for {model!r}; known: {sorted(sweep.PLANS)}"))
+    try:
+        profile = sweep.run(model, target=target, measurement_ms=measurement_ms, hardware=hardware)
+    except TritonRepoError as e:
+        _fail(e)
+    table = Table(title=f"{model} on {target}: throughput at p95 <= {profile['p95_bound_ms']:.0f} ms "
+                        f"({profile['wall_s']:.0f} s)")
+    for col in ("variant", "best concurrency", "infer/s", "p95 ms"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for v in profile["variants"]:
+        top = sweep.best([v], profile["p95_bound_ms"])
+        table.add_row(v["variant"], *(("-", "-", "-") if top is None else
+                                      (f"{top['concurrency']:.0f}", f"{top['infer_per_s']:.0f}", f"{top['p95_ms']:.1f}")))
+    _console().print(table)
+    typer.echo(f"best: {profile['best']}\nwritten: {profile['path']}")
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,147 @@
+"""Config sweeps: for each variant of a model's deployment, load it into a running Triton (explicit model control,
+config override through the repository API), drive the served entry model with the real perf_analyzer on real
+inputs over a concurrency range, stop the range once p95 passes its bound, and write a profile with provenance.
+
+Adding a model's sweep is one ``SweepPlan`` entry in ``PLANS``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import tritonclient.grpc as grpcclient
+from google.protobuf import json_format
+from tritonclient.utils import InferenceServerException
+
+from tritonrepo import models, render
+from tritonrepo.datasets import conll_sentences
+from tritonrepo.errors import TritonRepoError
+from tritonrepo.paths import MODEL_REPOSITORY, ROOT
+from tritonrepo.server import TritonServer
+from tritonrepo.specs import Deployment, ModelSpec
+
+from . import perf_analyzer
+from .provenance import provenance
+
+log = logging.getLogger(__name__)
+PROFILES = ROOT / "perf" / "profiles"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Variant:
+    """One point of the grid: what changes in the swept model's deployment."""
+
+    instances: int
+    max_queue_delay_us: int
+    max_batch_size: int | None = None  # None: keep the spec's
+    parameters: tuple[tuple[str, str], ...] = ()  # merged over the spec's (e.g. intra_op_threads)
+
+    @property
+    def name(self) -> str:
+        extra = "".join(f"-{k}={v}" for k, v in self.parameters)
+        mb = f"-mb{self.max_batch_size}" if self.max_batch_size else ""
+        return f"i{self.instances}-d{self.max_queue_delay_us}{mb}{extra}"
+
+    def apply(self, dep: Deployment) -> Deployment:
+        batching = dataclasses.replace(dep.batching, max_queue_delay_us=self.max_queue_delay_us,
+                                       max_batch_size=self.max_batch_size or dep.batching.max_batch_size)
+        params = dict(dep.parameters) | dict(self.parameters)
+        return dataclasses.replace(dep, count=self.instances, batching=batching, parameters=tuple(params.items()))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepPlan:
+    swept: str  # the model whose config varies (a composing model of an ensemble, or the model itself)
+    entry: str  # the model perf_analyzer calls
+    input_tensor: str
+    inputs: str  # name of the real input set (see _input_texts)
+    variants: tuple[Variant, ...]
+    concurrencies: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    p95_bound_ms: float = 100.0
+
+
+def _grid(instances, delays, threads) -> tuple[Variant, ...]:
+    return tuple(Variant(instances=i, max_queue_delay_us=d, parameters=(("intra_op_threads", str(t)),))
+                 for i, d, t in itertools.product(instances, delays, threads))
+
+
+PLANS: dict[str, SweepPlan] = {
+    f"sbert{suffix}": SweepPlan(swept=f"sbert_encoder{suffix}", entry=f"sbert{suffix}", input_tensor="TEXT",
+                                inputs="conll-test-sentences",
+                                variants=_grid(instances=(1, 2), delays=(0, 1000, 4000), threads=(1, 2)))
+    for suffix in ("", "_int8")
+}
+
+
+def _input_texts(name: str, limit: int = 2000) -> list[str]:
+    if name == "conll-test-sentences":
+        return conll_sentences("test")[:limit]
+    raise KeyError(f"unknown input set {name!r}")
+
+
+def variant_config(plan: SweepPlan, variant: Variant, target: str) -> str:
+    """The swept model's config for this variant, as the JSON the repository load API takes."""
+    spec = models.spec(plan.swept)
+    if not isinstance(spec, ModelSpec):
+        raise TritonRepoError(f"{plan.swept} is an ensemble; sweep one of its steps")
+    varied = dataclasses.replace(spec, deployments=spec.deployments | {target: variant.apply(spec.deployment(target))})
+    return json_format.MessageToJson(render.model_config(varied, target), preserving_proto_field_name=True)
+
+
+def sweep_variant(client, server_url: str, plan: SweepPlan, variant: Variant, data: Path, target: str,
+                  measurement_ms: int) -> list[dict]:
+    try:
+        client.load_model(plan.swept, config=variant_config(plan, variant, target))
+    except InferenceServerException as e:
+        raise TritonRepoError(f"could not load {plan.swept} as {variant.name}: {e.message()}") from e
+    rows = []
+    for c in plan.concurrencies:
+        row = perf_analyzer.run(plan.entry, server_url, data, concurrency=c, measurement_ms=measurement_ms)
+        rows.append(row.as_dict())
+        log.info("%s %s c=%d: %.0f infer/s, p95 %.1f ms", plan.entry, variant.name, c, row.infer_per_s, row.p95_ms)
+        if row.p95_ms > plan.p95_bound_ms:
+            break  # higher concurrency only queues more
+    return rows
+
+
+def best(variants: list[dict], p95_bound_ms: float) -> dict | None:
+    """The variant and concurrency with the highest throughput whose p95 is within the bound."""
+    candidates = [(row["infer_per_s"], v["variant"], row) for v in variants for row in v["rows"]
+                  if row["p95_ms"] <= p95_bound_ms]
+    if not candidates:
+        return None
+    throughput, name, row = max(candidates, key=lambda c: c[0])
+    return {"variant": name, "concurrency": row["concurrency"], "infer_per_s": throughput, "p95_ms": row["p95_ms"]}
+
+
+def run(name: str, *, target: str = "cpu", plan: SweepPlan | None = None, repository: Path = MODEL_REPOSITORY,
+        out_dir: Path = PROFILES, measurement_ms: int = 3000, hardware: str | None = None) -> dict:
+    plan = plan or PLANS[name]
+    origin = provenance()
+    t0 = time.perf_counter()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = perf_analyzer.write_input_data(Path(tmp) / "inputs.json", plan.input_tensor, _input_texts(plan.inputs))
+        with TritonServer(repository, model_config_name=target, explicit_models=["*"]) as server:
+            client = grpcclient.InferenceServerClient(server.grpc_url)
+            for variant in plan.variants:
+                rows = sweep_variant(client, server.grpc_url, plan, variant, data, target, measurement_ms)
+                results.append({"variant": variant.name, "config": dataclasses.asdict(variant), "rows": rows})
+            client.close()
+    profile = {
+        "model": plan.entry, "swept": plan.swept, "target": target, "provenance": origin,
+        "inputs": plan.inputs, "p95_bound_ms": plan.p95_bound_ms, "measurement_ms": measurement_ms,
+        "wall_s": round(time.perf_counter() - t0, 1), "variants": results, "best": best(results, plan.p95_bound_ms),
+    }
+    path = out_dir / (hardware or target) / f"{plan.entry}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(profile, indent=2))
+    profile["path"] = str(path)
+    return profile

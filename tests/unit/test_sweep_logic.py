@@ -1,0 +1,44 @@
+import json
+
+from tritonclient.grpc import model_config_pb2 as mc
+from google.protobuf import json_format
+
+from tritonrepo import models
+from tritonrepo.perf.sweep import PLANS, Variant, best, variant_config
+
+
+def test_variant_changes_only_what_it_names():
+    dep = models.spec("sbert_encoder_int8").deployment("cpu")
+    v = Variant(instances=3, max_queue_delay_us=250, parameters=(("intra_op_threads", "2"),))
+    got = v.apply(dep)
+    assert got.count == 3 and got.batching.max_queue_delay_us == 250
+    assert got.batching.max_batch_size == dep.batching.max_batch_size
+    assert dict(got.parameters) == dict(dep.parameters) | {"intra_op_threads": "2"}
+    assert v.name == "i3-d250-intra_op_threads=2"
+
+
+def test_variant_config_is_the_json_the_load_api_takes():
+    plan = PLANS["sbert_int8"]
+    v = Variant(instances=2, max_queue_delay_us=4000, max_batch_size=64)
+    cfg = json_format.Parse(variant_config(plan, v, "cpu"), mc.ModelConfig())
+    assert cfg.name == "sbert_encoder_int8" and cfg.backend == "python"
+    assert cfg.instance_group[0].count == 2 and cfg.max_batch_size == 64
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == 4000
+    assert json.loads(variant_config(plan, v, "cpu"))["max_batch_size"] == 64
+
+
+def test_best_is_the_highest_throughput_within_the_p95_bound():
+    def row(c, tput, p95):
+        return {"concurrency": c, "infer_per_s": tput, "p95_ms": p95}
+
+    variants = [{"variant": "a", "rows": [row(1, 100, 10), row(8, 400, 120)]},
+                {"variant": "b", "rows": [row(1, 90, 12), row(8, 300, 80)]}]
+    assert best(variants, 100) == {"variant": "b", "concurrency": 8, "infer_per_s": 300, "p95_ms": 80}
+    assert best(variants, 5) is None
+
+
+def test_every_plan_sweeps_a_real_step_of_its_entry():
+    for name, plan in PLANS.items():
+        entry = models.spec(plan.entry)
+        assert plan.swept in {s.model for s in entry.steps}, name
+        assert plan.input_tensor in entry.input_names
