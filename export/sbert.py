@@ -25,6 +25,7 @@ import numpy as np
 
 from tritonrepo import models
 from tritonrepo.datasets import conll_sentences
+from tritonrepo.errors import ValidationError
 from tritonrepo.paths import ASSETS, SBERT_WEIGHTS, require
 
 from .validate import embedding_checks
@@ -172,8 +173,9 @@ def export(cfg: SbertExport = SbertExport(), *, force: bool = False) -> dict:
     fp32_checks = embedding_checks("sbert model.fp32.onnx", reference, got_fp32, min_cos=0.9999)
     int8_checks = embedding_checks("sbert model.int8.onnx", reference, got_int8, min_cos=0.97, mean_cos=0.99,
                                    recall_k=10, min_recall=0.95, recall_reference=got_fp32)
-    fp32_checks.raise_if_failed()
-    int8_checks.raise_if_failed()
+    failures = [f"{c.artifact}: {f}" for c in (fp32_checks, int8_checks) for f in c.failures]
+    if failures:  # one error listing every failed bound of both artifacts; nothing reaches the repository
+        raise ValidationError("sbert export", failures)
 
     report = {
         "fingerprint": fingerprint,
