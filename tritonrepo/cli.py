@@ -191,7 +191,8 @@ def perf_sweep(model: str = typer.Argument(..., help="Entry model with a sweep p
         table.add_row(v["variant"], *(("-", "-", "-") if top is None else
                                       (f"{top['concurrency']:.0f}", f"{top['infer_per_s']:.0f}", f"{top['p95_ms']:.1f}")))
     _console().print(table)
-    typer.echo(f"best: {profile['best']}\nwritten: {profile['path']}")
+    typer.echo(f"best: {profile['best']}\nuntuned: {profile['untuned']}\n"
+               f"gain vs untuned at the same p95 bound: {profile['gain_vs_untuned']}x\nwritten: {profile['path']}")
 
 
 if __name__ == "__main__":

@@ -42,3 +42,13 @@ def test_every_plan_sweeps_a_real_step_of_its_entry():
         entry = models.spec(plan.entry)
         assert plan.swept in {s.model for s in entry.steps}, name
         assert plan.input_tensor in entry.input_names
+
+
+def test_untuned_variant_turns_dynamic_batching_off():
+    from tritonrepo.perf.sweep import UNTUNED
+
+    plan = PLANS["sbert_int8"]
+    assert plan.variants[0] is UNTUNED
+    cfg = json_format.Parse(variant_config(plan, UNTUNED, "cpu"), mc.ModelConfig())
+    assert not cfg.HasField("dynamic_batching") and cfg.instance_group[0].count == 1
+    assert cfg.parameters["sort_by_length"].string_value == "false"
