@@ -111,3 +111,33 @@ async def call_with_retry_async(fn, *, model: str, deadline: Deadline, retry: Re
             if not err.retriable or attempt == retry.attempts - 1:
                 raise err from e
             await asyncio.sleep(retry.delay(attempt))
+
+
+class SyncClientBase:
+    """Lifecycle shared by the blocking clients: ``self._client`` is a tritonclient gRPC client."""
+
+    _client: object
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class AsyncClientBase:
+    """Lifecycle shared by the asyncio clients."""
+
+    _client: object
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()

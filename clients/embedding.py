@@ -10,7 +10,10 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aiogrpc
 from tritonclient.utils import InferenceServerException
 
-from ._grpc import Deadline, RetryPolicy, call_with_retry, call_with_retry_async, chunks, encode_texts, translate
+from ._grpc import (
+    AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, call_with_retry, call_with_retry_async, chunks,
+    encode_texts, translate,
+)
 
 TEXT, EMBEDDING = "TEXT", "EMBEDDING"  # the ensemble's tensors (tritonrepo.models.TEXT / EMBEDDING)
 
@@ -31,7 +34,7 @@ def _shape_from_config(config: dict, model: str) -> tuple[int, int]:
     return max_batch, int(out["dims"][-1])
 
 
-class EmbeddingClient:
+class EmbeddingClient(SyncClientBase):
     """Blocking client. ``embed(texts)`` -> float32 [len(texts), dim], L2-normalised, in input order.
 
     Inputs larger than the model's max batch are split into requests of that size. ``timeout_s`` is the deadline of
@@ -64,17 +67,8 @@ class EmbeddingClient:
             out[part] = result.as_numpy(EMBEDDING)
         return out
 
-    def close(self) -> None:
-        self._client.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-class AsyncEmbeddingClient:
+class AsyncEmbeddingClient(AsyncClientBase):
     """asyncio twin of EmbeddingClient; the requests of one large ``embed`` run concurrently (``max_in_flight``)."""
 
     def __init__(self, url: str = "127.0.0.1:8001", model: str = "sbert", *, timeout_s: float | None = 30.0,
@@ -107,12 +101,3 @@ class AsyncEmbeddingClient:
 
         await asyncio.gather(*(one(part) for part in chunks(len(batch), max_batch)))
         return out
-
-    async def close(self) -> None:
-        await self._client.close()
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.close()

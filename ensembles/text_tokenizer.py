@@ -11,6 +11,13 @@ the first max_length tokens are unchanged, and a 1 MB text costs ~8 ms instead o
 (Only a text with runs of thousands of blanks could differ from tokenizing it whole.)
 Bad input (not UTF-8, over ``max_text_bytes``) fails that request only, with a message naming the row.
 The empty string is valid: it encodes to [CLS] [SEP], exactly as sentence-transformers does.
+
+Token classification (NER) configs declare three more outputs, in this order: the character offsets INT32
+[rows, L, 2] of each token in the original text (Unicode code points, (0, 0) for special and padding tokens), the
+token kind INT8 [rows, L] (0 special or padding, 1 first token of a word, 2 continuation), and truncated BOOL
+[rows, 1] (the text had more than ``max_length`` tokens; only its start was read). A continuation is decided as the
+Hugging Face token-classification pipeline decides it: with a subword prefix ("##"), the token's text differs in
+length from the text it covers; without one, the token does not follow a space; [UNK] always starts a word.
 """
 
 import json
@@ -35,13 +42,17 @@ class TritonPythonModel:
         self.max_text_bytes = int(params.get("max_text_bytes", str(1 << 20)))
         self.max_chars = self.max_length * int(params.get("max_chars_per_token", "100"))
         self.input_name = config["input"][0]["name"]
-        self.ids_name, self.mask_name = (o["name"] for o in config["output"][:2])
+        self.output_names = [o["name"] for o in config["output"]]
+        self.with_offsets = len(self.output_names) == 5
         path = Path(args["model_repository"]) / args["model_version"] / "tokenizer.json"
         self.tokenizer = Tokenizer.from_file(str(path))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length)
-        padding = json.loads(path.read_text(encoding="utf-8")).get("padding") or {}
-        self.pad_id = int(padding.get("pad_id", 0))
+        spec = json.loads(path.read_text(encoding="utf-8"))
+        self.pad_id = int((spec.get("padding") or {}).get("pad_id", 0))
+        self.subword_prefix = (spec.get("model") or {}).get("continuing_subword_prefix")
+        unk = (spec.get("model") or {}).get("unk_token")
+        self.unk_id = self.tokenizer.token_to_id(unk) if unk else None
 
     def _decode(self, rows):
         texts = []
@@ -50,7 +61,7 @@ class TritonPythonModel:
                 raise ValueError(f"text {i} is {len(raw)} bytes; the limit is {self.max_text_bytes} bytes "
                                  f"(the model reads only its first {self.max_length} tokens): send less text")
             try:
-                texts.append(raw.decode("utf-8")[: self.max_chars])
+                texts.append(raw.decode("utf-8"))
             except UnicodeDecodeError as e:
                 raise ValueError(f"text {i} is not valid UTF-8 ({e.reason} at byte {e.start}): "
                                  "send UTF-8 encoded strings") from None
@@ -69,7 +80,8 @@ class TritonPythonModel:
             texts += decoded
             owners.append((r, len(decoded)))
         if texts:
-            encodings = self.tokenizer.encode_batch(texts)
+            cut = [t[: self.max_chars] for t in texts]
+            encodings = self.tokenizer.encode_batch(cut)
             longest = max(len(e.ids) for e in encodings)
             width = -(-longest // self.pad_multiple) * self.pad_multiple
             ids = np.full((len(texts), width), self.pad_id, dtype=np.int64)
@@ -77,11 +89,32 @@ class TritonPythonModel:
             for i, enc in enumerate(encodings):
                 ids[i, : len(enc.ids)] = enc.ids
                 mask[i, : len(enc.ids)] = 1
+            arrays = [ids, mask]
+            if self.with_offsets:
+                arrays += self._word_info(cut, encodings, width, [len(c) < len(t) for c, t in zip(cut, texts)])
             start = 0
             for r, n in owners:
                 responses[r] = pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor(self.ids_name, ids[start:start + n]),
-                    pb_utils.Tensor(self.mask_name, mask[start:start + n]),
-                ])
+                    pb_utils.Tensor(name, a[start:start + n]) for name, a in zip(self.output_names, arrays)])
                 start += n
         return responses
+
+    def _word_info(self, texts, encodings, width, cut):
+        offsets = np.zeros((len(texts), width, 2), dtype=np.int32)
+        kinds = np.zeros((len(texts), width), dtype=np.int8)
+        truncated = np.zeros((len(texts), 1), dtype=bool)
+        for i, (text, enc) in enumerate(zip(texts, encodings)):
+            truncated[i, 0] = cut[i] or bool(enc.overflowing)
+            for t, (token, token_id, (start, end), special) in enumerate(
+                    zip(enc.tokens, enc.ids, enc.offsets, enc.special_tokens_mask)):
+                if special:
+                    continue
+                offsets[i, t] = start, end
+                if token_id == self.unk_id:
+                    continuation = False
+                elif self.subword_prefix:
+                    continuation = len(token) != end - start
+                else:
+                    continuation = start > 0 and " " not in text[start - 1: start + 1]
+                kinds[i, t] = 2 if continuation else 1
+        return [offsets, kinds, truncated]

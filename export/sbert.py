@@ -28,6 +28,7 @@ from tritonrepo.datasets import conll_sentences
 from tritonrepo.errors import ValidationError
 from tritonrepo.paths import ASSETS, SBERT_WEIGHTS, require
 
+from .quantize import int8_blocks
 from .validate import embedding_checks
 
 log = logging.getLogger(__name__)
@@ -97,22 +98,6 @@ def _export_onnx(cfg: SbertExport, path: Path) -> None:
         )
 
 
-def _quantize_int8(cfg: SbertExport, fp32: Path, int8: Path) -> None:
-    import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32)), bits=8, block_size=cfg.int8_block_size,
-                                     is_symmetric=True, accuracy_level=4)
-    level = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
-    previous = level.level
-    level.setLevel(logging.WARNING)  # it logs every node at INFO
-    try:
-        quantizer.process()
-    finally:
-        level.setLevel(previous)
-    quantizer.model.save_model_to_file(str(int8), False)
-
-
 def ort_embed(onnx_path: Path, tokenizer_json: Path, texts: list[str], batch: int = 32, threads: int = 0) -> np.ndarray:
     """Embed texts with an exported graph the way the served pipeline does (same tokenizer file, truncation)."""
     import onnxruntime as ort
@@ -161,7 +146,7 @@ def export(cfg: SbertExport = SbertExport(), *, force: bool = False) -> dict:
     log.info("exporting ONNX fp32")
     _export_onnx(cfg, fp32)
     log.info("quantizing to int8 (8-bit weight blocks of %d, int8 compute)", cfg.int8_block_size)
-    _quantize_int8(cfg, fp32, int8)
+    int8_blocks(fp32, int8, cfg.int8_block_size)
 
     sentences = cfg.sentences()
     log.info("validating on %d CoNLL-2003 sentences against sentence-transformers", len(sentences))

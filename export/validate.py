@@ -40,6 +40,11 @@ class Checks:
         if not value >= bound:  # also catches NaN
             self.failures.append(f"{name} = {value:.6f}, needs >= {bound}")
 
+    def at_most(self, name: str, value: float, bound: float) -> None:
+        self.metrics[name] = round(float(value), 6)
+        if not value <= bound:  # also catches NaN
+            self.failures.append(f"{name} = {value:.6f}, needs <= {bound}")
+
     def raise_if_failed(self) -> None:
         if self.failures:
             raise ValidationError(self.artifact, self.failures)

@@ -67,18 +67,44 @@ def render(check: bool = typer.Option(False, "--check", help="Exit 1 if committe
 
 
 @app.command()
-def export(model: str = typer.Argument("sbert", help="Model family to export (sbert)."),
-           force: bool = typer.Option(False, "--force", help="Re-export even if cached artifacts are valid.")):
-    """Export a model to ONNX fp32 + int8 and validate it against its framework model (cached)."""
-    from .export import sbert
+def export(model: str = typer.Argument("sbert", help="Model family to export: sbert or ner."),
+           force: bool = typer.Option(False, "--force", help="Re-export even if cached artifacts are valid."),
+           backbone: Optional[Path] = typer.Option(None, help="ner: local HF checkpoint folder to fine-tune "
+                                                   "(BERT, DistilBERT, ...; default all-MiniLM-L6-v2)."),
+           epochs: Optional[float] = typer.Option(None, help="ner: training epochs."),
+           max_steps: Optional[int] = typer.Option(None, help="ner: stop after this many steps (brief models)."),
+           lr: Optional[float] = typer.Option(None, help="ner: peak learning rate."),
+           lowercase_fraction: Optional[float] = typer.Option(
+               None, help="ner: share of training sentences added lowercased (cased backbones only)."),
+           out: Optional[Path] = typer.Option(None, help="ner: folder for the trained model and its export.")):
+    """Export a model to ONNX fp32 + int8, validated against its framework model (cached). ner fine-tunes first
+    (resumable, cached) on CoNLL-2003 and reports entity F1."""
+    from .export import ner, sbert
 
-    if model != "sbert":
-        _fail(TritonRepoError(f"unknown model family {model!r}; known: sbert"))
     try:
-        report = sbert.export(force=force)
+        if model == "sbert":
+            report = sbert.export(force=force)
+        elif model == "ner":
+            report = ner.export(_ner_config(backbone, epochs, max_steps, lr, lowercase_fraction, out), force=force)
+        else:
+            raise TritonRepoError(f"unknown model family {model!r}; known: sbert, ner")
     except TritonRepoError as e:
         _fail(e)
     typer.echo(json.dumps(report, indent=2))
+
+
+def _ner_config(backbone, epochs, max_steps, lr, lowercase_fraction, out):
+    from dataclasses import replace
+
+    from .export.ner import NerExport
+    from .export.ner_train import NerTraining
+
+    given = {"backbone": backbone, "epochs": epochs, "max_steps": max_steps, "lr": lr,
+             "lowercase_fraction": lowercase_fraction}
+    training = replace(NerTraining(), **{k: v for k, v in given.items() if v is not None})
+    if out is None:
+        return NerExport(training=training)
+    return NerExport(training=replace(training, out_dir=out / "model"), out_dir=out / "export")
 
 
 @app.command()
@@ -122,7 +148,7 @@ def serve(repository: Path = REPO_OPT,
 @app.command()
 def demo(corpus: int = typer.Option(2000, help="CoNLL-2003 test sentences to index."),
          perf: bool = typer.Option(True, help="Finish with a short perf_analyzer measurement.")):
-    """Main job: build the repository, start Triton, embed news sentences, print nearest neighbours and a perf probe."""
+    """Main job: build the repository (trains NER once), start Triton, embed news, find entities, perf probe."""
     from rich.table import Table
 
     from . import demo as demo_job
@@ -140,12 +166,19 @@ def demo(corpus: int = typer.Option(2000, help="CoNLL-2003 test sentences to ind
             table.add_row(query if i == 0 else "", f"{score:.3f}", sentence[:100])
     console.print(table)
     console.print(f"int8 vs fp32 served query embeddings: min cosine {result.fp32_int8_cosine_min:.4f}")
+    ents = Table(title="Entities in search queries (ner_int8 served by Triton; offsets in the query)")
+    for col in ("query", "entities"):
+        ents.add_column(col)
+    for query, found in result.entities.items():
+        ents.add_row(repr(query), ", ".join(f"{e.type} {e.text!r} [{e.start}:{e.end}] {e.score:.2f}" for e in found)
+                     or "-")
+    console.print(ents)
     if result.perf:
-        t = Table(title="perf_analyzer, sbert_int8, 1 sentence per request (gRPC)")
-        for col in ("concurrency", "infer/s", "p50 ms", "p95 ms", "p99 ms"):
+        t = Table(title="perf_analyzer, 1 sentence or query per request (gRPC)")
+        for col in ("model", "concurrency", "infer/s", "p50 ms", "p95 ms", "p99 ms"):
             t.add_column(col, justify="right")
         for r in result.perf:
-            t.add_row(f"{r['concurrency']:.0f}", f"{r['infer_per_s']:.0f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
+            t.add_row(r["model"], f"{r['concurrency']:.0f}", f"{r['infer_per_s']:.0f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
                       f"{r['p99_ms']:.1f}")
         console.print(t)
 
@@ -164,6 +197,58 @@ def perf_embeddings(sentences: int = typer.Option(2000, help="Real sentences (Co
         _fail(e)
     _console().print(bench_embeddings.table(result))
     typer.echo(f"written: {result['output']}")
+
+
+@perf_app.command("ner")
+def perf_ner(queries: int = typer.Option(1000, help="Short real queries (CoNLL-2003 test, 3-10 words)."),
+             reps: int = typer.Option(2, help="Repetitions; medians are reported."),
+             url: Optional[str] = typer.Option(None, help="Use a running server (default: start one)."),
+             threads: int = typer.Option(2, help="torch threads for the in-process HF pipeline baseline.")):
+    """Served NER (fp32, int8) vs the HF pipeline in-process at concurrency 1, 8, 32; step profile; writes JSON."""
+    from .perf import bench_ner
+
+    try:
+        result = bench_ner.run(queries=queries, reps=reps, url=url, threads=threads)
+    except TritonRepoError as e:
+        _fail(e)
+    console = _console()
+    console.print(bench_ner.table(result))
+    for key in ("ner_int8|c8", "ner_int8|c32"):
+        if key in result["step_profiles"]:
+            console.print(bench_ner.profile_table(result, key))
+    typer.echo(f"written: {result['output']}")
+
+
+@app.command("eval")
+def evaluate(model: str = typer.Argument("ner", help="Model family to evaluate (ner)."),
+             url: Optional[str] = typer.Option(None, help="Use a running server (default: start one)."),
+             aggregation: str = typer.Option("first", help="ner: aggregation strategy of the served decoder.")):
+    """Run the CoNLL-2003 test split through the served models (fp32 and int8) and print entity F1."""
+    from rich.table import Table
+
+    from .ner_eval import served_f1
+    from .server import TritonServer
+
+    if model != "ner":
+        _fail(TritonRepoError(f"unknown model family {model!r}; known: ner"))
+    names = ["ner", "ner_int8"]
+    try:
+        if url:
+            results = [served_f1(url, m, aggregation=aggregation) for m in names]
+        else:
+            with TritonServer(paths.MODEL_REPOSITORY, model_config_name="cpu", explicit_models=names) as server:
+                results = [served_f1(server.grpc_url, m, aggregation=aggregation) for m in names]
+    except TritonRepoError as e:
+        _fail(e)
+    table = Table(title=f"Served NER, CoNLL-2003 test split, entity F1 (seqeval), aggregation {aggregation}")
+    for col in ("model", "F1", "precision", "recall", "F1 lowercased", "sentences", "seconds"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in results:
+        c, low = r["cased"], r["lowercased"]
+        table.add_row(r["model"], f"{c['f1']:.4f}", f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{low['f1']:.4f}",
+                      str(c["sentences"]), f"{c['seconds'] + low['seconds']:.0f}")
+    _console().print(table)
+    typer.echo(json.dumps(results, indent=2))
 
 
 @perf_app.command("sweep")

@@ -29,29 +29,23 @@ _GPU_TUNING = {
 }
 
 
-def _tokenizer_spec() -> ModelSpec:
+def _tokenizer_spec(name: str, max_tokens: int, outputs: tuple[Tensor, ...], gpu_tuning: dict,
+                    description: str) -> ModelSpec:
     def dep(count: int, max_batch: int, delay_us: int) -> Deployment:
         return Deployment(
             backend=Backend.PYTHON, kind=Kind.CPU, count=count,
             batching=Batching(max_batch_size=max_batch, max_queue_delay_us=delay_us),
-            parameters=(("max_length", str(SBERT_MAX_TOKENS)), ("pad_to_multiple_of", "8")),
+            parameters=(("max_length", str(max_tokens)), ("pad_to_multiple_of", "8")),
         )
 
     deployments = {"cpu": dep(1, 256, 200)}
-    for target, (_, max_batch, _, delay, tok_count) in _GPU_TUNING.items():
+    for target, (_, max_batch, _, delay, tok_count) in gpu_tuning.items():
         deployments[target] = dep(tok_count, max_batch, min(delay, 500))
-    return ModelSpec(
-        name="sbert_tokenizer",
-        description="UTF-8 text -> WordPiece ids and attention mask (HF tokenizers, truncation at 256 tokens)",
-        inputs=(TEXT,),
-        outputs=(INPUT_IDS, ATTENTION_MASK),
-        deployments=deployments,
-        python_model="text_tokenizer",
-    )
+    return ModelSpec(name=name, description=description, inputs=(TEXT,), outputs=outputs,
+                     deployments=deployments, python_model="text_tokenizer")
 
 
-def _encoder_spec(precision: str) -> ModelSpec:
-    """MiniLM encoder with mean pooling and L2 normalisation folded into the ONNX graph."""
+def _encoder_deployments(precision: str, gpu_tuning: dict, request_batch: int) -> dict[str, Deployment]:
     filename = f"model.{precision}.onnx"
     deployments = {
         # Two single-threaded instances beat one with two threads on 2 cores (README, "Performance").
@@ -61,26 +55,31 @@ def _encoder_spec(precision: str) -> ModelSpec:
             parameters=(("intra_op_threads", "1"), ("sort_by_length", "true")), ragged_batching=True,
         ),
     }
-    for target, (count, max_batch, preferred, delay, _) in _GPU_TUNING.items():
+    for target, (count, max_batch, preferred, delay, _) in gpu_tuning.items():
         if precision == "int8":
             # The int8 graph (MatMulNBits, int8 compute) targets ORT's CPU kernels: on GPU hosts the int8 variant runs
             # on the host's CPUs through the native ORT backend. GPU serving uses the fp32 graph with TensorRT FP16.
             deployments[target] = Deployment(
                 backend=Backend.ONNXRUNTIME, kind=Kind.CPU, count=1, model_filename=filename,
-                batching=Batching(max_batch_size=max(max_batch, SBERT_REQUEST_BATCH), max_queue_delay_us=1000))
+                batching=Batching(max_batch_size=max(max_batch, request_batch), max_queue_delay_us=1000))
         else:
             deployments[target] = Deployment(
                 backend=Backend.ONNXRUNTIME, kind=Kind.GPU, count=count, model_filename=filename,
                 trt_accelerator="FP16",
                 batching=Batching(max_batch_size=max_batch, preferred_batch_sizes=preferred,
                                   max_queue_delay_us=delay))
+    return deployments
+
+
+def _encoder_spec(precision: str) -> ModelSpec:
+    """MiniLM encoder with mean pooling and L2 normalisation folded into the ONNX graph."""
     suffix = "" if precision == "fp32" else f"_{precision}"
     return ModelSpec(
         name=f"sbert_encoder{suffix}",
         description=f"all-MiniLM-L6-v2 encoder + mean pooling + L2 norm, ONNX {precision}",
         inputs=(INPUT_IDS, ATTENTION_MASK),
         outputs=(SENTENCE_EMBEDDING,),
-        deployments=deployments,
+        deployments=_encoder_deployments(precision, _GPU_TUNING, SBERT_REQUEST_BATCH),
         python_model="onnx_encoder",
     )
 
@@ -105,12 +104,91 @@ def _sbert_ensemble(precision: str) -> EnsembleSpec:
 
 SBERT_PRECISIONS = ("fp32", "int8")
 
+# ---- NER over search queries (MiniLM / DistilBERT token classifier fine-tuned on CoNLL-2003) --------------------
+NER_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
+NER_MAX_TOKENS = 128  # the training length; longer queries are truncated and flagged
+NER_REQUEST_BATCH = 64
+
+QUERY = Tensor(name="QUERY", dtype="BYTES", dims=(1,))
+ENTITIES = Tensor(name="ENTITIES", dtype="BYTES", dims=(1,))  # JSON array per query
+TRUNCATED = Tensor(name="TRUNCATED", dtype="BOOL", dims=(1,))
+LOGITS = Tensor(name="logits", dtype="FP32", dims=(-1, len(NER_LABELS)))
+OFFSETS = Tensor(name="offsets", dtype="INT32", dims=(-1, 2))
+TOKEN_KIND = Tensor(name="token_kind", dtype="INT8", dims=(-1,))
+TRUNCATED_TOKENS = Tensor(name="truncated", dtype="BOOL", dims=(1,))
+
+# Short queries (~10 tokens) cost little per row: bigger batches, shorter queue delays than SBERT.
+_NER_GPU_TUNING = {
+    "t4": (1, 256, (32, 64), 500, 2),
+    "a10g": (2, 256, (32, 64, 128), 500, 4),
+    "l4": (2, 256, (32, 64, 128), 500, 4),
+    "a100": (2, 512, (64, 128, 256), 300, 8),
+    "h100": (2, 512, (64, 128, 256), 200, 8),
+}
+
+
+def _ner_decoder_spec() -> ModelSpec:
+    def dep(count: int, max_batch: int) -> Deployment:
+        return Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=count,
+                          batching=Batching(max_batch_size=max_batch, max_queue_delay_us=100),
+                          parameters=(("aggregation_strategy", "simple"),), ragged_batching=True)
+
+    deployments = {"cpu": dep(1, 256)} | {t: dep(tok, mb) for t, (_, mb, _, _, tok) in _NER_GPU_TUNING.items()}
+    return ModelSpec(
+        name="ner_decoder",
+        description="token logits -> entities (IOB2, HF-pipeline aggregation) with offsets in the query, as JSON",
+        inputs=(QUERY, LOGITS, OFFSETS, TOKEN_KIND), outputs=(ENTITIES,), deployments=deployments,
+        python_model="ner_decoder")
+
+
+def _ner_ensemble(precision: str) -> EnsembleSpec:
+    suffix = "" if precision == "fp32" else f"_{precision}"
+    return EnsembleSpec(
+        name=f"ner{suffix}",
+        description=f"UTF-8 queries -> named entities (PER, ORG, LOC, MISC) with character offsets ({precision})",
+        inputs=(QUERY,),
+        outputs=(ENTITIES, TRUNCATED),
+        max_batch_size=NER_REQUEST_BATCH,
+        steps=(
+            Step(model="ner_tokenizer", input_map={"TEXT": "QUERY"},
+                 output_map={"input_ids": "input_ids", "attention_mask": "attention_mask", "offsets": "offsets",
+                             "token_kind": "token_kind", "truncated": "TRUNCATED"}),
+            Step(model=f"ner_encoder{suffix}",
+                 input_map={"input_ids": "input_ids", "attention_mask": "attention_mask"},
+                 output_map={"logits": "logits"}),
+            Step(model="ner_decoder",
+                 input_map={"QUERY": "QUERY", "logits": "logits", "offsets": "offsets", "token_kind": "token_kind"},
+                 output_map={"ENTITIES": "ENTITIES"}),
+        ),
+    )
+
+
+def _ner_specs() -> list[AnySpec]:
+    specs: list[AnySpec] = [
+        _tokenizer_spec("ner_tokenizer", NER_MAX_TOKENS,
+                        (INPUT_IDS, ATTENTION_MASK, OFFSETS, TOKEN_KIND, TRUNCATED_TOKENS), _NER_GPU_TUNING,
+                        "UTF-8 queries -> WordPiece ids, mask, character offsets, word starts (truncation at 128)"),
+        _ner_decoder_spec(),
+    ]
+    for precision in SBERT_PRECISIONS:
+        suffix = "" if precision == "fp32" else f"_{precision}"
+        specs += [ModelSpec(
+            name=f"ner_encoder{suffix}",
+            description=f"token classifier (CoNLL-2003, IOB2) -> per-token logits, ONNX {precision}",
+            inputs=(INPUT_IDS, ATTENTION_MASK), outputs=(LOGITS,),
+            deployments=_encoder_deployments(precision, _NER_GPU_TUNING, NER_REQUEST_BATCH),
+            python_model="onnx_encoder",
+        ), _ner_ensemble(precision)]
+    return specs
+
 
 def all_specs() -> list[AnySpec]:
-    specs: list[AnySpec] = [_tokenizer_spec()]
+    specs: list[AnySpec] = [_tokenizer_spec(
+        "sbert_tokenizer", SBERT_MAX_TOKENS, (INPUT_IDS, ATTENTION_MASK), _GPU_TUNING,
+        "UTF-8 text -> WordPiece ids and attention mask (HF tokenizers, truncation at 256 tokens)")]
     for precision in SBERT_PRECISIONS:
         specs += [_encoder_spec(precision), _sbert_ensemble(precision)]
-    return specs
+    return specs + _ner_specs()
 
 
 def spec(name: str) -> AnySpec:

@@ -43,14 +43,17 @@ def missing_artifacts(repository: Path, target: str = "cpu") -> list[str]:
     return missing
 
 
-def build(repository: Path, *, force_export: bool = False) -> dict:
-    """Render configs, export+validate every model (cached), install code and artifacts. Returns export reports."""
-    from .export import sbert
+def build(repository: Path, *, force_export: bool = False, ner_export=None) -> dict:
+    """Render configs, export+validate every model (cached), install code and artifacts. Returns export reports.
+    ``ner_export``: a ``tritonrepo.export.ner.NerExport`` (default: the full CoNLL-2003 fine-tuning recipe)."""
+    from .export import ner, sbert
 
     render.write(repository, all_specs())
     install_python_models(repository)
-    reports = {"sbert": sbert.export(force=force_export)}
+    ner_cfg = ner_export or ner.NerExport()
+    reports = {"sbert": sbert.export(force=force_export), "ner": ner.export(ner_cfg, force=force_export)}
     sbert.install(repository)
+    ner.install(repository, ner_cfg.out_dir)
     missing = missing_artifacts(repository)
     if missing:
         raise ToolNotFoundError(f"repository incomplete after build, missing: {missing}")

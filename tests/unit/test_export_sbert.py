@@ -9,7 +9,7 @@ from tritonrepo.errors import ValidationError
 from tritonrepo.export import sbert
 
 
-def _corrupt_copy(cfg, fp32, int8):
+def _corrupt_copy(fp32, int8, block_size=128):
     """Stand-in for the quantizer: the fp32 graph with 30% noise on every weight matrix."""
     model = onnx.load(str(fp32))
     rng = np.random.default_rng(0)
@@ -22,7 +22,7 @@ def _corrupt_copy(cfg, fp32, int8):
 
 
 def test_export_refuses_an_int8_graph_that_fails_validation(tmp_path, monkeypatch):
-    monkeypatch.setattr(sbert, "_quantize_int8", _corrupt_copy)
+    monkeypatch.setattr(sbert, "int8_blocks", _corrupt_copy)
     cfg = sbert.SbertExport(out_dir=tmp_path / "sbert", validation_sentences=200)
     with pytest.raises(ValidationError) as e:
         sbert.export(cfg)

@@ -1,0 +1,129 @@
+"""Triton Python-backend model: token logits -> entities with type, score and character offsets in the query.
+
+Inputs (names from the config, in this order): the query BYTES [rows, 1], logits FP32 [rows, L, labels], token
+offsets INT32 [rows, L, 2] and token kinds INT8 [rows, L] from the tokenizer step (0 special/padding, 1 word start,
+2 continuation). Output: BYTES [rows, 1], one JSON array per query:
+
+    [{"type": "PER", "score": 0.998, "start": 0, "end": 12, "text": "Taylor Swift"}, ...]
+
+``start``/``end`` index the original query in Unicode code points (Python ``str`` slicing), ``text`` is
+``query[start:end]`` (original case and spacing), ``score`` the mean of the entity's token (or word) probabilities.
+
+Decoding follows the Hugging Face token-classification pipeline: softmax per token; ``simple`` labels each token by
+its argmax, ``first`` / ``average`` / ``max`` first label whole words (first token's label, mean of the tokens'
+probabilities, or the most confident token's label); then IOB2 grouping: a B- tag or a change of type starts an
+entity, I- of the same type continues it, O ends it. Labels come from ``labels.json`` in the version folder (the
+trained model's id2label). The strategy is the config parameter ``aggregation_strategy`` (default ``simple``), or per
+request the request parameter of that name.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+STRATEGIES = ("simple", "first", "average", "max")
+
+
+def _error(message):
+    code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
+    return pb_utils.TritonError(message, code) if code is not None else pb_utils.TritonError(message)
+
+
+def split_tag(label):
+    if label.startswith(("B-", "I-")):
+        return label[0], label[2:]
+    return "I", label  # "O" or a tag without a prefix continues a run of the same tag
+
+
+def decode(text, logits, offsets, kinds, labels, strategy="simple"):
+    """Entities of one query (see the module docstring)."""
+    keep = kinds > 0
+    if not keep.any():
+        return []
+    z = logits[keep].astype(np.float64)
+    z -= z.max(axis=-1, keepdims=True)
+    probs = np.exp(z)
+    probs /= probs.sum(axis=-1, keepdims=True)
+    spans = offsets[keep]
+    if strategy == "simple":
+        units = [(int(p.argmax()), float(p.max()), int(s), int(e)) for p, (s, e) in zip(probs, spans)]
+    else:
+        starts = np.flatnonzero(kinds[keep] != 2)
+        if not len(starts) or starts[0] != 0:
+            starts = np.concatenate([[0], starts])
+        units = []
+        for a, b in zip(starts, list(starts[1:]) + [len(probs)]):
+            word = probs[a:b]
+            if strategy == "first":
+                p = word[0]
+            elif strategy == "average":
+                p = word.mean(axis=0)
+            else:  # max
+                p = word[word.max(axis=1).argmax()]
+            label = int(p.argmax())
+            units.append((label, float(p[label]), int(spans[a][0]), int(spans[b - 1][1])))
+
+    entities, run = [], []
+
+    def close():
+        tag = split_tag(labels[run[0][0]])[1]
+        if tag != "O":
+            start, end = run[0][2], run[-1][3]
+            entities.append({"type": tag, "score": round(float(np.mean([u[1] for u in run])), 6),
+                             "start": start, "end": end, "text": text[start:end]})
+
+    for unit in units:
+        if run:
+            bi, tag = split_tag(labels[unit[0]])
+            if tag == split_tag(labels[run[-1][0]])[1] and bi != "B":
+                run.append(unit)
+                continue
+            close()
+        run = [unit]
+    if run:
+        close()
+    return entities
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.strategy = params.get("aggregation_strategy", "simple")
+        if self.strategy not in STRATEGIES:
+            raise pb_utils.TritonModelException(f"aggregation_strategy {self.strategy!r}: one of {STRATEGIES}")
+        path = Path(args["model_repository"]) / args["model_version"] / "labels.json"
+        self.labels = json.loads(path.read_text(encoding="utf-8"))
+        self.input_names = [t["name"] for t in config["input"]]
+        self.output_name = config["output"][0]["name"]
+
+    def _strategy(self, request):
+        try:
+            params = json.loads(request.parameters() or "{}")
+        except (AttributeError, ValueError):
+            params = {}
+        strategy = params.get("aggregation_strategy", self.strategy)
+        if strategy not in STRATEGIES:
+            raise ValueError(f"request parameter aggregation_strategy={strategy!r}: use one of {list(STRATEGIES)}")
+        return strategy
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            text, logits, offsets, kinds = (pb_utils.get_input_tensor_by_name(request, n).as_numpy()
+                                            for n in self.input_names)
+            try:
+                strategy = self._strategy(request)
+            except ValueError as e:
+                responses.append(pb_utils.InferenceResponse(error=_error(str(e))))
+                continue
+            queries = text.reshape(-1)
+            out = np.empty((len(queries), 1), dtype=np.object_)
+            for i in range(len(queries)):
+                query = queries[i].decode("utf-8")  # the tokenizer step already rejected non-UTF-8
+                found = decode(query, logits[i], offsets[i], kinds[i], self.labels, strategy)
+                out[i, 0] = json.dumps(found, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.output_name, out)]))
+        return responses

@@ -1,0 +1,182 @@
+"""The CoNLL-2003 token classifier -> ONNX fp32 + int8, validated against its PyTorch model, installed in the repository.
+
+The graph takes ``input_ids`` and ``attention_mask`` (no token types, so BERT and DistilBERT export alike) and returns
+``logits`` [batch, seq, labels]; softmax and entity decoding run in the ``ner_decoder`` step.
+
+Gates (DESIGN.md §4), over the CoNLL-2003 test split through the same tokenizer the server uses:
+fp32: max |logit - PyTorch logit| <= ``max_abs_diff`` over every real token of ``parity_sentences`` sentences;
+int8: entity F1 (seqeval) within ``max_f1_drop`` of the fp32 graph's F1, on the test split as written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tritonrepo import models
+from tritonrepo.errors import ValidationError
+from tritonrepo.paths import require
+
+from .ner_train import NER_ARTIFACTS, NerTraining, evaluate, read_conll, train
+from .quantize import int8_blocks
+from .validate import Checks
+
+log = logging.getLogger(__name__)
+
+EXPORT_VERSION = 1  # bump when the export recipe changes: cached artifacts are rebuilt
+
+
+@dataclass(frozen=True, kw_only=True)
+class NerExport:
+    training: NerTraining = field(default_factory=NerTraining)
+    out_dir: Path = NER_ARTIFACTS / "export"
+    opset: int = 17
+    int8_block_size: int = 128
+    max_abs_diff: float = 2e-3
+    max_f1_drop: float = 0.005  # 0.5 F1 point
+    parity_sentences: int = 1000
+
+    def fingerprint(self, trained: dict) -> str:
+        recipe = f"{EXPORT_VERSION}|{trained['fingerprint']}|{self.opset}|{self.int8_block_size}|" \
+                 f"{self.max_abs_diff}|{self.max_f1_drop}|{self.parity_sentences}"
+        return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+
+
+def export_onnx(model_dir: Path, path: Path, opset: int = 17) -> None:
+    """Any local Hugging Face token classifier (BERT, DistilBERT, ...) -> ONNX with dynamic batch and sequence."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    # eager attention exports a plain MatMul/Softmax graph that ONNX Runtime fuses at load on any version
+    model = AutoModelForTokenClassification.from_pretrained(str(model_dir), attn_implementation="eager").eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    ids, mask, out = models.INPUT_IDS.name, models.ATTENTION_MASK.name, models.LOGITS.name
+    sample = (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
+    axes = {0: "batch", 1: "sequence"}
+    with torch.no_grad():
+        torch.onnx.export(Logits().eval(), sample, str(path), input_names=[ids, mask], output_names=[out],
+                          opset_version=opset, dynamic_axes={ids: axes, mask: axes, out: axes}, dynamo=False)
+
+
+def onnx_logits(path: Path, threads: int = 0):
+    """logits_fn (see ner_train.predict_words) running an exported graph with ONNX Runtime on the CPU."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = models.INPUT_IDS.name, models.ATTENTION_MASK.name
+
+    def run(ids, mask):
+        return session.run([models.LOGITS.name], dict(zip(names, (ids, mask))))[0]
+    return run
+
+
+def max_logit_diff(reference_fn, candidate_fn, tokenizer, sentences, batch_size: int = 64) -> float:
+    """Largest |difference| of the two logits over every real (unpadded) token of the sentences."""
+    worst = 0.0
+    for start in range(0, len(sentences), batch_size):
+        enc = tokenizer([w for w, _ in sentences[start:start + batch_size]], is_split_into_words=True,
+                        truncation=True, max_length=models.NER_MAX_TOKENS, padding=True, return_tensors="np")
+        ids, mask = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+        diff = np.abs(reference_fn(ids, mask) - candidate_fn(ids, mask))[mask.astype(bool)]
+        worst = max(worst, float(diff.max()))
+    return worst
+
+
+def export(cfg: NerExport = NerExport(), *, force: bool = False) -> dict:
+    """Train if needed (cached), export, validate, keep the artifacts in cfg.out_dir. Returns the report."""
+    trained = train(cfg.training)
+    fingerprint = cfg.fingerprint(trained)
+    report_path = cfg.out_dir / "validation.json"
+    if not force and report_path.exists():
+        report = json.loads(report_path.read_text())
+        if report.get("fingerprint") == fingerprint:
+            log.info("NER artifacts up to date in %s", cfg.out_dir)
+            return report
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from .ner_train import torch_logits
+
+    t0 = time.perf_counter()
+    model_dir = cfg.training.out_dir
+    work = cfg.out_dir.with_name(cfg.out_dir.name + ".tmp")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    fp32, int8 = work / "model.fp32.onnx", work / "model.int8.onnx"
+    shutil.copy(require(model_dir / "tokenizer.json", "the trained NER model's tokenizer.json"),
+                work / "tokenizer.json")
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForTokenClassification.from_pretrained(str(model_dir)).eval()
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if tuple(labels) != models.NER_LABELS:
+        raise ValidationError("ner export", [f"model labels {labels} != the served labels {models.NER_LABELS}"])
+    (work / "labels.json").write_text(json.dumps(labels))
+    log.info("exporting ONNX fp32")
+    export_onnx(model_dir, fp32, cfg.opset)
+    log.info("quantizing to int8 (8-bit weight blocks of %d, int8 compute)", cfg.int8_block_size)
+    int8_blocks(fp32, int8, cfg.int8_block_size)
+
+    test = read_conll("test")
+    fp32_fn, int8_fn = onnx_logits(fp32), onnx_logits(int8)
+    fp32_checks, int8_checks = Checks("ner model.fp32.onnx"), Checks("ner model.int8.onnx")
+    log.info("validating logits against PyTorch on %d CoNLL-2003 test sentences", cfg.parity_sentences)
+    diff = max_logit_diff(torch_logits(model), fp32_fn, tokenizer, test[: cfg.parity_sentences])
+    fp32_checks.at_most("max_abs_diff", diff, cfg.max_abs_diff)
+    fp32_checks.metrics["sentences"] = min(len(test), cfg.parity_sentences)
+    log.info("entity F1 on the %d test sentences, fp32 and int8 graphs", len(test))
+    fp32_eval = evaluate(fp32_fn, tokenizer, "test", models.NER_MAX_TOKENS)
+    int8_eval = evaluate(int8_fn, tokenizer, "test", models.NER_MAX_TOKENS)
+    fp32_checks.metrics |= {"test_f1": fp32_eval["cased"]["f1"], "test_f1_lowercased": fp32_eval["lowercased"]["f1"]}
+    int8_checks.at_least("test_f1", int8_eval["cased"]["f1"], fp32_eval["cased"]["f1"] - cfg.max_f1_drop)
+    int8_checks.metrics["test_f1_lowercased"] = int8_eval["lowercased"]["f1"]
+    int8_checks.metrics["f1_drop_vs_fp32"] = round(fp32_eval["cased"]["f1"] - int8_eval["cased"]["f1"], 4)
+    failures = [f"{c.artifact}: {f}" for c in (fp32_checks, int8_checks) for f in c.failures]
+    if failures:  # one error for both graphs; nothing reaches the repository
+        raise ValidationError("ner export", failures)
+
+    report = {
+        "fingerprint": fingerprint,
+        "model": str(model_dir), "model_type": model.config.model_type,
+        "training": {k: trained[k] for k in ("steps", "train_seconds", "valid", "test")},
+        "fp32": fp32_checks.metrics, "int8": int8_checks.metrics
+        | {"method": f"MatMulNBits bits=8 block={cfg.int8_block_size} accuracy_level=4"},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    (work / "validation.json").write_text(json.dumps(report, indent=2))
+    shutil.rmtree(cfg.out_dir, ignore_errors=True)
+    work.rename(cfg.out_dir)
+    log.info("NER export validated: fp32 %s | int8 %s", report["fp32"], report["int8"])
+    return report
+
+
+def install(repository: Path, artifacts: Path = NER_ARTIFACTS / "export") -> list[Path]:
+    """Copy validated artifacts into the repository's version folders."""
+    require(artifacts / "validation.json", "validated NER artifacts (run `tritonrepo export ner`)")
+    placed = []
+    for model, filename in (("ner_encoder", "model.fp32.onnx"), ("ner_encoder_int8", "model.int8.onnx"),
+                            ("ner_tokenizer", "tokenizer.json"), ("ner_decoder", "labels.json")):
+        dest = repository / model / "1" / filename
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(artifacts / filename, dest)
+        placed.append(dest)
+    return placed
+

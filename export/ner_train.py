@@ -1,0 +1,306 @@
+"""Fine-tune a token classifier on CoNLL-2003 English: resumable, cached by fingerprint, F1 reported with seqeval.
+
+`train(NerTraining(...))` trains any local Hugging Face checkpoint directory whose model type has a token
+classification head (BERT, DistilBERT, ...). Defaults: the packaged all-MiniLM-L6-v2 encoder, labels on the first
+sub-token of each word, IOB2 tags, dynamic padding over length-bucketed batches (CoNLL sentences are short: padding
+to 128 would waste ~80 % of the compute on this 2-core machine).
+
+A checkpoint (model, optimizer, scheduler, step) is written every `checkpoint_every` steps; a killed run resumes from
+it. The finished model (`config.json` with id2label, weights, tokenizer) and `metrics.json` land in `out_dir`; a later
+call with the same fingerprint returns the cached metrics without training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tritonrepo.models import NER_LABELS
+from tritonrepo.paths import ASSETS, CONLL_DIR, SBERT_WEIGHTS, require
+
+log = logging.getLogger(__name__)
+
+LABELS = NER_LABELS
+NER_ARTIFACTS = ASSETS / "artifacts" / "ner"
+TRAIN_VERSION = 1  # bump when the recipe changes: cached models are retrained
+
+
+def iob2(tags: list[str]) -> list[str]:
+    """IOB1 -> IOB2: an I- tag that does not continue an entity of its type starts one (B-)."""
+    out = []
+    for i, tag in enumerate(tags):
+        if tag.startswith("I-") and (i == 0 or out[-1][2:] != tag[2:]):
+            tag = "B-" + tag[2:]
+        out.append(tag)
+    return out
+
+
+def read_conll(split: str, directory: Path | None = None) -> list[tuple[list[str], list[str]]]:
+    """(words, IOB2 tags) per sentence of a CoNLL-2003 English split."""
+    path = require((directory or CONLL_DIR) / f"{split}.txt", f"CoNLL-2003 {split} split")
+    sentences, words, tags = [], [], []
+    for line in path.read_text(encoding="utf-8").splitlines() + [""]:
+        if line.startswith("-DOCSTART-"):
+            continue
+        if not line.strip():
+            if words:
+                sentences.append((words, iob2(tags)))
+            words, tags = [], []
+            continue
+        parts = line.split()
+        words.append(parts[0])
+        tags.append(parts[-1])
+    return sentences
+
+
+@dataclass(frozen=True, kw_only=True)
+class NerTraining:
+    backbone: Path = SBERT_WEIGHTS
+    out_dir: Path = NER_ARTIFACTS / "model"
+    epochs: float = 5
+    max_steps: int = 0  # > 0: stop after this many optimizer steps (brief models for tests)
+    batch_size: int = 32
+    lr: float = 1e-4
+    warmup: float = 0.06
+    weight_decay: float = 0.01
+    max_length: int = 128
+    lowercase_fraction: float = 0.0  # share of training sentences lowercased (mixed-case augmentation)
+    seed: int = 13
+    checkpoint_every: int = 200
+    threads: int = field(default=0, compare=False)  # torch intra-op threads; 0 = torch's default
+
+    def fingerprint(self) -> str:
+        recipe = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
+                  if k not in ("backbone", "out_dir", "threads", "checkpoint_every")}
+        h = hashlib.sha256(json.dumps([TRAIN_VERSION, recipe], sort_keys=True).encode())
+        for name in ("config.json", "model.safetensors", "pytorch_model.bin"):
+            if (self.backbone / name).exists():
+                with open(self.backbone / name, "rb") as f:
+                    h.update(f.read(1 << 20))
+        h.update(require(CONLL_DIR / "train.txt", "CoNLL-2003 train split").read_bytes())
+        return h.hexdigest()[:16]
+
+
+def _lowercases(tokenizer) -> bool:
+    return tokenizer("Reuters BRUSSELS")["input_ids"] == tokenizer("reuters brussels")["input_ids"]
+
+
+def _encode(tokenizer, sentences, max_length: int) -> list[dict]:
+    """Token ids with labels on each word's first sub-token (-100 elsewhere)."""
+    label_id = {label: i for i, label in enumerate(LABELS)}
+    batch = tokenizer([w for w, _ in sentences], is_split_into_words=True, truncation=True, max_length=max_length)
+    rows = []
+    for i, (_, tags) in enumerate(sentences):
+        labels, previous = [], None
+        for word in batch.word_ids(i):
+            labels.append(-100 if word is None or word == previous else label_id[tags[word]])
+            previous = word
+        rows.append({"input_ids": batch["input_ids"][i], "labels": labels})
+    return rows
+
+
+def _batches(rows: list[dict], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Length-bucketed batches in random order: chunks of 50 batches are sorted by length, then cut."""
+    order = list(range(len(rows)))
+    rng.shuffle(order)
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start:start + chunk], key=lambda r: len(rows[r]["input_ids"]))
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _collate(rows: list[dict], pad_id: int):
+    import torch
+
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for j, r in enumerate(rows):
+        n = len(r["input_ids"])
+        ids[j, :n], mask[j, :n], labels[j, :n] = torch.tensor(r["input_ids"]), 1, torch.tensor(r["labels"])
+    return ids, mask, labels
+
+
+def torch_logits(model):
+    """logits_fn for predict_words: a PyTorch token classifier in eval mode."""
+    import torch
+
+    model.eval()
+
+    def run(ids, mask):
+        with torch.inference_mode():
+            return model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy()
+    return run
+
+
+def predict_words(logits_fn, tokenizer, sentences, *, max_length: int = 128, batch_size: int = 64) -> list[list[str]]:
+    """Word-level IOB2 tags from each word's first sub-token (words cut by truncation are tagged O).
+    logits_fn(input_ids, attention_mask) -> logits [batch, seq, labels], int64 numpy in, numpy out."""
+    enc = tokenizer([w for w, _ in sentences], is_split_into_words=True, truncation=True, max_length=max_length)
+    predictions: list[list[str]] = [["O"] * len(words) for words, _ in sentences]
+    order = sorted(range(len(sentences)), key=lambda r: len(enc["input_ids"][r]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        width = max(len(enc["input_ids"][r]) for r in idx)
+        ids = np.full((len(idx), width), tokenizer.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(idx), width), dtype=np.int64)
+        for j, r in enumerate(idx):
+            n = len(enc["input_ids"][r])
+            ids[j, :n], mask[j, :n] = enc["input_ids"][r], 1
+        best = logits_fn(ids, mask).argmax(-1)
+        for j, r in enumerate(idx):
+            previous = None
+            for t, word in enumerate(enc.word_ids(r)):
+                if word is not None and word != previous:
+                    predictions[r][word] = LABELS[best[j, t]]
+                previous = word
+    return predictions
+
+
+def entity_f1(sentences, predictions) -> dict:
+    from seqeval.metrics import f1_score, precision_score, recall_score
+
+    gold = [tags for _, tags in sentences]
+    return {"f1": round(f1_score(gold, predictions), 4), "precision": round(precision_score(gold, predictions), 4),
+            "recall": round(recall_score(gold, predictions), 4), "sentences": len(sentences)}
+
+
+def lowercased(sentences):
+    return [([w.lower() for w in words], tags) for words, tags in sentences]
+
+
+def evaluate(logits_fn, tokenizer, split: str = "test", max_length: int = 128) -> dict:
+    """Entity-level F1 (seqeval) on a split as written and on its lowercased copy (search queries)."""
+    sentences = read_conll(split)
+    cased = entity_f1(sentences, predict_words(logits_fn, tokenizer, sentences, max_length=max_length))
+    lower = lowercased(sentences)
+    return {"cased": cased, "lowercased": entity_f1(lower, predict_words(logits_fn, tokenizer, lower,
+                                                                          max_length=max_length))}
+
+
+def train(cfg: NerTraining = NerTraining(), *, force: bool = False, progress: bool = True) -> dict:
+    """Train (or resume, or return the cached result). Returns metrics.json as a dict."""
+    fingerprint = cfg.fingerprint()
+    metrics_path = cfg.out_dir / "metrics.json"
+    if not force and metrics_path.exists():
+        metrics = json.loads(metrics_path.read_text())
+        if metrics.get("fingerprint") == fingerprint:
+            log.info("NER model up to date in %s (test F1 %.4f)", cfg.out_dir, metrics["test"]["cased"]["f1"])
+            return metrics
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from tqdm import tqdm
+    from transformers import AutoModelForTokenClassification, AutoTokenizer, get_linear_schedule_with_warmup
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    work = cfg.out_dir.with_name(f"{cfg.out_dir.name}.train-{fingerprint}")
+    work.mkdir(parents=True, exist_ok=True)
+    checkpoint = work / "checkpoint.pt"
+    tokenizer = AutoTokenizer.from_pretrained(str(cfg.backbone))
+    torch.manual_seed(cfg.seed)  # the new classifier head and dropout: a rerun reproduces the model
+    model = AutoModelForTokenClassification.from_pretrained(
+        str(cfg.backbone), num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
+        label2id={label: i for i, label in enumerate(LABELS)})
+
+    train_sentences = read_conll("train")
+    augment = cfg.lowercase_fraction > 0 and not _lowercases(tokenizer)
+    if cfg.lowercase_fraction > 0 and not augment:
+        log.info("tokenizer lowercases its input: lowercase augmentation would change nothing, skipped")
+    rng = random.Random(cfg.seed)
+    if augment:
+        picked = rng.sample(range(len(train_sentences)), int(cfg.lowercase_fraction * len(train_sentences)))
+        train_sentences = train_sentences + lowercased([train_sentences[i] for i in picked])
+    rows = _encode(tokenizer, train_sentences, cfg.max_length)
+    per_epoch = -(-len(rows) // cfg.batch_size)
+    total = int(per_epoch * cfg.epochs)
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    groups = [{"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+               "weight_decay": cfg.weight_decay},
+              {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * total), total)
+    step, t_spent = 0, 0.0
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, t_spent = state["step"], state["seconds"]
+        if "rng" in state:  # dropout continues with the masks an uninterrupted run would draw
+            torch.set_rng_state(state["rng"])
+        log.info("resuming NER training at step %d/%d from %s", step, total, checkpoint)
+
+    def save():
+        tmp = checkpoint.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "step": step, "rng": torch.get_rng_state(),
+                    "seconds": t_spent + time.perf_counter() - t0}, tmp)
+        tmp.replace(checkpoint)  # atomic: a kill mid-save leaves the previous checkpoint
+
+    t0 = time.perf_counter()
+    model.train()
+    bar = tqdm(total=total, initial=step, desc="NER fine-tuning", unit="step", disable=not progress)
+    while step < total:
+        epoch, offset = divmod(step, per_epoch)
+        batches = _batches(rows, cfg.batch_size, random.Random(cfg.seed * 1000 + epoch))  # same order on resume
+        for batch in batches[offset:]:
+            ids, mask, labels = _collate([rows[r] for r in batch], tokenizer.pad_token_id)
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+            if step % cfg.checkpoint_every == 0:
+                save()
+            if step >= total:
+                break
+    bar.close()
+    seconds = t_spent + time.perf_counter() - t0
+    save()
+
+    log.info("evaluating on CoNLL-2003 valid and test")
+    t1 = time.perf_counter()
+    valid_sentences = read_conll("valid")
+    valid = entity_f1(valid_sentences, predict_words(torch_logits(model), tokenizer, valid_sentences,
+                                                     max_length=cfg.max_length))
+    metrics = {
+        "fingerprint": fingerprint, "backbone": str(cfg.backbone), "model_type": model.config.model_type,
+        "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("backbone", "out_dir", "threads")},
+        "steps": step, "train_sentences": len(train_sentences), "lowercase_augmentation_applied": augment,
+        "train_seconds": round(seconds, 1), "torch_threads": torch.get_num_threads(),
+        "valid": valid, "test": evaluate(torch_logits(model), tokenizer, "test", cfg.max_length),
+        "eval_seconds": round(time.perf_counter() - t1, 1),
+    }
+    final = cfg.out_dir.with_name(cfg.out_dir.name + ".tmp")
+    shutil.rmtree(final, ignore_errors=True)
+    model.save_pretrained(str(final))
+    tokenizer.save_pretrained(str(final))
+    (final / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    shutil.rmtree(cfg.out_dir, ignore_errors=True)
+    final.rename(cfg.out_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("NER model in %s: test F1 %.4f (lowercased %.4f), %d steps in %.0f s", cfg.out_dir,
+             metrics["test"]["cased"]["f1"], metrics["test"]["lowercased"]["f1"], step, seconds)
+    return metrics

@@ -1,0 +1,206 @@
+"""Benchmark: served NER (fp32, int8) over gRPC vs the Hugging Face pipeline in-process, single short queries.
+
+Queries: CoNLL-2003 test sentences of 3-10 words (Reuters headlines and snippets), every other one lowercased as
+typed search queries are. One query per request at concurrency 1, 8 and 32:
+  baseline  ``pipeline("token-classification", aggregation_strategy="simple")`` on the same trained weights, called
+            by `concurrency` threads of one process (the usual Python web-worker shape), torch on `threads` threads;
+  served    perf_analyzer (C++, gRPC) against the ``ner`` / ``ner_int8`` ensembles.
+Client-side queries/s, p50 and p95. For each served run, Triton's own statistics of every step (queue, compute
+input/infer/output, average batch) say where the time goes; what the steps do not account for is gRPC, the ensemble
+scheduler and the hand-offs between steps. Accuracy (test-split entity F1 of the exported graphs) is reported beside.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tritonrepo.export.ner_train import read_conll
+from tritonrepo.paths import MODEL_REPOSITORY, ROOT
+from tritonrepo.server import TritonServer
+
+from . import perf_analyzer
+from .provenance import provenance
+
+log = logging.getLogger(__name__)
+RESULTS = ROOT / "perf" / "results"
+STEPS = ("ner_tokenizer", "{encoder}", "ner_decoder")
+
+
+def short_queries(limit: int = 1000) -> list[str]:
+    picked = [" ".join(words) for words, _ in read_conll("test") if 3 <= len(words) <= 10][:limit]
+    return [q if i % 2 else q.lower() for i, q in enumerate(picked)]
+
+
+def hf_baseline(model_dir: Path, queries: list[str], *, concurrency: int, duration_s: float, threads: int) -> dict:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers import pipeline
+
+    torch.set_num_threads(threads)
+    ner = pipeline("token-classification", model=str(model_dir), aggregation_strategy="simple", device="cpu")
+    for q in queries[:20]:
+        ner(q)  # warm-up
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + duration_s
+
+    def worker(offset: int):
+        i, mine = offset, []
+        while time.perf_counter() < stop_at:
+            t = time.perf_counter()
+            ner(queries[i % len(queries)])
+            mine.append((time.perf_counter() - t) * 1000)
+            i += concurrency
+        with lock:
+            latencies.extend(mine)
+
+    start = time.perf_counter()
+    workers = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - start
+    return {"queries_per_s": len(latencies) / elapsed, "p50_ms": float(np.percentile(latencies, 50)),
+            "p95_ms": float(np.percentile(latencies, 95))}
+
+
+def _stats(client, model: str) -> dict:
+    s = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    inf = s["inference_stats"]
+    ns = lambda key: int(inf.get(key, {}).get("ns", 0))  # noqa: E731
+    return {"requests": int(inf.get("success", {}).get("count", 0)), "executions": int(s.get("execution_count", 0)),
+            "queue": ns("queue"), "input": ns("compute_input"), "infer": ns("compute_infer"),
+            "output": ns("compute_output")}
+
+
+def step_profile(before: dict, after: dict) -> dict:
+    """Per-request milliseconds in each step between two statistics snapshots, and the average batch."""
+    out = {}
+    for model in after:
+        d = {k: after[model][k] - before[model][k] for k in after[model]}
+        n = max(d["requests"], 1)
+        out[model] = {"requests": d["requests"], "avg_batch": round(d["requests"] / max(d["executions"], 1), 2),
+                      **{f"{k}_ms": round(d[k] / n / 1e6, 3) for k in ("queue", "input", "infer", "output")}}
+    return out
+
+
+def run(*, queries: int = 1000, concurrencies=(1, 8, 32), models=("ner", "ner_int8"), reps: int = 2,
+        threads: int = 2, baseline_s: float = 8.0, measurement_ms: int = 3000, url: str | None = None,
+        model_dir: Path | None = None, out: Path | None = None) -> dict:
+    import tritonclient.grpc as grpcclient
+
+    from tritonrepo.export.ner import NerExport
+
+    cfg = NerExport()
+    model_dir = model_dir or cfg.training.out_dir
+    texts = short_queries(queries)
+    origin = provenance("torch", "transformers", "onnxruntime")
+    server = None
+    if url is None:
+        server = TritonServer(MODEL_REPOSITORY, model_config_name="cpu",
+                              explicit_models=list(models)).start()
+        url = server.grpc_url
+    samples: dict[str, list[float]] = {}
+    profiles: dict[str, list[dict]] = {}
+
+    def add(key: str, value: float) -> None:
+        samples.setdefault(key, []).append(value)
+
+    try:
+        client = grpcclient.InferenceServerClient(url)
+        with tempfile.TemporaryDirectory() as tmp:
+            data = perf_analyzer.write_input_data(Path(tmp) / "queries.json", "QUERY", texts)
+            for rep in range(reps):
+                for c in concurrencies:
+                    base = hf_baseline(model_dir, texts, concurrency=c, duration_s=baseline_s, threads=threads)
+                    for k, v in base.items():
+                        add(f"hf_pipeline|c{c}|{k}", v)
+                    log.info("rep %d HF pipeline c=%d: %.0f q/s p95 %.1f ms", rep + 1, c, base["queries_per_s"],
+                             base["p95_ms"])
+                    for model in models:
+                        steps = [s.format(encoder=model.replace("ner", "ner_encoder")) for s in STEPS]
+                        before = {s: _stats(client, s) for s in steps}
+                        row = perf_analyzer.run(model, url, data, concurrency=c, measurement_ms=measurement_ms)
+                        profiles.setdefault(f"{model}|c{c}", []).append(
+                            step_profile(before, {s: _stats(client, s) for s in steps}))
+                        add(f"{model}|c{c}|queries_per_s", row.infer_per_s)
+                        add(f"{model}|c{c}|p50_ms", row.p50_ms)
+                        add(f"{model}|c{c}|p95_ms", row.p95_ms)
+                        add(f"{model}|c{c}|avg_ms", row.avg_ms)
+                        add(f"{model}|c{c}|unstable", float(not row.stable))
+                        log.info("rep %d %s c=%d: %.0f q/s p95 %.1f ms", rep + 1, model, c, row.infer_per_s,
+                                 row.p95_ms)
+        client.close()
+    finally:
+        if server:
+            server.stop()
+
+    medians = {k: statistics.median(v) for k, v in samples.items()}
+    validation_path = cfg.out_dir / "validation.json"
+    validation = json.loads(validation_path.read_text()) if validation_path.exists() else {}
+    result = {
+        "benchmark": "ner_short_queries",
+        "provenance": origin,
+        "setup": {"queries": len(texts), "data": "CoNLL-2003 test sentences of 3-10 words, every other lowercased",
+                  "reps": reps, "baseline_threads": threads, "baseline": "HF pipeline, aggregation simple, "
+                  "one query per call from `concurrency` threads", "served_load": "perf_analyzer gRPC, 1 query/request",
+                  "model_dir": str(model_dir)},
+        "medians": medians,
+        "samples": samples,
+        "step_profiles": profiles,  # last repetition is the most warmed-up
+        "speedup_vs_baseline": {f"{m}|c{c}": medians[f"{m}|c{c}|queries_per_s"] /
+                                medians[f"hf_pipeline|c{c}|queries_per_s"] for m in models for c in concurrencies},
+        "accuracy": {k: validation.get(k) for k in ("fp32", "int8", "training")},
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = out or RESULTS / f"ner-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(result, indent=2))
+    result["output"] = str(out)
+    return result
+
+
+def table(result: dict):
+    from rich.table import Table
+
+    m = result["medians"]
+    t = Table(title="NER, one short query per request: client queries/s and latency (medians of "
+                    f"{result['setup']['reps']} reps)")
+    for col in ("path", "concurrency", "queries/s", "p50 ms", "p95 ms", "vs HF pipeline"):
+        t.add_column(col, justify="left" if col == "path" else "right")
+    concurrencies = sorted({int(k.split("|")[1][1:]) for k in m if k.startswith("hf_pipeline")})
+    for c in concurrencies:
+        for path in ("hf_pipeline", *sorted({k.split("|")[0] for k in m if not k.startswith("hf_pipeline")})):
+            key = f"{path}|c{c}"
+            qps = m[f"{key}|queries_per_s"]
+            speed = "1.00x" if path == "hf_pipeline" else f"{result['speedup_vs_baseline'][key]:.2f}x"
+            t.add_row(path, str(c), f"{qps:.0f}", f"{m[f'{key}|p50_ms']:.1f}", f"{m[f'{key}|p95_ms']:.1f}", speed)
+    return t
+
+
+def profile_table(result: dict, key: str):
+    from rich.table import Table
+
+    prof = result["step_profiles"][key][-1]
+    model, c = key.split("|")
+    t = Table(title=f"Where the time goes: {model} at concurrency {c[1:]} (Triton statistics, ms per request)")
+    for col in ("step", "avg batch", "queue", "compute input", "compute infer", "compute output"):
+        t.add_column(col, justify="left" if col == "step" else "right")
+    total = 0.0
+    for step, p in prof.items():
+        total += p["queue_ms"] + p["input_ms"] + p["infer_ms"] + p["output_ms"]
+        t.add_row(step, f"{p['avg_batch']:.1f}", *(f"{p[k]:.2f}" for k in ("queue_ms", "input_ms", "infer_ms",
+                                                                             "output_ms")))
+    client_avg = result["medians"][f"{key}|avg_ms"]
+    t.add_row("gRPC + ensemble hand-offs", "", f"{max(client_avg - total, 0):.2f}", "", "", "")
+    t.add_row("client average latency", "", f"{client_avg:.2f}", "", "", "")
+    return t

@@ -1,0 +1,88 @@
+"""NER export and training mechanics on tiny randomly initialised models: ONNX parity for BERT and DistilBERT,
+IOB2 conversion, and a fine-tuning run that is killed mid-way and resumes to the same weights."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tritonrepo import models
+from tritonrepo.export import ner, ner_train
+from tritonrepo.paths import SBERT_WEIGHTS
+
+
+def _tiny_checkpoint(path, kind):
+    import torch
+    from transformers import (AutoTokenizer, BertConfig, BertForTokenClassification, DistilBertConfig,
+                              DistilBertForTokenClassification)
+
+    torch.manual_seed(0)
+    labels = dict(enumerate(models.NER_LABELS))
+    common = {"num_labels": len(labels), "id2label": labels, "label2id": {v: k for k, v in labels.items()}}
+    if kind == "distilbert":
+        model = DistilBertForTokenClassification(DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=2,
+                                                                  hidden_dim=64, **common))
+    else:
+        model = BertForTokenClassification(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                                                      num_attention_heads=2, intermediate_size=64, **common))
+    model.save_pretrained(str(path))
+    AutoTokenizer.from_pretrained(str(SBERT_WEIGHTS)).save_pretrained(str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["distilbert", "bert"])
+def test_token_classifier_exports_with_logit_parity(tmp_path, kind):
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    src = _tiny_checkpoint(tmp_path / kind, kind)
+    onnx_path = tmp_path / "model.onnx"
+    ner.export_onnx(src, onnx_path)
+    model = AutoModelForTokenClassification.from_pretrained(str(src)).eval()
+    sentences = ner_train.read_conll("test")[:200]
+    diff = ner.max_logit_diff(ner_train.torch_logits(model), ner.onnx_logits(onnx_path),
+                              AutoTokenizer.from_pretrained(str(src)), sentences)
+    assert diff < 1e-4
+
+
+def test_iob1_tags_become_iob2():
+    assert ner_train.iob2(["I-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-ORG"]) == \
+        ["B-PER", "I-PER", "O", "B-LOC", "B-LOC", "B-ORG"]
+    words, tags = ner_train.read_conll("train")[0]
+    assert words[:3] == ["EU", "rejects", "German"] and tags[:3] == ["B-ORG", "O", "B-MISC"]
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_training_resumes_where_it_was_killed(tmp_path, monkeypatch):
+    import torch
+    from safetensors.numpy import load_file
+
+    backbone = _tiny_checkpoint(tmp_path / "backbone", "bert")
+    cfg = dict(backbone=backbone, max_steps=6, batch_size=8, checkpoint_every=2, threads=1, lr=1e-3)
+    straight = ner_train.train(ner_train.NerTraining(out_dir=tmp_path / "straight", **cfg), progress=False)
+
+    real_clip, calls = torch.nn.utils.clip_grad_norm_, []
+
+    def dies_at_step_5(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise _Killed()
+        return real_clip(*args, **kwargs)
+
+    resumed_cfg = ner_train.NerTraining(out_dir=tmp_path / "resumed", **cfg)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", dies_at_step_5)
+    with pytest.raises(_Killed):
+        ner_train.train(resumed_cfg, progress=False)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real_clip)
+    assert not (tmp_path / "resumed").exists()  # nothing half-written where the finished model goes
+    resumed = ner_train.train(resumed_cfg, progress=False)  # resumes from the step-4 checkpoint
+
+    assert straight["steps"] == resumed["steps"] == 6 and straight["fingerprint"] == resumed["fingerprint"]
+    a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("straight", "resumed"))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    saved = json.loads((tmp_path / "resumed" / "config.json").read_text())
+    assert saved["id2label"]["1"] == "B-PER"  # the HF pipeline needs id2label to aggregate
+    cached = ner_train.train(resumed_cfg, progress=False)  # same fingerprint: no training
+    assert cached == resumed

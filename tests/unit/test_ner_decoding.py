@@ -1,0 +1,138 @@
+"""The NER tokenizer and decoder steps' logic, outside Triton, against the Hugging Face token-classification pipeline.
+
+A tiny randomly initialised classifier labels tokens almost at random: every grouping rule (B-/I- runs, type changes,
+subwords, O gaps) is exercised on each text, so the decoder must agree with the pipeline entity by entity, for all
+four aggregation strategies, with offsets into texts full of unicode, extra spaces and punctuation.
+"""
+
+import importlib.util
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from tritonrepo import models
+from tritonrepo.paths import SBERT_WEIGHTS
+from tritonrepo.repository import ENSEMBLES_SRC
+
+TEXTS = [
+    "Taylor Swift Eras tour Tokyo",
+    "  biden   xi summit,   bali!! ",
+    "Zürich — Ünïcödé façade, naïve café in São Paulo",
+    "Olaf Scholz trifft Emmanuel Macron in Paris (AFP)",
+    "東京 Tokyo 🇯🇵 olympics 2021 ⚽ Messi's PSG-move",
+    "U.S. President Bill Clinton met NATO's Javier Solana on Tuesday.",
+    "unbelievably-hyphenated-compound-words and antidisestablishmentarianism",
+    "",
+    "   ",
+]
+
+
+def _load(name):
+    sys.modules.setdefault("triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
+    spec = importlib.util.spec_from_file_location(name, ENSEMBLES_SRC / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tokenizer_step(tmp_path_factory):
+    module = _load("text_tokenizer")
+    version = tmp_path_factory.mktemp("ner_tokenizer") / "1"
+    version.mkdir()
+    (version / "tokenizer.json").write_bytes((SBERT_WEIGHTS / "tokenizer.json").read_bytes())
+    config = {"input": [{"name": "TEXT"}], "output": [{"name": n} for n in
+                                                      ("input_ids", "attention_mask", "offsets", "token_kind",
+                                                       "truncated")],
+              "parameters": {"max_length": {"string_value": "32"}, "pad_to_multiple_of": {"string_value": "8"}}}
+    step = module.TritonPythonModel()
+    step.initialize({"model_config": json.dumps(config), "model_repository": str(version.parent),
+                     "model_version": "1"})
+    return step
+
+
+@pytest.fixture(scope="module")
+def pipeline_and_model():
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForTokenClassification, pipeline
+
+    torch.manual_seed(3)
+    labels = dict(enumerate(models.NER_LABELS))
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, num_labels=len(labels), id2label=labels,
+                        label2id={v: k for k, v in labels.items()})
+    model = BertForTokenClassification(config).eval()
+    with torch.no_grad():  # large logits: confident, varied labels instead of near-uniform noise
+        model.classifier.weight.mul_(40)
+    tokenizer = AutoTokenizer.from_pretrained(str(SBERT_WEIGHTS))
+    return model, tokenizer, lambda strategy: pipeline("token-classification", model=model, tokenizer=tokenizer,
+                                                       aggregation_strategy=strategy, device="cpu")
+
+
+def _served(tokenizer_step, decoder, model, texts, strategy):
+    import torch
+
+    encodings = tokenizer_step.tokenizer.encode_batch(texts)
+    width = max(len(e.ids) for e in encodings)
+    ids = np.zeros((len(texts), width), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for i, e in enumerate(encodings):
+        ids[i, : len(e.ids)], mask[i, : len(e.ids)] = e.ids, 1
+    offsets, kinds, _ = tokenizer_step._word_info(texts, encodings, width, [False] * len(texts))
+    with torch.no_grad():
+        logits = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy()
+    return [decoder.decode(t, logits[i], offsets[i], kinds[i], models.NER_LABELS, strategy)
+            for i, t in enumerate(texts)]
+
+
+@pytest.mark.parametrize("strategy", ["simple", "first", "average", "max"])
+def test_decoder_matches_the_hf_pipeline(tokenizer_step, pipeline_and_model, strategy):
+    decoder = _load("ner_decoder")
+    model, _, make = pipeline_and_model
+    hf = make(strategy)
+    served = _served(tokenizer_step, decoder, model, TEXTS, strategy)
+    total = 0
+    for text, got in zip(TEXTS, served):
+        want = hf(text) if text.strip() else []
+        assert [(e["type"], e["start"], e["end"]) for e in got] == \
+               [(e["entity_group"], e["start"], e["end"]) for e in want], text
+        np.testing.assert_allclose([e["score"] for e in got], [e["score"] for e in want], atol=1e-5)
+        assert all(e["text"] == text[e["start"]:e["end"]] for e in got)
+        total += len(got)
+    assert total >= 10  # the random classifier did produce entities to compare
+
+
+def test_word_kinds_offsets_and_truncation(tokenizer_step):
+    texts = ["Scholz  unbelievably, Zürich", "x " * 100]
+    encodings = tokenizer_step.tokenizer.encode_batch(texts)
+    width = max(len(e.ids) for e in encodings)
+    offsets, kinds, truncated = tokenizer_step._word_info(texts, encodings, width, [False, False])
+    tokens = encodings[0].tokens
+    assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]" and kinds[0, 0] == 0 and kinds[0, len(tokens) - 1] == 0
+    assert (kinds[0, len(tokens):] == 0).all()  # padding
+    for t, token in enumerate(tokens[1:-1], start=1):
+        assert kinds[0, t] == (2 if token.startswith("##") else 1), token
+    words = ["".join(texts[0][s:e] for s, e in offsets[0, t:t + 1]) for t in range(1, len(tokens) - 1)]
+    assert "".join(words) == "Scholzunbelievably,Zürich"  # offsets index the original text, case and accents kept
+    assert truncated[:, 0].tolist() == [False, True]  # 100 words > max_length 32
+
+
+def test_decoder_on_hand_made_logits():
+    decoder = _load("ner_decoder")
+    labels = models.NER_LABELS
+    text = "Bill Clinton visits New York"
+    spans = [(0, 4), (5, 12), (13, 19), (20, 23), (24, 28)]
+    tags = ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"]
+    logits = np.full((7, len(labels)), -5.0, dtype=np.float32)
+    offsets = np.zeros((7, 2), dtype=np.int32)
+    kinds = np.zeros(7, dtype=np.int8)
+    for t, (span, tag) in enumerate(zip(spans, tags), start=1):
+        logits[t, labels.index(tag)] = 5.0
+        offsets[t], kinds[t] = span, 1
+    got = decoder.decode(text, logits, offsets, kinds, labels)
+    assert [(e["type"], e["text"]) for e in got] == [("PER", "Bill Clinton"), ("LOC", "New York")]
+    assert all(0.99 < e["score"] <= 1 for e in got)
+    assert decoder.decode("", logits[:2] * 0, offsets[:2] * 0, kinds[:2] * 0, labels) == []
