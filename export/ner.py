@@ -1,4 +1,5 @@
-"""The CoNLL-2003 token classifier -> ONNX fp32 + int8, validated against its PyTorch model, installed in the repository.
+"""The CoNLL-2003 token classifier -> ONNX fp32 + int8, validated against its PyTorch model, installed in the
+repository.
 
 The graph takes ``input_ids`` and ``attention_mask`` (no token types, so BERT and DistilBERT export alike) and returns
 ``logits`` [batch, seq, labels]; softmax and entity decoding run in the ``ner_decoder`` step.
@@ -26,6 +27,7 @@ from tritonrepo.errors import ValidationError
 from tritonrepo.paths import require
 
 from .ner_train import NER_ARTIFACTS, NerTraining, evaluate, read_conll, train
+from .artifacts import publish, staging_dir
 from .quantize import int8_blocks
 from .validate import Checks
 
@@ -118,9 +120,7 @@ def export(cfg: NerExport = NerExport(), *, force: bool = False) -> dict:
 
     t0 = time.perf_counter()
     model_dir = cfg.training.out_dir
-    work = cfg.out_dir.with_name(cfg.out_dir.name + ".tmp")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = staging_dir(cfg.out_dir)
     fp32, int8 = work / "model.fp32.onnx", work / "model.int8.onnx"
     shutil.copy(require(model_dir / "tokenizer.json", "the trained NER model's tokenizer.json"),
                 work / "tokenizer.json")
@@ -162,8 +162,7 @@ def export(cfg: NerExport = NerExport(), *, force: bool = False) -> dict:
         "seconds": round(time.perf_counter() - t0, 1),
     }
     (work / "validation.json").write_text(json.dumps(report, indent=2))
-    shutil.rmtree(cfg.out_dir, ignore_errors=True)
-    work.rename(cfg.out_dir)
+    publish(work, cfg.out_dir)
     log.info("NER export validated: fp32 %s | int8 %s", report["fp32"], report["int8"])
     return report
 

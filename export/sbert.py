@@ -28,6 +28,7 @@ from tritonrepo.datasets import conll_sentences
 from tritonrepo.errors import ValidationError
 from tritonrepo.paths import ASSETS, SBERT_WEIGHTS, require
 
+from .artifacts import publish, staging_dir
 from .quantize import int8_blocks
 from .validate import embedding_checks
 
@@ -137,9 +138,7 @@ def export(cfg: SbertExport = SbertExport(), *, force: bool = False) -> dict:
     from sentence_transformers import SentenceTransformer
 
     t0 = time.perf_counter()
-    work = cfg.out_dir.with_name(cfg.out_dir.name + ".tmp")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = staging_dir(cfg.out_dir)
     fp32, int8 = work / "model.fp32.onnx", work / "model.int8.onnx"
     tokenizer_json = work / "tokenizer.json"
     shutil.copy(require(cfg.weights / "tokenizer.json", "SBERT tokenizer.json"), tokenizer_json)
@@ -171,8 +170,7 @@ def export(cfg: SbertExport = SbertExport(), *, force: bool = False) -> dict:
         "seconds": round(time.perf_counter() - t0, 1),
     }
     (work / "validation.json").write_text(json.dumps(report, indent=2))
-    shutil.rmtree(cfg.out_dir, ignore_errors=True)
-    work.rename(cfg.out_dir)
+    publish(work, cfg.out_dir)
     log.info("SBERT export validated: fp32 %s | int8 %s", report["fp32"], report["int8"])
     return report
 

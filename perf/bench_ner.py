@@ -1,7 +1,7 @@
 """Benchmark: served NER (fp32, int8) over gRPC vs the Hugging Face pipeline in-process, single short queries.
 
-Queries: CoNLL-2003 test sentences of 3-10 words (Reuters headlines and snippets), every other one lowercased as
-typed search queries are. One query per request at concurrency 1, 8 and 32:
+Queries: ``tritonrepo.datasets.short_queries``, CoNLL-2003 test sentences of 3-10 words (Reuters headlines and
+snippets), every other one lowercased as typed search queries are. One query per request at concurrency 1, 8 and 32:
   baseline  ``pipeline("token-classification", aggregation_strategy="simple")`` on the same trained weights, called
             by `concurrency` threads of one process (the usual Python web-worker shape), torch on `threads` threads;
   served    perf_analyzer (C++, gRPC) against the ``ner`` / ``ner_int8`` ensembles.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonrepo.export.ner_train import read_conll
+from tritonrepo.datasets import short_queries
 from tritonrepo.paths import MODEL_REPOSITORY, ROOT
 from tritonrepo.server import TritonServer
 
@@ -33,11 +33,6 @@ from .provenance import provenance
 log = logging.getLogger(__name__)
 RESULTS = ROOT / "perf" / "results"
 STEPS = ("ner_tokenizer", "{encoder}", "ner_decoder")
-
-
-def short_queries(limit: int = 1000) -> list[str]:
-    picked = [" ".join(words) for words, _ in read_conll("test") if 3 <= len(words) <= 10][:limit]
-    return [q if i % 2 else q.lower() for i, q in enumerate(picked)]
 
 
 def hf_baseline(model_dir: Path, queries: list[str], *, concurrency: int, duration_s: float, threads: int) -> dict:
@@ -81,6 +76,35 @@ def _stats(client, model: str) -> dict:
     return {"requests": int(inf.get("success", {}).get("count", 0)), "executions": int(s.get("execution_count", 0)),
             "queue": ns("queue"), "input": ns("compute_input"), "infer": ns("compute_infer"),
             "output": ns("compute_output")}
+
+
+def cpu_snapshot() -> dict[str, float]:
+    """CPU seconds so far of the server's processes, by role, and of the whole machine."""
+    import psutil
+
+    out = {"machine": sum(psutil.cpu_times()[:3])}  # user + nice + system
+    for p in psutil.process_iter(["name", "cmdline"]):
+        try:
+            cmd = p.info["cmdline"] or []
+            if p.info["name"] == "tritonserver":
+                key = "tritonserver"
+            elif cmd and cmd[0].endswith("triton_python_backend_stub"):
+                key = Path(cmd[1]).parent.parent.name  # .../<model>/1/model.py
+            else:
+                continue
+            t = p.cpu_times()
+            out[key] = out.get(key, 0.0) + t.user + t.system
+        except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
+            continue
+    return out
+
+
+def cpu_per_query(before: dict, after: dict, queries: int) -> dict:
+    """CPU milliseconds per query by role; `other` is everything else on the machine (perf_analyzer, mostly)."""
+    used = {k: after[k] - before.get(k, 0.0) for k in after}
+    machine = used.pop("machine")
+    used["other (load generator, OS)"] = machine - sum(used.values())
+    return {k: round(v * 1000 / max(queries, 1), 3) for k, v in used.items()}
 
 
 def step_profile(before: dict, after: dict) -> dict:
@@ -129,14 +153,18 @@ def run(*, queries: int = 1000, concurrencies=(1, 8, 32), models=("ner", "ner_in
                              base["p95_ms"])
                     for model in models:
                         steps = [s.format(encoder=model.replace("ner", "ner_encoder")) for s in STEPS]
-                        before = {s: _stats(client, s) for s in steps}
+                        before, cpu_before = {s: _stats(client, s) for s in steps}, cpu_snapshot()
                         row = perf_analyzer.run(model, url, data, concurrency=c, measurement_ms=measurement_ms)
+                        cpu_after, after = cpu_snapshot(), {s: _stats(client, s) for s in steps}
+                        served = after[steps[0]]["requests"] - before[steps[0]]["requests"]
                         profiles.setdefault(f"{model}|c{c}", []).append(
-                            step_profile(before, {s: _stats(client, s) for s in steps}))
+                            {"steps": step_profile(before, after),
+                             "cpu_ms_per_query": cpu_per_query(cpu_before, cpu_after, served)})
                         add(f"{model}|c{c}|queries_per_s", row.infer_per_s)
                         add(f"{model}|c{c}|p50_ms", row.p50_ms)
                         add(f"{model}|c{c}|p95_ms", row.p95_ms)
-                        add(f"{model}|c{c}|avg_ms", row.avg_ms)
+                        # perf_analyzer 2.50's CSV has no average: Little's law for a closed loop of c clients
+                        add(f"{model}|c{c}|avg_ms", row.avg_ms or 1000.0 * c / row.infer_per_s)
                         add(f"{model}|c{c}|unstable", float(not row.stable))
                         log.info("rep %d %s c=%d: %.0f q/s p95 %.1f ms", rep + 1, model, c, row.infer_per_s,
                                  row.p95_ms)
@@ -192,15 +220,15 @@ def profile_table(result: dict, key: str):
 
     prof = result["step_profiles"][key][-1]
     model, c = key.split("|")
-    t = Table(title=f"Where the time goes: {model} at concurrency {c[1:]} (Triton statistics, ms per request)")
-    for col in ("step", "avg batch", "queue", "compute input", "compute infer", "compute output"):
-        t.add_column(col, justify="left" if col == "step" else "right")
-    total = 0.0
-    for step, p in prof.items():
-        total += p["queue_ms"] + p["input_ms"] + p["infer_ms"] + p["output_ms"]
+    t = Table(title=f"Where the time goes: {model} at concurrency {c[1:]} (last rep). Triton statistics, ms per "
+                    "request; CPU ms per query by process")
+    for col in ("step / process", "avg batch", "queue", "compute input", "compute infer", "compute output", "CPU"):
+        t.add_column(col, justify="left" if col == "step / process" else "right")
+    cpu = dict(prof["cpu_ms_per_query"])
+    for step, p in prof["steps"].items():
         t.add_row(step, f"{p['avg_batch']:.1f}", *(f"{p[k]:.2f}" for k in ("queue_ms", "input_ms", "infer_ms",
-                                                                             "output_ms")))
-    client_avg = result["medians"][f"{key}|avg_ms"]
-    t.add_row("gRPC + ensemble hand-offs", "", f"{max(client_avg - total, 0):.2f}", "", "", "")
-    t.add_row("client average latency", "", f"{client_avg:.2f}", "", "", "")
+                                                                             "output_ms")), f"{cpu.pop(step, 0):.2f}")
+    for rest, ms in cpu.items():
+        t.add_row(rest, "", "", "", "", "", f"{ms:.2f}")
+    t.add_row("client latency (average)", "", f"{result['medians'][f'{key}|avg_ms']:.2f}", "", "", "", "")
     return t

@@ -21,7 +21,7 @@ from google.protobuf import json_format
 from tritonclient.utils import InferenceServerException
 
 from tritonrepo import models, render
-from tritonrepo.datasets import conll_sentences
+from tritonrepo.datasets import conll_sentences, short_queries
 from tritonrepo.errors import TritonRepoError
 from tritonrepo.paths import MODEL_REPOSITORY, ROOT
 from tritonrepo.server import TritonServer
@@ -91,12 +91,18 @@ PLANS: dict[str, SweepPlan] = {
                                 inputs="conll-test-sentences",
                                 variants=(UNTUNED, *_grid(instances=(1, 2), delays=(0, 1000), threads=(1, 2))))
     for suffix in ("", "_int8")
+} | {
+    "ner_int8": SweepPlan(swept="ner_encoder_int8", entry="ner_int8", input_tensor="QUERY", inputs="short-queries",
+                          variants=(UNTUNED, *_grid(instances=(1, 2), delays=(0, 200, 1000), threads=(1, 2))),
+                          concurrencies=(1, 2, 4, 8, 16, 32), p95_bound_ms=30.0),
 }
 
 
 def _input_texts(name: str, limit: int = 2000) -> list[str]:
     if name == "conll-test-sentences":
         return conll_sentences("test")[:limit]
+    if name == "short-queries":
+        return short_queries(limit)
     raise KeyError(f"unknown input set {name!r}")
 
 

@@ -178,8 +178,8 @@ def demo(corpus: int = typer.Option(2000, help="CoNLL-2003 test sentences to ind
         for col in ("model", "concurrency", "infer/s", "p50 ms", "p95 ms", "p99 ms"):
             t.add_column(col, justify="right")
         for r in result.perf:
-            t.add_row(r["model"], f"{r['concurrency']:.0f}", f"{r['infer_per_s']:.0f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
-                      f"{r['p99_ms']:.1f}")
+            t.add_row(r["model"], f"{r['concurrency']:.0f}", f"{r['infer_per_s']:.0f}", f"{r['p50_ms']:.1f}",
+                      f"{r['p95_ms']:.1f}", f"{r['p99_ms']:.1f}")
         console.print(t)
 
 

@@ -39,3 +39,10 @@ def conll_sentences(split: str = "test", *, min_tokens: int = 3, unique: bool = 
             tokens.append(line.split(" ", 1)[0])
     flush()
     return sentences
+
+
+def short_queries(limit: int = 1000) -> list[str]:
+    """Search-query-like texts: CoNLL-2003 test sentences of 3-10 words (headlines, datelines, snippets), every
+    other one lowercased as typed queries are."""
+    picked = [s for s in conll_sentences("test") if 3 <= len(s.split()) <= 10][:limit]
+    return [q if i % 2 else q.lower() for i, q in enumerate(picked)]

@@ -61,5 +61,6 @@ def run(repository: Path = MODEL_REPOSITORY, corpus_size: int = 2000, k: int = 3
                 for c in (1, 8):
                     row = perf_analyzer.run("ner_int8", server.grpc_url, data, concurrency=c, measurement_ms=2000)
                     rows.append({"model": "ner_int8"} | row.as_dict())
-        return DemoResult(neighbours=neighbours, entities=entities, fp32_int8_cosine_min=float((queries * check).sum(axis=1).min()),
+        return DemoResult(neighbours=neighbours, entities=entities,
+                          fp32_int8_cosine_min=float((queries * check).sum(axis=1).min()),
                           perf=rows, grpc_url=server.grpc_url)

@@ -136,3 +136,13 @@ def test_decoder_on_hand_made_logits():
     assert [(e["type"], e["text"]) for e in got] == [("PER", "Bill Clinton"), ("LOC", "New York")]
     assert all(0.99 < e["score"] <= 1 for e in got)
     assert decoder.decode("", logits[:2] * 0, offsets[:2] * 0, kinds[:2] * 0, labels) == []
+
+
+def test_served_spans_map_back_to_word_tags():
+    from tritonrepo.clients import Entity
+    from tritonrepo.ner_eval import word_tags
+
+    words = ["Bill", "Clinton", "visits", "New", "York", "."]  # sent as "Bill Clinton visits New York ."
+    found = [Entity("PER", 0.9, 0, 12, "Bill Clinton"), Entity("LOC", 0.8, 20, 28, "New York"),
+             Entity("ORG", 0.5, 13, 15, "vi")]  # a sub-word entity tags its whole word
+    assert word_tags(words, found) == ["B-PER", "I-PER", "B-ORG", "B-LOC", "I-LOC", "O"]
