@@ -3,6 +3,7 @@ repository never picks up a half-written or unvalidated export."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -17,3 +18,12 @@ def staging_dir(out_dir: Path) -> Path:
 def publish(work: Path, out_dir: Path) -> None:
     shutil.rmtree(out_dir, ignore_errors=True)
     work.rename(out_dir)
+
+
+def cached(report: Path, fingerprint: str) -> dict | None:
+    """The report of a previous run with this fingerprint, or None (missing, or made from another recipe)."""
+    if report.exists():
+        data = json.loads(report.read_text())
+        if data.get("fingerprint") == fingerprint:
+            return data
+    return None

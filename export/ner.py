@@ -27,7 +27,7 @@ from tritonrepo.errors import ValidationError
 from tritonrepo.paths import require
 
 from .ner_train import NER_ARTIFACTS, NerTraining, evaluate, read_conll, train
-from .artifacts import publish, staging_dir
+from .artifacts import cached, publish, staging_dir
 from .quantize import int8_blocks
 from .validate import Checks
 
@@ -107,11 +107,9 @@ def export(cfg: NerExport = NerExport(), *, force: bool = False) -> dict:
     trained = train(cfg.training)
     fingerprint = cfg.fingerprint(trained)
     report_path = cfg.out_dir / "validation.json"
-    if not force and report_path.exists():
-        report = json.loads(report_path.read_text())
-        if report.get("fingerprint") == fingerprint:
-            log.info("NER artifacts up to date in %s", cfg.out_dir)
-            return report
+    if not force and (report := cached(report_path, fingerprint)):
+        log.info("NER artifacts up to date in %s", cfg.out_dir)
+        return report
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForTokenClassification, AutoTokenizer

@@ -27,7 +27,7 @@ import numpy as np
 from tritonrepo.models import NER_LABELS
 from tritonrepo.paths import ASSETS, CONLL_DIR, SBERT_WEIGHTS, require
 
-from .artifacts import publish, staging_dir
+from .artifacts import cached, publish, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -208,11 +208,9 @@ def train(cfg: NerTraining = NerTraining(), *, force: bool = False, progress: bo
     """Train (or resume, or return the cached result). Returns metrics.json as a dict."""
     fingerprint = cfg.fingerprint()
     metrics_path = cfg.out_dir / "metrics.json"
-    if not force and metrics_path.exists():
-        metrics = json.loads(metrics_path.read_text())
-        if metrics.get("fingerprint") == fingerprint:
-            log.info("NER model up to date in %s (test F1 %.4f)", cfg.out_dir, metrics["test"]["cased"]["f1"])
-            return metrics
+    if not force and (metrics := cached(metrics_path, fingerprint)):
+        log.info("NER model up to date in %s (test F1 %.4f)", cfg.out_dir, metrics["test"]["cased"]["f1"])
+        return metrics
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch

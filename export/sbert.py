@@ -28,7 +28,7 @@ from tritonrepo.datasets import conll_sentences
 from tritonrepo.errors import ValidationError
 from tritonrepo.paths import ASSETS, SBERT_WEIGHTS, require
 
-from .artifacts import publish, staging_dir
+from .artifacts import cached, publish, staging_dir
 from .quantize import int8_blocks
 from .validate import embedding_checks
 
@@ -128,11 +128,9 @@ def export(cfg: SbertExport = SbertExport(), *, force: bool = False) -> dict:
     """Export, validate, and keep the artifacts in cfg.out_dir. Cached by fingerprint. Returns the report."""
     report_path = cfg.out_dir / "validation.json"
     fingerprint = cfg.fingerprint()
-    if not force and report_path.exists():
-        report = json.loads(report_path.read_text())
-        if report.get("fingerprint") == fingerprint:
-            log.info("SBERT artifacts up to date in %s", cfg.out_dir)
-            return report
+    if not force and (report := cached(report_path, fingerprint)):
+        log.info("SBERT artifacts up to date in %s", cfg.out_dir)
+        return report
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
