@@ -251,6 +251,46 @@ def evaluate(model: str = typer.Argument("ner", help="Model family to evaluate (
     typer.echo(json.dumps(results, indent=2))
 
 
+@app.command()
+def plan(slo: Path = typer.Option(..., "--slo", help="SLO YAML (perf/slos/example.yaml)."),
+         catalog: Path = typer.Option(None, help="Instance catalog YAML (default perf/catalog/aws-us-east-1.yaml)."),
+         price_list: Optional[Path] = typer.Option(None, help="AWS Price List offer JSON overriding catalog prices."),
+         report: Path = typer.Option(paths.RUNS / "plan" / "plan.md", help="Markdown report (plots beside it)."),
+         top: int = typer.Option(3, help="Options shown per service.")):
+    """Cheapest instance type and count per service that meets each model's p95 at its peak load."""
+    from rich.table import Table
+
+    from .perf import planner
+
+    try:
+        instances = planner.load_catalog(catalog or planner.CATALOG)
+        if price_list:
+            instances = planner.load_price_list(price_list, instances)
+        headroom, services = planner.load_slos(slo)
+        result = planner.plan(headroom, services, instances)
+        written = planner.report(result, services, report)
+    except TritonRepoError as e:
+        _fail(e)
+    console = _console()
+    for svc in services:
+        t = Table(title=f"{svc.name}: " + ", ".join(f"{m.model} p95<={m.p95_ms:g} ms @ {m.peak_rps:g} req/s"
+                                                     for m in svc.models) + f" (headroom x{headroom:g})")
+        for col in ("instance", "count", "config", "p95 ms", "req/s per instance", "$/hour", "$/M req", "note"):
+            t.add_column(col)
+        for o in result.options[svc.name][:top]:
+            t.add_row(o.instance.name, str(o.count), "; ".join(f"{c.variant}@c{c.concurrency:g}" for c in o.capacities),
+                      "; ".join(f"{c.p95_ms:.1f}" for c in o.capacities),
+                      "; ".join(f"{c.infer_per_s:.0f}" for c in o.capacities), f"{o.usd_per_hour:,.2f}",
+                      f"{o.usd_per_million:,.2f}", ("estimate; " if o.estimated else "") +
+                      f"price {o.instance.source_kind}")
+        console.print(t)
+        if not result.options[svc.name]:
+            console.print(f"[red]{svc.name}: no priced instance type meets the SLO[/red]")
+        console.print(f"unpriced but feasible: {[o.instance.name for o in result.unpriced[svc.name]] or '-'}; "
+                      f"not planned: {len(result.infeasible[svc.name])} types (see the report)")
+    typer.echo(f"report: {written}")
+
+
 @perf_app.command("sweep")
 def perf_sweep(model: str = typer.Argument(..., help="Entry model with a sweep plan (perf/sweep.py PLANS)."),
                target: str = typer.Option("cpu", "--target", "-t", help="Target whose config is varied."),

@@ -1,0 +1,116 @@
+"""The capacity planner on synthetic profiles and catalogs: feasibility, cost order, headroom, co-location,
+estimates, price-list override, and the no-feasible-option case."""
+
+import json
+
+import pytest
+
+from tritonrepo.perf import planner
+from tritonrepo.perf.planner import Instance, ModelSlo, PlanError, Service
+
+
+def _profile(root, hw, model, rows_by_variant, cores=None):
+    folder = root / hw
+    folder.mkdir(parents=True, exist_ok=True)
+    machine = {"cpu": "Test CPU", "cores": cores, "gpu": None if cores else hw}
+    variants = [{"variant": v, "rows": [{"concurrency": c, "infer_per_s": t, "p95_ms": p} for c, t, p in rows]}
+                for v, rows in rows_by_variant.items()]
+    (folder / f"{model}.json").write_text(json.dumps({"provenance": {"machine": machine}, "variants": variants}))
+
+
+def _inst(name, price, *, gpu=None, profile=None, vcpus=4, gpu_count=1):
+    return Instance(name=name, platform="ec2", vcpus=vcpus, memory_gib=16, gpu=gpu, gpu_count=gpu_count if gpu else 0,
+                    profile=profile or (gpu.lower() if gpu else "cpu"), usd_per_hour=price, source="test",
+                    source_date="2026-11-26", source_kind="official")
+
+
+@pytest.fixture
+def profiles(tmp_path):
+    # cpu measured on 2 vCPUs; t4 measured; a10g measured; nothing for l4
+    _profile(tmp_path, "cpu", "m", {"slow": [(1, 50, 10), (4, 100, 40)], "fast": [(1, 80, 8), (4, 150, 25)]}, cores=2)
+    _profile(tmp_path, "t4", "m", {"g": [(1, 300, 5), (8, 1000, 20), (16, 1200, 60)]})
+    _profile(tmp_path, "a10g", "m", {"g": [(1, 400, 4), (8, 2000, 15)]})
+    _profile(tmp_path, "cpu", "e", {"x": [(1, 20, 30), (4, 40, 90)]}, cores=2)
+    return tmp_path
+
+
+def test_capacity_is_the_best_row_within_the_p95_target(profiles):
+    cap = planner.capacity(ModelSlo(model="m", p95_ms=30, peak_rps=1), _inst("t", 1, gpu="T4"), profiles)
+    assert (cap.infer_per_s, cap.variant, cap.concurrency, cap.estimate) == (1000, "g", 8, None)
+    cap = planner.capacity(ModelSlo(model="m", p95_ms=30, peak_rps=1), _inst("c", 1, vcpus=8), profiles)
+    assert cap.infer_per_s == 150 * 4 and cap.variant == "fast" and "scaled x4" in cap.estimate
+
+
+def test_cheapest_feasible_option_wins_and_headroom_raises_the_count(profiles):
+    catalog = [_inst("t4box", 0.45, gpu="T4"), _inst("a10gbox", 1.0, gpu="A10G"), _inst("cpu4", 0.2, vcpus=4)]
+    svc = [Service(name="s", models=(ModelSlo(model="m", p95_ms=30, peak_rps=1800),))]
+    result = planner.plan(1.0, svc, catalog, profiles)  # capacities at p95 <= 30: 1000, 2000, 300 (x2 vCPUs)
+    assert [(o.instance.name, o.count) for o in result.options["s"]] == [("t4box", 2), ("a10gbox", 1), ("cpu4", 6)]
+    assert result.best("s").usd_per_hour == pytest.approx(0.9)
+    assert result.best("s").usd_per_million == pytest.approx(0.9 / (1800 * 3600) * 1e6)
+    tight = planner.plan(1.2, svc, catalog, profiles)  # 2160 req/s to provision
+    assert [(o.instance.name, o.count) for o in tight.options["s"]] == [("t4box", 3), ("cpu4", 8), ("a10gbox", 2)]
+
+
+def test_colocated_models_share_instances_in_proportion_to_load(profiles):
+    catalog = [_inst("cpu4", 0.2, vcpus=4)]  # m: 300/s at p95<=30 (x2 vCPUs), e: 40/s at p95<=30
+    svc = [Service(name="both", models=(ModelSlo(model="m", p95_ms=30, peak_rps=150),
+                                        ModelSlo(model="e", p95_ms=30, peak_rps=20)))]
+    option = planner.plan(1.0, svc, catalog, profiles).best("both")
+    assert option.count == 1 and option.utilisation == pytest.approx(150 / 300 + 20 / 40)
+    svc = [Service(name="both", models=(ModelSlo(model="m", p95_ms=30, peak_rps=200),
+                                        ModelSlo(model="e", p95_ms=30, peak_rps=30)))]
+    assert planner.plan(1.0, svc, catalog, profiles).best("both").count == 2  # 0.67 + 0.75 > 1
+
+
+def test_infeasible_and_unpriced_types_are_reported_not_guessed(profiles):
+    catalog = [_inst("l4box", 0.8, gpu="L4"), _inst("t4free", None, gpu="T4"), _inst("cpu4", 0.2)]
+    svc = [Service(name="s", models=(ModelSlo(model="m", p95_ms=3, peak_rps=10),))]
+    result = planner.plan(1.0, svc, catalog, profiles)
+    assert result.best("s") is None and result.options["s"] == [] and result.unpriced["s"] == []
+    assert any("l4box: no measured profile of m on l4" in w for w in result.infeasible["s"])
+    assert any("cpu4: no measured config of m meets p95 <= 3 ms" in w for w in result.infeasible["s"])
+    ok = planner.plan(1.0, [Service(name="s", models=(ModelSlo(model="m", p95_ms=30, peak_rps=10),))], catalog,
+                      profiles)
+    assert [o.instance.name for o in ok.unpriced["s"]] == ["t4free"] and ok.best("s").instance.name == "cpu4"
+
+
+def test_multi_gpu_types_are_labelled_estimates(profiles):
+    cap = planner.capacity(ModelSlo(model="m", p95_ms=30, peak_rps=1), _inst("p", 9, gpu="T4", gpu_count=8),
+                           profiles)
+    assert cap.infer_per_s == 8000 and "x8 for 8 GPUs" in cap.estimate
+
+
+def test_price_list_overrides_catalog_prices(tmp_path):
+    offer = {"publicationDate": "2026-11-01T00:00:00Z",
+             "products": {"A": {"attributes": {"instanceType": "g5.xlarge", "operatingSystem": "Linux",
+                                               "tenancy": "Shared", "preInstalledSw": "NA", "capacitystatus": "Used"}},
+                          "B": {"attributes": {"instanceType": "g5.xlarge", "operatingSystem": "Windows",
+                                               "tenancy": "Shared", "preInstalledSw": "NA"}}},
+             "terms": {"OnDemand": {sku: {"t": {"priceDimensions": {"d": {"pricePerUnit": {"USD": usd}}}}}
+                                    for sku, usd in (("A", "1.006"), ("B", "1.9"))}}}
+    path = tmp_path / "offer.json"
+    path.write_text(json.dumps(offer))
+    out = planner.load_price_list(path, [_inst("g5.xlarge", None, gpu="A10G"), _inst("other", 0.3)])
+    assert out[0].usd_per_hour == 1.006 and out[0].source_kind == "official" and out[1].usd_per_hour == 0.3
+
+
+def test_bad_slo_files_name_the_problem(tmp_path):
+    path = tmp_path / "slo.yaml"
+    path.write_text("headroom: 0.5\nservices: []\n")
+    with pytest.raises(PlanError, match="headroom 0.5 must be >= 1"):
+        planner.load_slos(path)
+    path.write_text("services:\n  - models: {m: {p95_ms: 30}}\n")
+    with pytest.raises(PlanError, match=r"services\[0\] needs models"):
+        planner.load_slos(path)
+
+
+def test_committed_catalog_and_example_plan(tmp_path):
+    catalog = planner.load_catalog()
+    priced = [i for i in catalog if i.usd_per_hour is not None]
+    assert priced and all(i.source and i.source_date and i.source_kind for i in priced)
+    headroom, services = planner.load_slos(planner.ROOT / "perf" / "slos" / "example.yaml")
+    result = planner.plan(headroom, services, catalog)
+    report = planner.report(result, services, tmp_path / "plan.md")
+    text = report.read_text()
+    assert "## search-ner" in text and "estimate:" in text and (tmp_path / "ner_int8-throughput-vs-p95.png").exists()
