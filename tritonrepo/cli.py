@@ -291,6 +291,42 @@ def plan(slo: Path = typer.Option(..., "--slo", help="SLO YAML (perf/slos/exampl
     typer.echo(f"report: {written}")
 
 
+@perf_app.command("load")
+def perf_load(slo: Path = typer.Option(paths.ROOT / "perf" / "slos" / "example.yaml", help="p95 targets and mix."),
+              url: Optional[str] = typer.Option(None, help="Use a running server (default: start one)."),
+              users: int = typer.Option(8, help="Concurrent locust users."),
+              duration: int = typer.Option(30, help="Seconds of load."),
+              max_error_rate: float = typer.Option(0.001, help="Highest tolerated share of failed requests."),
+              out: Path = typer.Option(paths.RUNS / "load", help="Folder for locust's CSV and HTML.")):
+    """Locust (gRPC through the clients) for a bounded time; exit 1 when a p95 target or the error rate is missed."""
+    from rich.table import Table
+
+    from .perf import load
+    from .server import TritonServer
+
+    try:
+        p95, mix = load.targets(slo)
+        if url:
+            result = load.run(url, p95_targets=p95, mix=mix, out_dir=out, users=users, duration_s=duration,
+                              max_error_rate=max_error_rate)
+        else:
+            with TritonServer(paths.MODEL_REPOSITORY, model_config_name="cpu", explicit_models=list(p95)) as server:
+                result = load.run(server.grpc_url, p95_targets=p95, mix=mix, out_dir=out, users=users,
+                                  duration_s=duration, max_error_rate=max_error_rate)
+    except TritonRepoError as e:
+        _fail(e)
+    t = Table(title=f"locust: {users} users, {duration} s, mix {mix}")
+    for col in ("model", "requests", "failures", "req/s", "p50 ms", "p95 ms", "p99 ms", "p95 target ms"):
+        t.add_column(col, justify="left" if col == "model" else "right")
+    for r in result["rows"]:
+        t.add_row(r["model"], str(r["requests"]), str(r["failures"]), f"{r['rps']:.0f}", f"{r['p50_ms']:.0f}",
+                  f"{r['p95_ms']:.0f}", f"{r['p99_ms']:.0f}", f"{r['p95_target_ms']:g}")
+    _console().print(t)
+    typer.echo(f"report: {result['html']}")
+    if result["missed"]:
+        _fail(TritonRepoError("targets missed: " + "; ".join(result["missed"])))
+
+
 @perf_app.command("sweep")
 def perf_sweep(model: str = typer.Argument(..., help="Entry model with a sweep plan (perf/sweep.py PLANS)."),
                target: str = typer.Option("cpu", "--target", "-t", help="Target whose config is varied."),
