@@ -25,43 +25,14 @@ from tritonrepo.datasets import conll_sentences, short_queries
 from tritonrepo.errors import TritonRepoError
 from tritonrepo.paths import MODEL_REPOSITORY, ROOT
 from tritonrepo.server import TritonServer
-from tritonrepo.specs import Batching, Deployment, ModelSpec
+from tritonrepo.specs import ModelSpec
+from tritonrepo.tuning import Variant
 
 from . import perf_analyzer
 from .provenance import provenance
 
 log = logging.getLogger(__name__)
 PROFILES = ROOT / "perf" / "profiles"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Variant:
-    """One point of the grid: what changes in the swept model's deployment."""
-
-    instances: int
-    max_queue_delay_us: int
-    max_batch_size: int | None = None  # None: keep the spec's
-    parameters: tuple[tuple[str, str], ...] = ()  # merged over the spec's (e.g. intra_op_threads)
-    dynamic: bool = True  # False: no dynamic batching (each request runs alone)
-    label: str | None = None
-
-    @property
-    def name(self) -> str:
-        if self.label:
-            return self.label
-        extra = "".join(f"-{k}={v}" for k, v in self.parameters)
-        mb = f"-mb{self.max_batch_size}" if self.max_batch_size else ""
-        return f"i{self.instances}-d{self.max_queue_delay_us}{mb}{extra}"
-
-    def apply(self, dep: Deployment) -> Deployment:
-        max_batch = self.max_batch_size or dep.batching.max_batch_size
-        if self.dynamic:
-            batching = dataclasses.replace(dep.batching, max_queue_delay_us=self.max_queue_delay_us,
-                                           max_batch_size=max_batch)
-        else:
-            batching = Batching(max_batch_size=max_batch, dynamic=False)
-        params = dict(dep.parameters) | dict(self.parameters)
-        return dataclasses.replace(dep, count=self.instances, batching=batching, parameters=tuple(params.items()))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -331,7 +331,8 @@ def perf_load(slo: Path = typer.Option(paths.ROOT / "perf" / "slos" / "example.y
 def perf_sweep(model: str = typer.Argument(..., help="Entry model with a sweep plan (perf/sweep.py PLANS)."),
                target: str = typer.Option("cpu", "--target", "-t", help="Target whose config is varied."),
                measurement_ms: int = typer.Option(3000, help="perf_analyzer measurement window."),
-               hardware: Optional[str] = typer.Option(None, help="Profile folder name (default: the target).")):
+               hardware: Optional[str] = typer.Option(None, help="Profile folder name (default: the target)."),
+               apply: bool = typer.Option(False, "--apply", help="Write the best variant back (perf apply).")):
     """Sweep a model's config variants with perf_analyzer on real inputs; write perf/profiles/<hw>/<model>.json."""
     from rich.table import Table
 
@@ -354,6 +355,27 @@ def perf_sweep(model: str = typer.Argument(..., help="Entry model with a sweep p
     _console().print(table)
     typer.echo(f"best: {profile['best']}\nuntuned: {profile['untuned']}\n"
                f"gain vs untuned at the same p95 bound: {profile['gain_vs_untuned']}x\nwritten: {profile['path']}")
+    if apply:
+        perf_apply([Path(profile["path"])])
+
+
+@perf_app.command("apply")
+def perf_apply(profiles: list[Path] = typer.Argument(..., help="Sweep profiles (perf/profiles/<hw>/<model>.json).")):
+    """Write each profile's best variant to perf/tuned/<target>.json and re-render the configs through the specs."""
+    from . import models
+    from . import render as r
+    from . import tuning
+
+    try:
+        for path in profiles:
+            profile = json.loads(path.read_text())
+            written = tuning.record(profile, path)
+            typer.echo(f"{profile['swept']}@{profile['target']}: {profile['best']['variant']} "
+                       f"({profile['best']['infer_per_s']:.0f}/s at p95 {profile['best']['p95_ms']:.1f} ms) -> {written}")
+        changed = r.write(paths.MODEL_REPOSITORY, models.all_specs())
+    except (TritonRepoError, ValueError, KeyError) as e:
+        _fail(e)
+    typer.echo(f"{len(changed)} config file(s) re-rendered" + "".join(f"\n  {c}" for c in changed))
 
 
 if __name__ == "__main__":

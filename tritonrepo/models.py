@@ -1,11 +1,15 @@
 """The models this repository serves, as specs. Adding a model = adding its specs here (and its export step).
 
-Per-target tuning: the CPU values were measured on the development machine (see perf/ and the README); GPU values
-are starting points sized from each card's memory and throughput class until a profile from that card replaces them.
+Per-target tuning: the values here are defaults; ``with_tuning`` applies the best variant of each measured sweep
+(perf/tuned/<target>.json, written by ``tritonrepo perf apply``) over them. GPU values are starting points sized
+from each card's memory and throughput class until a profile from that card replaces them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
+from . import tuning
 from .specs import AnySpec, Backend, Batching, Deployment, EnsembleSpec, Kind, ModelSpec, Step, Tensor
 
 # ---- SBERT all-MiniLM-L6-v2 -----------------------------------------------------------------------------------
@@ -184,13 +188,26 @@ def _ner_specs() -> list[AnySpec]:
     return specs
 
 
+def with_tuning(specs: list[AnySpec], tuned: dict[str, dict] | None = None) -> list[AnySpec]:
+    """Apply the tuned variants (perf/tuned/<target>.json, written from measured sweeps) over the specs' defaults."""
+    tuned = tuning.load() if tuned is None else tuned
+    out: list[AnySpec] = []
+    for s in specs:
+        if isinstance(s, ModelSpec):
+            changed = {t: v.apply(s.deployment(t)) for t, per_model in tuned.items() if (v := per_model.get(s.name))}
+            if changed:
+                s = dataclasses.replace(s, deployments=s.deployments | changed)
+        out.append(s)
+    return out
+
+
 def all_specs() -> list[AnySpec]:
     specs: list[AnySpec] = [_tokenizer_spec(
         "sbert_tokenizer", SBERT_MAX_TOKENS, (INPUT_IDS, ATTENTION_MASK), _GPU_TUNING,
         "UTF-8 text -> WordPiece ids and attention mask (HF tokenizers, truncation at 256 tokens)")]
     for precision in SBERT_PRECISIONS:
         specs += [_encoder_spec(precision), _sbert_ensemble(precision)]
-    return specs + _ner_specs()
+    return with_tuning(specs + _ner_specs())
 
 
 def spec(name: str) -> AnySpec:

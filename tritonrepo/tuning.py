@@ -1,0 +1,84 @@
+"""Tuned deployments: the best variant a measured sweep found, written back through the specs.
+
+``tritonrepo perf apply PROFILE`` (or ``perf sweep --apply``) records a profile's best variant in
+``perf/tuned/<target>.json``; ``models.all_specs()`` applies every recorded variant over the spec's deployment for that
+target, so ``tritonrepo render`` writes the tuned ``configs/<target>.pbtxt`` and ``render --check`` keeps them in step.
+Only measured targets get entries: a tuned file names the profile it came from and what it measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .paths import ROOT
+from .specs import Batching, Deployment
+
+TUNED = ROOT / "perf" / "tuned"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Variant:
+    """One point of a sweep grid: what changes in a model's deployment."""
+
+    instances: int
+    max_queue_delay_us: int
+    max_batch_size: int | None = None  # None: keep the spec's
+    parameters: tuple[tuple[str, str], ...] = ()  # merged over the spec's (e.g. intra_op_threads)
+    dynamic: bool = True  # False: no dynamic batching (each request runs alone)
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self.label:
+            return self.label
+        extra = "".join(f"-{k}={v}" for k, v in self.parameters)
+        mb = f"-mb{self.max_batch_size}" if self.max_batch_size else ""
+        return f"i{self.instances}-d{self.max_queue_delay_us}{mb}{extra}"
+
+    def apply(self, dep: Deployment) -> Deployment:
+        max_batch = self.max_batch_size or dep.batching.max_batch_size
+        if self.dynamic:
+            batching = dataclasses.replace(dep.batching, max_queue_delay_us=self.max_queue_delay_us,
+                                           max_batch_size=max_batch)
+        else:
+            batching = Batching(max_batch_size=max_batch, dynamic=False)
+        params = dict(dep.parameters) | dict(self.parameters)
+        return dataclasses.replace(dep, count=self.instances, batching=batching, parameters=tuple(params.items()))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Variant":
+        return cls(**{**d, "parameters": tuple(tuple(p) for p in d.get("parameters", ()))})
+
+
+def load(folder: Path = TUNED) -> dict[str, dict[str, Variant]]:
+    """target -> model -> tuned variant."""
+    out: dict[str, dict[str, Variant]] = {}
+    for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+        out[path.stem] = {model: Variant.from_dict(entry["variant"])
+                          for model, entry in json.loads(path.read_text()).items()}
+    return out
+
+
+def record(profile: dict, profile_path: Path, folder: Path = TUNED) -> Path:
+    """Write the profile's best variant as its swept model's tuned deployment on the profile's target."""
+    top = profile.get("best")
+    if not top:
+        raise ValueError(f"{profile_path}: no variant met p95 <= {profile.get('p95_bound_ms')} ms; nothing to apply")
+    variant = next(v for v in profile["variants"] if v["variant"] == top["variant"])
+    path = folder / f"{profile['target']}.json"
+    tuned = json.loads(path.read_text()) if path.exists() else {}
+    try:
+        source = str(profile_path.resolve().relative_to(ROOT))
+    except ValueError:
+        source = str(profile_path)
+    tuned[profile["swept"]] = {
+        "variant": variant["config"], "profile": source, "measured_on": profile["provenance"].get("machine"),
+        "date": profile["provenance"].get("date"), "infer_per_s": top["infer_per_s"], "p95_ms": top["p95_ms"],
+        "p95_bound_ms": profile["p95_bound_ms"], "gain_vs_untuned": profile.get("gain_vs_untuned"),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(sorted(tuned.items())), indent=2) + "\n")
+    return path
