@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class PerfRow:
     """One perf_analyzer measurement; latencies in milliseconds, client side unless named server_."""
 
-    concurrency: float
+    concurrency: float  # closed loop: requests in flight (0 in request-rate mode)
     infer_per_s: float
     p50_ms: float
     p90_ms: float
@@ -31,6 +31,7 @@ class PerfRow:
     server_queue_ms: float
     server_compute_ms: float
     stable: bool = True  # False: perf_analyzer could not stabilise and the row is a loose measurement
+    request_rate: float = 0.0  # open loop: Poisson arrivals per second (0 in concurrency mode)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -40,9 +41,9 @@ def parse_csv(text: str) -> list[PerfRow]:
     rows = []
     for r in csv.DictReader(text.splitlines()):
         us = lambda key: float(r.get(key) or 0) / 1000.0  # noqa: E731  (perf_analyzer reports microseconds)
-        load = r.get("Concurrency") or r.get("Request Rate") or "0"
         rows.append(PerfRow(
-            concurrency=float(load), infer_per_s=float(r["Inferences/Second"]),
+            concurrency=float(r.get("Concurrency") or 0), request_rate=float(r.get("Request Rate") or 0),
+            infer_per_s=float(r["Inferences/Second"]),
             p50_ms=us("p50 latency"), p90_ms=us("p90 latency"), p95_ms=us("p95 latency"), p99_ms=us("p99 latency"),
             avg_ms=us("Avg latency"), server_queue_ms=us("Server Queue"),
             server_compute_ms=us("Server Compute Input") + us("Server Compute Infer") + us("Server Compute Output"),
@@ -56,16 +57,26 @@ def write_input_data(path: Path, tensor: str, texts: list[str]) -> Path:
     return path
 
 
-def run(model: str, url: str, input_data: Path, *, concurrency: int, measurement_ms: int = 4000,
-        stability_pct: int = 30, max_trials: int = 8, timeout_s: float = 300) -> PerfRow:
-    """One concurrency level. Shared 2-core machines drift: when perf_analyzer cannot stabilise within the bound,
-    measure once more with any stability and mark the row ``stable=False``; medians over repetitions absorb it."""
+def run(model: str, url: str, input_data: Path, *, concurrency: int | None = None,
+        request_rate: float | None = None, measurement_ms: int = 4000, stability_pct: int = 30, max_trials: int = 8,
+        timeout_s: float = 300) -> PerfRow:
+    """One load level: a closed loop of ``concurrency`` clients, or Poisson arrivals at ``request_rate`` per second
+    (open loop: queueing shows in p95 as it would with independent users). Shared 2-core machines drift: when
+    perf_analyzer cannot stabilise within the bound, measure once more with any stability and mark the row
+    ``stable=False``; medians over repetitions absorb it."""
+    if (concurrency is None) == (request_rate is None):
+        raise ValueError("give exactly one of concurrency and request_rate")
+    if concurrency is not None:
+        load = ["--concurrency-range", f"{concurrency}:{concurrency}"]
+        what = f"concurrency {concurrency}"
+    else:
+        load = ["--request-rate-range", f"{request_rate:g}:{request_rate:g}", "--request-distribution", "poisson"]
+        what = f"Poisson rate {request_rate:g}/s"
     try:
-        return _run(model, url, input_data, concurrency, measurement_ms, stability_pct, max_trials, timeout_s)
+        return _run(model, url, input_data, load, what, measurement_ms, stability_pct, max_trials, timeout_s)
     except _Unstable:
-        log.warning("%s at concurrency %d did not stabilise within %d%%; taking a loose measurement",
-                    model, concurrency, stability_pct)
-        row = _run(model, url, input_data, concurrency, measurement_ms, 1000, 3, timeout_s)
+        log.warning("%s at %s did not stabilise within %d%%; taking a loose measurement", model, what, stability_pct)
+        row = _run(model, url, input_data, load, what, measurement_ms, 1000, 3, timeout_s)
         return dataclasses.replace(row, stable=False)
 
 
@@ -73,21 +84,21 @@ class _Unstable(TritonRepoError):
     pass
 
 
-def _run(model, url, input_data, concurrency, measurement_ms, stability_pct, max_trials, timeout_s) -> PerfRow:
+def _run(model, url, input_data, load, what, measurement_ms, stability_pct, max_trials, timeout_s) -> PerfRow:
     binary, env = perf_analyzer()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "pa.csv"
         argv = [str(binary), "-m", model, "-u", url, "-i", "grpc", "--input-data", str(input_data),
-                "--concurrency-range", f"{concurrency}:{concurrency}", "-p", str(measurement_ms),
+                *load, "-p", str(measurement_ms),
                 "-s", str(stability_pct), "--max-trials", str(max_trials), "--percentile", "95", "-f", str(out)]
         log.debug("perf_analyzer: %s", " ".join(argv))
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout_s)
         if "Failed to obtain stable measurement" in proc.stdout + proc.stderr:
-            raise _Unstable(f"{model} at concurrency {concurrency} did not stabilise")
+            raise _Unstable(f"{model} at {what} did not stabilise")
         if proc.returncode != 0 or not out.exists():
-            raise TritonRepoError(f"perf_analyzer failed (exit {proc.returncode}) for {model} at concurrency "
-                                  f"{concurrency}:\n{(proc.stdout + proc.stderr)[-3000:]}")
+            raise TritonRepoError(f"perf_analyzer failed (exit {proc.returncode}) for {model} at {what}:\n"
+                                  f"{(proc.stdout + proc.stderr)[-3000:]}")
         rows = parse_csv(out.read_text())
     if not rows:
-        raise TritonRepoError(f"perf_analyzer wrote no measurement for {model} at concurrency {concurrency}")
+        raise TritonRepoError(f"perf_analyzer wrote no measurement for {model} at {what}")
     return rows[0]

@@ -8,8 +8,8 @@ Inputs
 - SLOs (YAML): a headroom factor and services; a service is one model, or several models co-located on the same
   instances, each with its p95 target and peak requests/s.
 
-Capacity of one instance of a type for a model = the highest throughput among all measured (variant, concurrency)
-rows whose p95 meets the target, on the type's hardware. A CPU type without its own profile is *estimated* from the
+Capacity of one instance of a type for a model = the highest throughput among all measured (variant, load) rows
+(closed-loop concurrency or open-loop Poisson rate) whose p95 meets the target, on the type's hardware. A CPU type without its own profile is *estimated* from the
 ``cpu`` profile, scaled linearly by vCPUs (p95 taken as measured); such options carry the estimate and its
 assumption. GPU types without a profile of their GPU are listed as unmeasured, never estimated. Count =
 ceil(sum over the service's models of peak x headroom / capacity): co-located models share an instance's capacity in
@@ -28,6 +28,8 @@ import yaml
 
 from tritonrepo.errors import TritonRepoError
 from tritonrepo.paths import ROOT
+
+from .sweep import load_label
 
 PROFILES = ROOT / "perf" / "profiles"
 CATALOG = ROOT / "perf" / "catalog" / "aws-us-east-1.yaml"
@@ -73,7 +75,7 @@ class Capacity:
     infer_per_s: float
     p95_ms: float
     variant: str
-    concurrency: float
+    load: str  # the measured load level of that row ("c4", "poisson 300/s"), on the profiled hardware
     estimate: str | None = None  # the assumption, when not measured on this type's hardware
 
 
@@ -195,7 +197,7 @@ def capacity(slo: ModelSlo, instance: Instance, profiles: Path = PROFILES) -> Ca
         estimate = (f"estimate: measured on one {instance.gpu}, x{scale} for {scale} GPUs (one instance group per "
                     "GPU, linear); p95 as measured")
     return Capacity(model=slo.model, infer_per_s=row["infer_per_s"] * scale, p95_ms=row["p95_ms"], variant=variant,
-                    concurrency=row["concurrency"], estimate=estimate)
+                    load=load_label(row), estimate=estimate)
 
 
 def plan(headroom: float, services: list[Service], catalog: list[Instance], profiles: Path = PROFILES) -> Plan:
@@ -251,7 +253,7 @@ def report(result: Plan, services: list[Service], out: Path, profiles: Path = PR
 
 
 def _row(rank: str, o: Option) -> str:
-    configs = "; ".join(f"{c.model} {c.variant} @c{c.concurrency:g}" for c in o.capacities)
+    configs = "; ".join(f"{c.model} {c.variant} @ {c.load}" for c in o.capacities)
     p95 = "; ".join(f"{c.p95_ms:.1f}" for c in o.capacities)
     cap = "; ".join(f"{c.infer_per_s:.0f}" + (" (est.)" if c.estimate else "") for c in o.capacities)
     src = "-" if o.instance.source is None else f"{o.instance.source_kind}, {o.instance.source_date}"

@@ -44,6 +44,9 @@ class SweepPlan:
     variants: tuple[Variant, ...]
     concurrencies: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     p95_bound_ms: float = 100.0
+    # Then Poisson arrivals at these fractions of the variant's best closed-loop throughput within the bound: open
+    # loop, so queueing from bursts shows in p95 (what independent users do, and what the planner should trust).
+    rate_fractions: tuple[float, ...] = (0.5, 0.75, 0.9)
 
 
 def _grid(instances, delays, threads) -> tuple[Variant, ...]:
@@ -99,22 +102,43 @@ def sweep_variant(client, server_url: str, plan: SweepPlan, variant: Variant, da
         log.info("%s %s c=%d: %.0f infer/s, p95 %.1f ms", plan.entry, variant.name, c, row.infer_per_s, row.p95_ms)
         if row.p95_ms > plan.p95_bound_ms:
             break  # higher concurrency only queues more
+    closed = best([{"variant": variant.name, "rows": rows}], plan.p95_bound_ms)
+    for fraction in plan.rate_fractions if closed else ():
+        rate = round(fraction * closed["infer_per_s"], 1)
+        row = perf_analyzer.run(plan.entry, server_url, data, request_rate=rate, measurement_ms=measurement_ms)
+        rows.append(row.as_dict())
+        log.info("%s %s Poisson %.0f/s: %.0f infer/s, p95 %.1f ms", plan.entry, variant.name, rate,
+                 row.infer_per_s, row.p95_ms)
+        if row.p95_ms > plan.p95_bound_ms:
+            break
     return rows
 
 
+def load_label(row: dict) -> str:
+    return f"poisson {row['request_rate']:g}/s" if row.get("request_rate") else f"c{row['concurrency']:g}"
+
+
 def best(variants: list[dict], p95_bound_ms: float) -> dict | None:
-    """The variant and concurrency with the highest throughput whose p95 is within the bound."""
+    """The variant and load (concurrency or Poisson rate) with the highest throughput whose p95 is within the bound."""
     candidates = [(row["infer_per_s"], v["variant"], row) for v in variants for row in v["rows"]
                   if row["p95_ms"] <= p95_bound_ms]
     if not candidates:
         return None
     throughput, name, row = max(candidates, key=lambda c: c[0])
-    return {"variant": name, "concurrency": row["concurrency"], "infer_per_s": throughput, "p95_ms": row["p95_ms"]}
+    return {"variant": name, "concurrency": row["concurrency"], "request_rate": row.get("request_rate", 0.0),
+            "load": load_label(row), "infer_per_s": throughput, "p95_ms": row["p95_ms"]}
 
 
 def run(name: str, *, target: str = "cpu", plan: SweepPlan | None = None, repository: Path = MODEL_REPOSITORY,
-        out_dir: Path = PROFILES, measurement_ms: int = 3000, hardware: str | None = None) -> dict:
+        out_dir: Path = PROFILES, measurement_ms: int = 3000, hardware: str | None = None,
+        only: tuple[str, ...] = ()) -> dict:
+    """Sweep the plan's variants (``only``: just those named, e.g. a short sweep) and write the profile."""
     plan = plan or PLANS[name]
+    if only:
+        unknown = set(only) - {v.name for v in plan.variants}
+        if unknown:
+            raise TritonRepoError(f"{name}: no variants {sorted(unknown)}; known: {[v.name for v in plan.variants]}")
+        plan = dataclasses.replace(plan, variants=tuple(v for v in plan.variants if v.name in only))
     origin = provenance()
     t0 = time.perf_counter()
     results = []

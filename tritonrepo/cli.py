@@ -256,6 +256,7 @@ def plan(slo: Path = typer.Option(..., "--slo", help="SLO YAML (perf/slos/exampl
          catalog: Path = typer.Option(None, help="Instance catalog YAML (default perf/catalog/aws-us-east-1.yaml)."),
          price_list: Optional[Path] = typer.Option(None, help="AWS Price List offer JSON overriding catalog prices."),
          report: Path = typer.Option(paths.RUNS / "plan" / "plan.md", help="Markdown report (plots beside it)."),
+         profiles: Path = typer.Option(paths.ROOT / "perf" / "profiles", help="Profiles root folder."),
          top: int = typer.Option(3, help="Options shown per service.")):
     """Cheapest instance type and count per service that meets each model's p95 at its peak load."""
     from rich.table import Table
@@ -267,8 +268,8 @@ def plan(slo: Path = typer.Option(..., "--slo", help="SLO YAML (perf/slos/exampl
         if price_list:
             instances = planner.load_price_list(price_list, instances)
         headroom, services = planner.load_slos(slo)
-        result = planner.plan(headroom, services, instances)
-        written = planner.report(result, services, report)
+        result = planner.plan(headroom, services, instances, profiles)
+        written = planner.report(result, services, report, profiles)
     except TritonRepoError as e:
         _fail(e)
     console = _console()
@@ -278,7 +279,7 @@ def plan(slo: Path = typer.Option(..., "--slo", help="SLO YAML (perf/slos/exampl
         for col in ("instance", "count", "config", "p95 ms", "req/s per instance", "$/hour", "$/M req", "note"):
             t.add_column(col)
         for o in result.options[svc.name][:top]:
-            t.add_row(o.instance.name, str(o.count), "; ".join(f"{c.variant}@c{c.concurrency:g}" for c in o.capacities),
+            t.add_row(o.instance.name, str(o.count), "; ".join(f"{c.variant} @ {c.load}" for c in o.capacities),
                       "; ".join(f"{c.p95_ms:.1f}" for c in o.capacities),
                       "; ".join(f"{c.infer_per_s:.0f}" for c in o.capacities), f"{o.usd_per_hour:,.2f}",
                       f"{o.usd_per_million:,.2f}", ("estimate; " if o.estimated else "") +
@@ -332,7 +333,9 @@ def perf_sweep(model: str = typer.Argument(..., help="Entry model with a sweep p
                target: str = typer.Option("cpu", "--target", "-t", help="Target whose config is varied."),
                measurement_ms: int = typer.Option(3000, help="perf_analyzer measurement window."),
                hardware: Optional[str] = typer.Option(None, help="Profile folder name (default: the target)."),
-               apply: bool = typer.Option(False, "--apply", help="Write the best variant back (perf apply).")):
+               apply: bool = typer.Option(False, "--apply", help="Write the best variant back (perf apply)."),
+               only: Optional[list[str]] = typer.Option(None, "--only", help="Sweep just these variants (names)."),
+               out_dir: Path = typer.Option(paths.ROOT / "perf" / "profiles", help="Profiles root folder.")):
     """Sweep a model's config variants with perf_analyzer on real inputs; write perf/profiles/<hw>/<model>.json."""
     from rich.table import Table
 
@@ -341,17 +344,18 @@ def perf_sweep(model: str = typer.Argument(..., help="Entry model with a sweep p
     if model not in sweep.PLANS:
         _fail(TritonRepoError(f"no sweep plan for {model!r}; known: {sorted(sweep.PLANS)}"))
     try:
-        profile = sweep.run(model, target=target, measurement_ms=measurement_ms, hardware=hardware)
+        profile = sweep.run(model, target=target, measurement_ms=measurement_ms, hardware=hardware,
+                            only=tuple(only or ()), out_dir=out_dir)
     except TritonRepoError as e:
         _fail(e)
     table = Table(title=f"{model} on {target}: throughput at p95 <= {profile['p95_bound_ms']:.0f} ms "
                         f"({profile['wall_s']:.0f} s)")
-    for col in ("variant", "best concurrency", "infer/s", "p95 ms"):
+    for col in ("variant", "best load", "infer/s", "p95 ms"):
         table.add_column(col, justify="left" if col == "variant" else "right")
     for v in profile["variants"]:
         top = sweep.best([v], profile["p95_bound_ms"])
         table.add_row(v["variant"], *(("-", "-", "-") if top is None else
-                                      (f"{top['concurrency']:.0f}", f"{top['infer_per_s']:.0f}", f"{top['p95_ms']:.1f}")))
+                                      (top["load"], f"{top['infer_per_s']:.0f}", f"{top['p95_ms']:.1f}")))
     _console().print(table)
     typer.echo(f"best: {profile['best']}\nuntuned: {profile['untuned']}\n"
                f"gain vs untuned at the same p95 bound: {profile['gain_vs_untuned']}x\nwritten: {profile['path']}")

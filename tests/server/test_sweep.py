@@ -16,12 +16,18 @@ def test_short_sweep_writes_a_profile(model_repository, tmp_path):
     variants = (sweep.Variant(instances=1, max_queue_delay_us=0),
                 sweep.Variant(instances=2, max_queue_delay_us=500, parameters=(("intra_op_threads", "1"),)))
     plan = sweep.SweepPlan(swept="sbert_encoder_int8", entry="sbert_int8", input_tensor="TEXT",
-                           inputs="conll-test-sentences", variants=variants, concurrencies=(1, 2), p95_bound_ms=500)
+                           inputs="conll-test-sentences", variants=variants, concurrencies=(1, 2), p95_bound_ms=500,
+                           rate_fractions=(0.5,))
     profile = sweep.run("test", plan=plan, repository=model_repository, out_dir=tmp_path, measurement_ms=800)
     saved = json.loads((tmp_path / "cpu" / "sbert_int8.json").read_text())
     assert saved["provenance"]["machine"]["cores"] and saved["provenance"]["triton"] == "2.51.0"
     assert [v["variant"] for v in saved["variants"]] == ["i1-d0", "i2-d500-intra_op_threads=1"]
-    assert all(len(v["rows"]) == 2 and v["rows"][0]["infer_per_s"] > 0 for v in saved["variants"])
+    # two closed-loop rows, then one Poisson row at half the best closed-loop throughput
+    assert all(len(v["rows"]) == 3 and v["rows"][0]["infer_per_s"] > 0 for v in saved["variants"])
+    for v in saved["variants"]:
+        closed = sweep.best([{"variant": v["variant"], "rows": v["rows"][:2]}], 500)["infer_per_s"]
+        assert v["rows"][2]["request_rate"] == pytest.approx(round(0.5 * closed, 1))
+        assert v["rows"][2]["concurrency"] == 0 and v["rows"][2]["infer_per_s"] > 0
     assert profile["best"]["variant"] in {"i1-d0", "i2-d500-intra_op_threads=1"}
 
 

@@ -36,7 +36,7 @@ def profiles(tmp_path):
 
 def test_capacity_is_the_best_row_within_the_p95_target(profiles):
     cap = planner.capacity(ModelSlo(model="m", p95_ms=30, peak_rps=1), _inst("t", 1, gpu="T4"), profiles)
-    assert (cap.infer_per_s, cap.variant, cap.concurrency, cap.estimate) == (1000, "g", 8, None)
+    assert (cap.infer_per_s, cap.variant, cap.load, cap.estimate) == (1000, "g", "c8", None)
     cap = planner.capacity(ModelSlo(model="m", p95_ms=30, peak_rps=1), _inst("c", 1, vcpus=8), profiles)
     assert cap.infer_per_s == 150 * 4 and cap.variant == "fast" and "scaled x4" in cap.estimate
 

@@ -33,8 +33,11 @@ def test_best_is_the_highest_throughput_within_the_p95_bound():
 
     variants = [{"variant": "a", "rows": [row(1, 100, 10), row(8, 400, 120)]},
                 {"variant": "b", "rows": [row(1, 90, 12), row(8, 300, 80)]}]
-    assert best(variants, 100) == {"variant": "b", "concurrency": 8, "infer_per_s": 300, "p95_ms": 80}
+    assert best(variants, 100) == {"variant": "b", "concurrency": 8, "request_rate": 0.0, "load": "c8",
+                                   "infer_per_s": 300, "p95_ms": 80}
     assert best(variants, 5) is None
+    variants[1]["rows"].append({"concurrency": 0, "request_rate": 350, "infer_per_s": 349, "p95_ms": 90})
+    assert best(variants, 100)["load"] == "poisson 350/s"  # open-loop rows count too
 
 
 def test_every_plan_sweeps_a_real_step_of_its_entry():
