@@ -66,9 +66,11 @@ PLANS: dict[str, SweepPlan] = {
                                 variants=(UNTUNED, *_grid(instances=(1, 2), delays=(0, 1000), threads=(1, 2))))
     for suffix in ("", "_int8")
 } | {
-    "ner_int8": SweepPlan(swept="ner_encoder_int8", entry="ner_int8", input_tensor="QUERY", inputs="short-queries",
-                          variants=(UNTUNED, *_grid(instances=(1, 2), delays=(0, 200, 1000), threads=(1, 2))),
-                          concurrencies=(1, 2, 4, 8, 16, 32), p95_bound_ms=30.0),
+    f"ner{suffix}": SweepPlan(swept=f"ner_encoder{suffix}", entry=f"ner{suffix}", input_tensor="QUERY",
+                              inputs="short-queries",
+                              variants=(UNTUNED, *_grid(instances=(1, 2), delays=(0, 200, 1000), threads=(1, 2))),
+                              concurrencies=(1, 2, 4, 8, 16, 32), p95_bound_ms=30.0)
+    for suffix in ("", "_int8")
 }
 
 
