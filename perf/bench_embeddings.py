@@ -25,10 +25,9 @@ from tritonrepo.paths import MODEL_REPOSITORY, ROOT, SBERT_WEIGHTS
 from tritonrepo.server import TritonServer
 
 from . import perf_analyzer
-from .provenance import provenance
+from .provenance import provenance, write_result
 
 log = logging.getLogger(__name__)
-RESULTS = ROOT / "perf" / "results"
 BATCH_REQUEST = 32
 
 
@@ -142,11 +141,7 @@ def run(*, sentences: int = 2000, reps: int = 2, concurrencies=(1, 4, 16), model
             for k, v in medians.items() if k.endswith("sentences_per_s") and not k.startswith("baseline")
         },
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = out or RESULTS / f"embeddings-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(result, indent=2))
-    result["output"] = str(out)
-    return result
+    return write_result(result, "embeddings", out)
 
 
 def table(result: dict):

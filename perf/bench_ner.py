@@ -24,14 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from tritonrepo.datasets import short_queries
-from tritonrepo.paths import MODEL_REPOSITORY, ROOT
+from tritonrepo.paths import MODEL_REPOSITORY
 from tritonrepo.server import TritonServer
 
 from . import perf_analyzer
-from .provenance import provenance
+from .provenance import provenance, write_result
 
 log = logging.getLogger(__name__)
-RESULTS = ROOT / "perf" / "results"
 STEPS = ("ner_tokenizer", "{encoder}", "ner_decoder")
 
 
@@ -190,11 +189,7 @@ def run(*, queries: int = 1000, concurrencies=(1, 8, 32), models=("ner", "ner_in
                                 medians[f"hf_pipeline|c{c}|queries_per_s"] for m in models for c in concurrencies},
         "accuracy": {k: validation.get(k) for k in ("fp32", "int8", "training")},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = out or RESULTS / f"ner-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(result, indent=2))
-    result["output"] = str(out)
-    return result
+    return write_result(result, "ner", out)
 
 
 def table(result: dict):

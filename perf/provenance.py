@@ -52,3 +52,16 @@ def provenance(*packages: str) -> dict:
         "triton": TRITON_VERSION,
         "versions": versions("onnxruntime", "tritonclient", "numpy", *packages),
     }
+
+
+def write_result(result: dict, name: str, out=None) -> dict:
+    """Write a benchmark's result JSON (default perf/results/<name>-<time>.json); adds its path as ``output``."""
+    import json
+    import time
+
+    results = ROOT / "perf" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    out = out or results / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(result, indent=2))
+    result["output"] = str(out)
+    return result
