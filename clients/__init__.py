@@ -5,9 +5,14 @@
 
     from tritonrepo.clients import NerClient
     NerClient("triton:8001").entities(["biden xi summit bali"])  # [[Entity(type="PER", start=0, end=5, ...), ...]]
+
+    from tritonrepo.clients import ShotClient
+    ShotClient("triton:8001").shots("clip.mp4").shots  # [Shot(start_frame=0, end_frame=29, start_s=0.0, ...), ...]
 """
 
 from .embedding import AsyncEmbeddingClient, EmbeddingClient
 from .ner import AsyncNerClient, Entity, NerClient, NerResult
+from .video import AsyncShotClient, AsyncShotStreamClient, Shot, ShotClient, ShotResult, ShotStreamClient
 
-__all__ = ["AsyncEmbeddingClient", "AsyncNerClient", "EmbeddingClient", "Entity", "NerClient", "NerResult"]
+__all__ = ["AsyncEmbeddingClient", "AsyncNerClient", "AsyncShotClient", "AsyncShotStreamClient", "EmbeddingClient",
+           "Entity", "NerClient", "NerResult", "Shot", "ShotClient", "ShotResult", "ShotStreamClient"]

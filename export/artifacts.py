@@ -27,3 +27,20 @@ def cached(report: Path, fingerprint: str) -> dict | None:
         if data.get("fingerprint") == fingerprint:
             return data
     return None
+
+
+def install(repository: Path, artifacts: Path, files, what: str, optional=()) -> list[Path]:
+    """Copy validated artifacts (model, filename) into the repository's version folders; ``optional`` filenames are
+    skipped when absent (built only where they can be validated, e.g. fp16 on a GPU host)."""
+    from tritonrepo.paths import require
+
+    require(artifacts / "validation.json", f"validated {what} artifacts (run `tritonrepo export {what.lower()}`)")
+    placed = []
+    for model, filename in files:
+        if filename in optional and not (artifacts / filename).exists():
+            continue
+        dest = repository / model / "1" / filename
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(artifacts / filename, dest)
+        placed.append(dest)
+    return placed

@@ -28,6 +28,7 @@ from tritonrepo.paths import require
 
 from .ner_train import NER_ARTIFACTS, NerTraining, evaluate, read_conll, train
 from .artifacts import cached, publish, staging_dir
+from .artifacts import install as install_artifacts
 from .quantize import int8_blocks
 from .validate import Checks
 
@@ -167,13 +168,7 @@ def export(cfg: NerExport = NerExport(), *, force: bool = False) -> dict:
 
 def install(repository: Path, artifacts: Path = NER_ARTIFACTS / "export") -> list[Path]:
     """Copy validated artifacts into the repository's version folders."""
-    require(artifacts / "validation.json", "validated NER artifacts (run `tritonrepo export ner`)")
-    placed = []
-    for model, filename in (("ner_encoder", "model.fp32.onnx"), ("ner_encoder_int8", "model.int8.onnx"),
-                            ("ner_tokenizer", "tokenizer.json"), ("ner_decoder", "labels.json")):
-        dest = repository / model / "1" / filename
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(artifacts / filename, dest)
-        placed.append(dest)
-    return placed
+    return install_artifacts(repository, artifacts, (
+        ("ner_encoder", "model.fp32.onnx"), ("ner_encoder_int8", "model.int8.onnx"),
+        ("ner_tokenizer", "tokenizer.json"), ("ner_decoder", "labels.json")), "NER")
 

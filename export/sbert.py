@@ -29,6 +29,7 @@ from tritonrepo.errors import ValidationError
 from tritonrepo.paths import ASSETS, SBERT_WEIGHTS, require
 
 from .artifacts import cached, publish, staging_dir
+from .artifacts import install as install_artifacts
 from .quantize import int8_blocks
 from .validate import embedding_checks
 
@@ -175,12 +176,5 @@ def export(cfg: SbertExport = SbertExport(), *, force: bool = False) -> dict:
 
 def install(repository: Path, artifacts: Path = ARTIFACTS) -> list[Path]:
     """Copy validated artifacts into the repository's version folders."""
-    require(artifacts / "validation.json", "validated SBERT artifacts (run `tritonrepo export sbert`)")
-    placed = []
-    for model, filename in (("sbert_encoder", "model.fp32.onnx"), ("sbert_encoder_int8", "model.int8.onnx"),
-                            ("sbert_tokenizer", "tokenizer.json")):
-        dest = repository / model / "1" / filename
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(artifacts / filename, dest)
-        placed.append(dest)
-    return placed
+    return install_artifacts(repository, artifacts, (("sbert_encoder", "model.fp32.onnx"),
+                             ("sbert_encoder_int8", "model.int8.onnx"), ("sbert_tokenizer", "tokenizer.json")), "SBERT")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job from a fresh clone: set up everything, then export + validate the models (NER is fine-tuned once),
 # build the repository, start the real tritonserver, embed real news sentences, print nearest neighbours, entities in
-# search queries and a short perf_analyzer probe; then a short sweep of ner_int8 (the untuned config against the
+# search queries, the shots of real videos (whole files and a live stream) and a short perf_analyzer probe; then a short sweep of ner_int8 (the untuned config against the
 # tuned one, closed loop and Poisson arrivals) and a plan of instances for the NER search SLO from that sweep.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

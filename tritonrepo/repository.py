@@ -17,14 +17,18 @@ ENSEMBLES_SRC = Path(__file__).resolve().parents[1] / "ensembles"
 
 
 def install_python_models(repository: Path) -> list[Path]:
-    """Copy each Python-backend model's module from ensembles/ to <model>/1/model.py."""
+    """Copy each Python-backend model's module from ensembles/ to <model>/1/model.py, and each DALI pipeline module to
+    <model>/1/dali.py (the DALI backend serializes it at load)."""
     placed = []
     for spec in all_specs():
-        if isinstance(spec, ModelSpec) and spec.python_model:
-            dest = repository / spec.name / "1" / "model.py"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ENSEMBLES_SRC / f"{spec.python_model}.py", dest)
-            placed.append(dest)
+        if not isinstance(spec, ModelSpec):
+            continue
+        for module, filename in ((spec.python_model, "model.py"), (spec.dali_pipeline, "dali.py")):
+            if module:
+                dest = repository / spec.name / "1" / filename
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ENSEMBLES_SRC / f"{module}.py", dest)
+                placed.append(dest)
     return placed
 
 
@@ -36,24 +40,27 @@ def missing_artifacts(repository: Path, target: str = "cpu") -> list[str]:
             (repository / spec.name / "1").mkdir(parents=True, exist_ok=True)  # ensembles need an empty version
             continue
         dep = spec.deployment(target)
-        wanted = ["model.py"] if dep.backend is Backend.PYTHON else []
+        wanted = {Backend.PYTHON: ["model.py"], Backend.DALI: ["dali.py"]}.get(dep.backend, [])
         if dep.model_filename:
             wanted.append(dep.model_filename)
         missing += [f"{spec.name}/1/{f}" for f in wanted if not (repository / spec.name / "1" / f).exists()]
     return missing
 
 
-def build(repository: Path, *, force_export: bool = False, ner_export=None) -> dict:
+def build(repository: Path, *, force_export: bool = False, ner_export=None, transnet_export=None) -> dict:
     """Render configs, export+validate every model (cached), install code and artifacts. Returns export reports.
-    ``ner_export``: a ``tritonrepo.export.ner.NerExport`` (default: the full CoNLL-2003 fine-tuning recipe)."""
-    from .export import ner, sbert
+    ``ner_export``: a ``tritonrepo.export.ner.NerExport`` (default: the full CoNLL-2003 fine-tuning recipe);
+    ``transnet_export``: a ``tritonrepo.export.transnetv2.TransNetExport`` (default: validated on all of test.mp4)."""
+    from .export import ner, sbert, transnetv2
 
     render.write(repository, all_specs())
     install_python_models(repository)
     ner_cfg = ner_export or ner.NerExport()
-    reports = {"sbert": sbert.export(force=force_export), "ner": ner.export(ner_cfg, force=force_export)}
+    reports = {"sbert": sbert.export(force=force_export), "ner": ner.export(ner_cfg, force=force_export),
+               "transnetv2": transnetv2.export(transnet_export or transnetv2.TransNetExport(), force=force_export)}
     sbert.install(repository)
     ner.install(repository, ner_cfg.out_dir)
+    transnetv2.install(repository, (transnet_export or transnetv2.TransNetExport()).out_dir)
     missing = missing_artifacts(repository)
     if missing:
         raise ToolNotFoundError(f"repository incomplete after build, missing: {missing}")

@@ -22,6 +22,7 @@ class Backend(str, enum.Enum):
     PYTHON = "python"  # Python backend; the model's code comes from ensembles/<python_model>.py
     ONNXRUNTIME = "onnxruntime_onnx"  # native ONNX Runtime backend (NGC image)
     TENSORRT = "tensorrt_plan"  # native TensorRT backend (NGC image)
+    DALI = "dali"  # DALI backend (NGC image); the pipeline is dali.py in the version folder, serialized at load
     ENSEMBLE = "ensemble"
 
 
@@ -77,6 +78,15 @@ class Batching:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Sequence:
+    """Sequence batching (stateful models): every request of a sequence reaches the same instance, with START/END
+    control tensors (INT32 [1]); a sequence idle longer than ``max_idle_us`` is released."""
+
+    max_idle_us: int = 60_000_000
+    max_candidates: int = 64  # sequences in flight per instance (strategy oldest)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Deployment:
     """How a model runs on one hardware target."""
 
@@ -90,6 +100,8 @@ class Deployment:
     # Let the dynamic batcher put requests of different sequence lengths in one batch (allow_ragged_batch on every
     # variable-shape input). Only for backends that pad themselves (our Python models), never for native ORT/TRT.
     ragged_batching: bool = False
+    decoupled: bool = False  # the model may send any number of responses per request (streaming)
+    sequence: Sequence | None = None
 
     def check(self, model: str, target: str) -> None:
         where = f"{model}@{target}"
@@ -106,6 +118,10 @@ class Deployment:
             raise _fail(where, "backend", "ensembles are EnsembleSpec, not a Deployment")
         if self.ragged_batching and (self.backend is not Backend.PYTHON or self.batching.max_batch_size == 0):
             raise _fail(where, "ragged_batching", "only for Python-backend models with max_batch_size > 0")
+        if self.sequence and (self.batching.dynamic or self.batching.max_batch_size == 0):
+            raise _fail(where, "sequence", "sequence batching replaces dynamic batching and needs max_batch_size > 0")
+        if self.backend is Backend.DALI and self.batching.max_batch_size == 0:
+            raise _fail(where, "batching", "DALI pipelines need max_batch_size > 0")
 
 
 class _Signature:
@@ -132,6 +148,7 @@ class ModelSpec(_Signature):
     outputs: tuple[Tensor, ...]
     deployments: dict[str, Deployment]  # target name -> deployment; every target in TARGETS
     python_model: str | None = None  # module in ensembles/ whose TritonPythonModel serves the Python backend
+    dali_pipeline: str | None = None  # module in ensembles/ with the @autoserialize DALI pipeline (DALI backend)
     description: str = ""
 
     def __post_init__(self):
@@ -144,6 +161,8 @@ class ModelSpec(_Signature):
             dep.check(self.name, target)
             if dep.backend is Backend.PYTHON and not self.python_model:
                 raise _fail(self.name, "python_model", f"target '{target}' uses the Python backend but no module")
+            if dep.backend is Backend.DALI and not self.dali_pipeline:
+                raise _fail(self.name, "dali_pipeline", f"target '{target}' uses the DALI backend but no pipeline")
 
     def deployment(self, target: str) -> Deployment:
         return self.deployments[target]
@@ -236,5 +255,5 @@ def check_repository(specs: list[AnySpec]) -> None:
 
 __all__ = [
     "AnySpec", "Backend", "Batching", "DEFAULT_TARGET", "Deployment", "EnsembleSpec", "Kind", "ModelSpec",
-    "Step", "Tensor", "check_repository",
+    "Sequence", "Step", "Tensor", "check_repository",
 ]

