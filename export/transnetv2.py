@@ -51,11 +51,17 @@ class TransNetExport:
     opset: int = 17
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256(f"{EXPORT_VERSION}|{self.opset}|{self.validation_frames}".encode())
+        h = hashlib.sha256(f"{EXPORT_VERSION}|{self.opset}|{self.validation_frames}|cuda={_has_cuda()}".encode())
         for path in (TRANSNET_DIR / WEIGHTS, self.validation_video, *self.calibration_videos):
             with open(require(path, path.name), "rb") as f:
                 h.update(f.read(1 << 20))
         return h.hexdigest()[:16]
+
+
+def _has_cuda() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 def reference_module():
@@ -173,10 +179,9 @@ def export_fp16(fp32: Path, fp16: Path, windows: np.ndarray) -> dict:
     """fp16 graph for GPU targets (inputs/outputs keep their types), validated on CUDA against the fp32 graph (itself
     validated against the reference). Raises without a GPU."""
     import onnx
-    import onnxruntime as ort
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
+    if not _has_cuda():
         raise ValidationError("transnetv2 model.fp16.onnx", ["no CUDA execution provider: fp16 is built and "
                                                              "validated on the GPU host that serves it"])
     onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(fp16))
@@ -236,6 +241,8 @@ def export(cfg: TransNetExport = TransNetExport(), *, force: bool = False) -> di
     failures = [f"{c.artifact}: {f}" for c in (checks, checks8) for f in c.failures]
     if failures:
         raise ValidationError("transnetv2 export", failures)
+    fp16 = (export_fp16(fp32, work / "model.fp16.onnx", windows) if _has_cuda()
+            else "not built: no CUDA execution provider here (GPU targets need it: export on the GPU host)")
 
     scenes = module.TransNetV2.predictions_to_scenes(ref_probs)
     (work / "reference_test_mp4.json").write_text(json.dumps({
@@ -249,6 +256,7 @@ def export(cfg: TransNetExport = TransNetExport(), *, force: bool = False) -> di
         "int8": checks8.metrics | {"method": "QOperator static int8, per-channel Conv weights, uint8 activations",
                                    "calibration": [p.name for p in cfg.calibration_videos],
                                    "calibration_windows": int(len(calibration))},
+        "fp16": fp16,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     (work / "validation.json").write_text(json.dumps(report, indent=2))

@@ -56,11 +56,12 @@ def build(repository: Path, *, force_export: bool = False, ner_export=None, tran
     render.write(repository, all_specs())
     install_python_models(repository)
     ner_cfg = ner_export or ner.NerExport()
+    shots_cfg = transnet_export or transnetv2.TransNetExport()
     reports = {"sbert": sbert.export(force=force_export), "ner": ner.export(ner_cfg, force=force_export),
-               "transnetv2": transnetv2.export(transnet_export or transnetv2.TransNetExport(), force=force_export)}
+               "transnetv2": transnetv2.export(shots_cfg, force=force_export)}
     sbert.install(repository)
     ner.install(repository, ner_cfg.out_dir)
-    transnetv2.install(repository, (transnet_export or transnetv2.TransNetExport()).out_dir)
+    transnetv2.install(repository, shots_cfg.out_dir)
     missing = missing_artifacts(repository)
     if missing:
         raise ToolNotFoundError(f"repository incomplete after build, missing: {missing}")
