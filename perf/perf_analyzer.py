@@ -57,6 +57,16 @@ def write_input_data(path: Path, tensor: str, texts: list[str]) -> Path:
     return path
 
 
+def write_binary_input_data(path: Path, tensor: str, blobs: list[bytes]) -> Path:
+    """perf_analyzer --input-data JSON for a UINT8 [-1] input (e.g. whole encoded videos): one request per blob,
+    base64 (perf_analyzer sends the decoded bytes as the tensor's content), sent round-robin."""
+    import base64
+
+    path.write_text(json.dumps({"data": [{tensor: {"b64": base64.b64encode(b).decode(), "shape": [len(b)]}}
+                                         for b in blobs]}))
+    return path
+
+
 def run(model: str, url: str, input_data: Path, *, concurrency: int | None = None,
         request_rate: float | None = None, measurement_ms: int = 4000, stability_pct: int = 30, max_trials: int = 8,
         timeout_s: float = 300) -> PerfRow:
@@ -72,6 +82,8 @@ def run(model: str, url: str, input_data: Path, *, concurrency: int | None = Non
     else:
         load = ["--request-rate-range", f"{request_rate:g}:{request_rate:g}", "--request-distribution", "poisson"]
         what = f"Poisson rate {request_rate:g}/s"
+        # a window must hold requests at slow rates (whole videos: < 1/s), or perf_analyzer records none and fails
+        measurement_ms = max(measurement_ms, int(20_000 / request_rate))
     try:
         return _run(model, url, input_data, load, what, measurement_ms, stability_pct, max_trials, timeout_s)
     except _Unstable:

@@ -23,7 +23,7 @@ from tritonclient.utils import InferenceServerException
 from tritonrepo import models, render
 from tritonrepo.datasets import conll_sentences, short_queries
 from tritonrepo.errors import TritonRepoError
-from tritonrepo.paths import MODEL_REPOSITORY, ROOT
+from tritonrepo.paths import MODEL_REPOSITORY, ROOT, VIDEO_DIR
 from tritonrepo.server import TritonServer
 from tritonrepo.specs import ModelSpec
 from tritonrepo.tuning import Variant
@@ -40,7 +40,7 @@ class SweepPlan:
     swept: str  # the model whose config varies (a composing model of an ensemble, or the model itself)
     entry: str  # the model perf_analyzer calls
     input_tensor: str
-    inputs: str  # name of the real input set (see _input_texts)
+    inputs: str  # name of the real input set (see write_inputs)
     variants: tuple[Variant, ...]
     concurrencies: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     p95_bound_ms: float = 100.0
@@ -71,15 +71,26 @@ PLANS: dict[str, SweepPlan] = {
                               variants=(UNTUNED, *_grid(instances=(1, 2), delays=(0, 200, 1000), threads=(1, 2))),
                               concurrencies=(1, 2, 4, 8, 16, 32), p95_bound_ms=30.0)
     for suffix in ("", "_int8")
+} | {
+    # whole real videos (H.264, 120 and 250 frames) through the BLS model; its shot model is what varies
+    "video_shots": SweepPlan(swept="transnetv2_int8", entry="video_shots", input_tensor="VIDEO", inputs="video-clips",
+                             variants=(UNTUNED, *_grid(instances=(1, 2), delays=(0,), threads=(1, 2))),
+                             concurrencies=(1, 2, 4), p95_bound_ms=5000.0),
 }
 
 
-def _input_texts(name: str, limit: int = 2000) -> list[str]:
-    if name == "conll-test-sentences":
-        return conll_sentences("test")[:limit]
-    if name == "short-queries":
-        return short_queries(limit)
-    raise KeyError(f"unknown input set {name!r}")
+def write_inputs(plan: SweepPlan, path: Path, limit: int = 2000) -> Path:
+    """The plan's real input set as perf_analyzer --input-data JSON."""
+    if plan.inputs == "video-clips":
+        clips = [VIDEO_DIR / "carphone_pristine.mp4", VIDEO_DIR / "bikes.mp4"]
+        return perf_analyzer.write_binary_input_data(path, plan.input_tensor, [p.read_bytes() for p in clips])
+    if plan.inputs == "conll-test-sentences":
+        texts = conll_sentences("test")[:limit]
+    elif plan.inputs == "short-queries":
+        texts = short_queries(limit)
+    else:
+        raise KeyError(f"unknown input set {plan.inputs!r}")
+    return perf_analyzer.write_input_data(path, plan.input_tensor, texts)
 
 
 def variant_config(plan: SweepPlan, variant: Variant, target: str) -> str:
@@ -145,7 +156,7 @@ def run(name: str, *, target: str = "cpu", plan: SweepPlan | None = None, reposi
     t0 = time.perf_counter()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        data = perf_analyzer.write_input_data(Path(tmp) / "inputs.json", plan.input_tensor, _input_texts(plan.inputs))
+        data = write_inputs(plan, Path(tmp) / "inputs.json")
         with TritonServer(repository, model_config_name=target, explicit_models=["*"]) as server:
             client = grpcclient.InferenceServerClient(server.grpc_url)
             for variant in plan.variants:

@@ -43,8 +43,22 @@ def test_best_is_the_highest_throughput_within_the_p95_bound():
 def test_every_plan_sweeps_a_real_step_of_its_entry():
     for name, plan in PLANS.items():
         entry = models.spec(plan.entry)
-        assert plan.swept in {s.model for s in entry.steps}, name
+        # an ensemble's steps, or the models a BLS entry calls (named in its parameters)
+        called = ({s.model for s in entry.steps} if hasattr(entry, "steps")
+                  else set(dict(entry.deployment("cpu").parameters).values()))
+        assert plan.swept in called, name
         assert plan.input_tensor in entry.input_names
+
+
+def test_video_inputs_are_whole_files_in_base64(tmp_path):
+    import base64
+    import json
+
+    from tritonrepo.perf.sweep import write_inputs
+
+    data = json.loads(write_inputs(PLANS["video_shots"], tmp_path / "in.json").read_text())["data"]
+    blob = base64.b64decode(data[0]["VIDEO"]["b64"])
+    assert data[0]["VIDEO"]["shape"] == [len(blob)] and blob[4:8] == b"ftyp"  # an MP4 file, as sent
 
 
 def test_untuned_variant_turns_dynamic_batching_off():
