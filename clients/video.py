@@ -191,58 +191,48 @@ class AsyncShotClient(AsyncClientBase):
         return _file_result(result, probabilities)
 
 
-class _StreamState:
-    def __init__(self, model: str, shot_model: str | None):
-        self.model, self.params = model, _params(shot_model, None)
-        self.sequence_id = next(_ids)
-        self.sent, self.frames_done, self.fps = 0, 0, 0.0
+class _Stream:
+    """What the blocking and asyncio stream clients share: one server sequence, its requests, what it reported."""
 
-    def take(self, result) -> list[Shot]:
+    def _setup(self, url: str, model: str, timeout_s: float | None, shot_model: str | None, client_class) -> None:
+        self.url, self.model, self.timeout_s = url, model, timeout_s
+        self._client = client_class(url)
+        self._params = _params(shot_model, None)
+        self.sequence_id = next(_ids)
+        self.sent, self.frames_done, self.fps = 0, 0, 0.0  # frames_done: frames whose decision is final
+
+    def _request(self, segment: bytes, end: bool) -> dict:
+        if not segment and not end:
+            raise InvalidInputError("empty segment", model=self.model)
+        inputs, outputs = _segment_request(segment)
+        return dict(model_name=self.model, inputs=inputs, outputs=outputs, parameters=self._params,
+                    sequence_id=self.sequence_id, sequence_start=self.sent == 0, sequence_end=end,
+                    client_timeout=self.timeout_s)
+
+    def _took(self, result) -> list[Shot]:
+        self.sent += 1
         self.frames_done = int(result.as_numpy("FRAMES_DONE").reshape(-1)[0])
         self.fps = float(result.as_numpy("FPS").reshape(-1)[0])
         return _shots(result.as_numpy("SHOTS"), result.as_numpy("SHOT_TIMES"))
 
-    def error(self, e: InferenceServerException):
-        return translate(e, self.model)
 
-
-class ShotStreamClient(SyncClientBase):
+class ShotStreamClient(_Stream, SyncClientBase):
     """One live stream: ``send(segment)`` returns the shots that closed; ``end()`` flushes the last one.
     ``stream(segments)`` yields shots as they close. Each instance is one sequence on the server."""
 
     def __init__(self, url: str = "127.0.0.1:8001", model: str = "video_shots_live", *,
                  timeout_s: float | None = 60.0, shot_model: str | None = None):
-        self.url, self.model, self.timeout_s = url, model, timeout_s
-        self._client = grpcclient.InferenceServerClient(url)
-        self._state = _StreamState(model, shot_model)
+        self._setup(url, model, timeout_s, shot_model, grpcclient.InferenceServerClient)
 
-    @property
-    def frames_done(self) -> int:
-        return self._state.frames_done
-
-    @property
-    def fps(self) -> float:
-        return self._state.fps
-
-    def _call(self, segment: bytes, end: bool) -> list[Shot]:
-        s = self._state
-        inputs, outputs = _segment_request(segment)
+    def send(self, segment: bytes, end: bool = False) -> list[Shot]:
+        request = self._request(segment, end)
         try:
-            result = self._client.infer(self.model, inputs, outputs=outputs, parameters=s.params,
-                                        sequence_id=s.sequence_id, sequence_start=s.sent == 0, sequence_end=end,
-                                        client_timeout=self.timeout_s)
+            return self._took(self._client.infer(**request))
         except InferenceServerException as e:
-            raise s.error(e) from e
-        s.sent += 1
-        return s.take(result)
-
-    def send(self, segment: bytes) -> list[Shot]:
-        if not segment:
-            raise InvalidInputError("empty segment", model=self.model)
-        return self._call(segment, end=False)
+            raise translate(e, self.model) from e
 
     def end(self) -> list[Shot]:
-        return self._call(b"", end=True)
+        return self.send(b"", end=True)
 
     def stream(self, segments: Iterable[bytes], realtime_s: float | None = None) -> Iterator[Shot]:
         """Send segments in order and yield shots. With ``realtime_s`` (a segment's duration) each segment leaves when
@@ -255,38 +245,22 @@ class ShotStreamClient(SyncClientBase):
         yield from self.end()
 
 
-class AsyncShotStreamClient(AsyncClientBase):
+class AsyncShotStreamClient(_Stream, AsyncClientBase):
     """asyncio twin of ShotStreamClient."""
 
     def __init__(self, url: str = "127.0.0.1:8001", model: str = "video_shots_live", *,
                  timeout_s: float | None = 60.0, shot_model: str | None = None):
-        self.url, self.model, self.timeout_s = url, model, timeout_s
-        self._client = aiogrpc.InferenceServerClient(url)
-        self._state = _StreamState(model, shot_model)
+        self._setup(url, model, timeout_s, shot_model, aiogrpc.InferenceServerClient)
 
-    @property
-    def frames_done(self) -> int:
-        return self._state.frames_done
-
-    async def _call(self, segment: bytes, end: bool) -> list[Shot]:
-        s = self._state
-        inputs, outputs = _segment_request(segment)
+    async def send(self, segment: bytes, end: bool = False) -> list[Shot]:
+        request = self._request(segment, end)
         try:
-            result = await self._client.infer(self.model, inputs, outputs=outputs, parameters=s.params,
-                                              sequence_id=s.sequence_id, sequence_start=s.sent == 0,
-                                              sequence_end=end, client_timeout=self.timeout_s)
+            return self._took(await self._client.infer(**request))
         except InferenceServerException as e:
-            raise s.error(e) from e
-        s.sent += 1
-        return s.take(result)
-
-    async def send(self, segment: bytes) -> list[Shot]:
-        if not segment:
-            raise InvalidInputError("empty segment", model=self.model)
-        return await self._call(segment, end=False)
+            raise translate(e, self.model) from e
 
     async def end(self) -> list[Shot]:
-        return await self._call(b"", end=True)
+        return await self.send(b"", end=True)
 
     async def stream(self, segments: Iterable[bytes]) -> AsyncIterator[Shot]:
         for segment in segments:

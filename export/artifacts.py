@@ -4,8 +4,11 @@ repository never picks up a half-written or unvalidated export."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def staging_dir(out_dir: Path) -> Path:
@@ -27,6 +30,22 @@ def cached(report: Path, fingerprint: str) -> dict | None:
         if data.get("fingerprint") == fingerprint:
             return data
     return None
+
+
+def up_to_date(out_dir: Path, fingerprint: str, force: bool, what: str) -> dict | None:
+    """The validation report of an earlier export of this recipe in ``out_dir`` (None if forced, absent or stale)."""
+    report = None if force else cached(out_dir / "validation.json", fingerprint)
+    if report:
+        log.info("%s artifacts up to date in %s", what, out_dir)
+    return report
+
+
+def publish_validated(work: Path, out_dir: Path, report: dict, what: str) -> dict:
+    """Write the validation report beside the staged artifacts, then publish them in one rename."""
+    (work / "validation.json").write_text(json.dumps(report, indent=2))
+    publish(work, out_dir)
+    log.info("%s export validated: fp32 %s | int8 %s", what, report["fp32"], report["int8"])
+    return report
 
 
 def install(repository: Path, artifacts: Path, files, what: str, optional=()) -> list[Path]:

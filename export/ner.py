@@ -27,7 +27,7 @@ from tritonrepo.errors import ValidationError
 from tritonrepo.paths import require
 
 from .ner_train import NER_ARTIFACTS, NerTraining, evaluate, read_conll, train
-from .artifacts import cached, publish, staging_dir
+from .artifacts import publish_validated, staging_dir, up_to_date
 from .artifacts import install as install_artifacts
 from .quantize import int8_blocks
 from .validate import Checks
@@ -107,9 +107,7 @@ def export(cfg: NerExport = NerExport(), *, force: bool = False) -> dict:
     """Train if needed (cached), export, validate, keep the artifacts in cfg.out_dir. Returns the report."""
     trained = train(cfg.training)
     fingerprint = cfg.fingerprint(trained)
-    report_path = cfg.out_dir / "validation.json"
-    if not force and (report := cached(report_path, fingerprint)):
-        log.info("NER artifacts up to date in %s", cfg.out_dir)
+    if report := up_to_date(cfg.out_dir, fingerprint, force, "NER"):
         return report
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -160,10 +158,7 @@ def export(cfg: NerExport = NerExport(), *, force: bool = False) -> dict:
         | {"method": f"MatMulNBits bits=8 block={cfg.int8_block_size} accuracy_level=4"},
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    (work / "validation.json").write_text(json.dumps(report, indent=2))
-    publish(work, cfg.out_dir)
-    log.info("NER export validated: fp32 %s | int8 %s", report["fp32"], report["int8"])
-    return report
+    return publish_validated(work, cfg.out_dir, report, "NER")
 
 
 def install(repository: Path, artifacts: Path = NER_ARTIFACTS / "export") -> list[Path]:

@@ -13,7 +13,6 @@ neighbours >= 0.95 against fp32.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -28,7 +27,7 @@ from tritonrepo.datasets import conll_sentences
 from tritonrepo.errors import ValidationError
 from tritonrepo.paths import ASSETS, SBERT_WEIGHTS, require
 
-from .artifacts import cached, publish, staging_dir
+from .artifacts import publish_validated, staging_dir, up_to_date
 from .artifacts import install as install_artifacts
 from .quantize import int8_blocks
 from .validate import embedding_checks
@@ -127,10 +126,8 @@ def ort_embed(onnx_path: Path, tokenizer_json: Path, texts: list[str], batch: in
 
 def export(cfg: SbertExport = SbertExport(), *, force: bool = False) -> dict:
     """Export, validate, and keep the artifacts in cfg.out_dir. Cached by fingerprint. Returns the report."""
-    report_path = cfg.out_dir / "validation.json"
     fingerprint = cfg.fingerprint()
-    if not force and (report := cached(report_path, fingerprint)):
-        log.info("SBERT artifacts up to date in %s", cfg.out_dir)
+    if report := up_to_date(cfg.out_dir, fingerprint, force, "SBERT"):
         return report
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -168,10 +165,7 @@ def export(cfg: SbertExport = SbertExport(), *, force: bool = False) -> dict:
         "int8": int8_checks.metrics | {"method": f"MatMulNBits bits=8 block={cfg.int8_block_size} accuracy_level=4"},
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    (work / "validation.json").write_text(json.dumps(report, indent=2))
-    publish(work, cfg.out_dir)
-    log.info("SBERT export validated: fp32 %s | int8 %s", report["fp32"], report["int8"])
-    return report
+    return publish_validated(work, cfg.out_dir, report, "SBERT")
 
 
 def install(repository: Path, artifacts: Path = ARTIFACTS) -> list[Path]:

@@ -30,7 +30,7 @@ from tritonrepo import models
 from tritonrepo.errors import ValidationError
 from tritonrepo.paths import ASSETS, TRANSNET_DIR, VIDEO_DIR, require
 
-from .artifacts import cached, publish, staging_dir
+from .artifacts import publish_validated, staging_dir, up_to_date
 from .artifacts import install as install_artifacts
 from .validate import Checks
 
@@ -201,10 +201,8 @@ def export(cfg: TransNetExport = TransNetExport(), *, force: bool = False) -> di
 
     from tritonrepo.ensembles.video_io import decode_file
 
-    report_path = cfg.out_dir / "validation.json"
     fingerprint = cfg.fingerprint()
-    if not force and (report := cached(report_path, fingerprint)):
-        log.info("TransNetV2 artifacts up to date in %s", cfg.out_dir)
+    if report := up_to_date(cfg.out_dir, fingerprint, force, "TransNetV2"):
         return report
 
     t0 = time.perf_counter()
@@ -259,10 +257,7 @@ def export(cfg: TransNetExport = TransNetExport(), *, force: bool = False) -> di
         "fp16": fp16,
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    (work / "validation.json").write_text(json.dumps(report, indent=2))
-    publish(work, cfg.out_dir)
-    log.info("TransNetV2 export validated: fp32 %s | int8 %s", report["fp32"], report["int8"])
-    return report
+    return publish_validated(work, cfg.out_dir, report, "TransNetV2")
 
 
 def install(repository: Path, artifacts: Path = ARTIFACTS) -> list[Path]:
