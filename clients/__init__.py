@@ -8,11 +8,17 @@
 
     from tritonrepo.clients import ShotClient
     ShotClient("triton:8001").shots("clip.mp4").shots  # [Shot(start_frame=0, end_frame=29, start_s=0.0, ...), ...]
+
+    from tritonrepo.clients import SqliteStore, ingest, read_manifest  # resumable, deduplicated ingestion
+    store = SqliteStore("ingest.db"); store.add(read_manifest("manifest.jsonl")); asyncio.run(ingest(store))
 """
 
 from .embedding import AsyncEmbeddingClient, EmbeddingClient
+from .ingest import IngestConfig, ingest, read_manifest
 from .ner import AsyncNerClient, Entity, NerClient, NerResult
+from .store import SqliteStore
 from .video import AsyncShotClient, AsyncShotStreamClient, Shot, ShotClient, ShotResult, ShotStreamClient
 
 __all__ = ["AsyncEmbeddingClient", "AsyncNerClient", "AsyncShotClient", "AsyncShotStreamClient", "EmbeddingClient",
-           "Entity", "NerClient", "NerResult", "Shot", "ShotClient", "ShotResult", "ShotStreamClient"]
+           "Entity", "IngestConfig", "NerClient", "NerResult", "Shot", "ShotClient", "ShotResult", "ShotStreamClient",
+           "SqliteStore", "ingest", "read_manifest"]

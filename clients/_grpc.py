@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from tritonclient.grpc._client import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 from tritonclient.utils import InferenceServerException
 
 from tritonrepo.errors import (
@@ -37,9 +38,34 @@ def translate(e: InferenceServerException, model: str) -> ClientError:
     lowered = message.lower()
     if "unknown model" in lowered or ("is not found" in lowered and "model" in lowered) or "not ready" in lowered:
         cls = ModelNotFoundError
-    elif "exceeds maximum queue size" in lowered:
+    elif "exceeds maximum queue size" in lowered or "timeout expired" in lowered:  # queue full, queued too long
         cls = ServerOverloadedError
     return cls(message, model=model, status=status or None)
+
+
+def channel_args() -> list[tuple[str, int]]:
+    """tritonclient's channel options plus a short reconnect backoff: after a server restart the channel reconnects
+    within ~2 s (gRPC's default backoff grows to 120 s, so retries would fail long after the server is back)."""
+    keepalive = KeepAliveOptions()
+    return [
+        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.min_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+    ]
+
+
+def traced(trace_id: str | None, parameters: dict | None = None) -> dict:
+    """infer() keyword arguments that carry ``trace_id`` as Triton's request id (it appears in the server's
+    trace of every step) and as the request parameter ``trace_id`` (Python-backend models can read it)."""
+    if not trace_id:
+        return {"parameters": parameters}
+    return {"request_id": trace_id, "parameters": {**(parameters or {}), "trace_id": trace_id}}
 
 
 @dataclass(frozen=True)

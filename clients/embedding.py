@@ -11,8 +11,8 @@ import tritonclient.grpc.aio as aiogrpc
 from tritonclient.utils import InferenceServerException
 
 from ._grpc import (
-    AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, call_with_retry, call_with_retry_async, chunks,
-    encode_texts, translate,
+    AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, call_with_retry, call_with_retry_async, channel_args,
+    chunks, encode_texts, traced, translate,
 )
 
 TEXT, EMBEDDING = "TEXT", "EMBEDDING"  # the ensemble's tensors (tritonrepo.models.TEXT / EMBEDDING)
@@ -44,7 +44,7 @@ class EmbeddingClient(SyncClientBase):
     def __init__(self, url: str = "127.0.0.1:8001", model: str = "sbert", *, timeout_s: float | None = 30.0,
                  retry: RetryPolicy = RetryPolicy()):
         self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
-        self._client = grpcclient.InferenceServerClient(url)
+        self._client = grpcclient.InferenceServerClient(url, channel_args=channel_args())
         self._shape: tuple[int, int] | None = None
 
     def _model_shape(self, deadline: Deadline) -> tuple[int, int]:
@@ -55,14 +55,15 @@ class EmbeddingClient(SyncClientBase):
             self._shape = _shape_from_config(config, self.model)
         return self._shape
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str], *, trace_id: str | None = None) -> np.ndarray:
         batch = encode_texts(texts, self.model)
         deadline = Deadline(self.timeout_s)
         max_batch, dim = self._model_shape(deadline)
         out = np.empty((len(batch), dim), dtype=np.float32)
         for part in chunks(len(batch), max_batch):
             result = call_with_retry(
-                lambda t, part=part: self._client.infer(self.model, _request(batch[part]), client_timeout=t),
+                lambda t, part=part: self._client.infer(self.model, _request(batch[part]), client_timeout=t,
+                                                            **traced(trace_id)),
                 model=self.model, deadline=deadline, retry=self.retry)
             out[part] = result.as_numpy(EMBEDDING)
         return out
@@ -74,7 +75,7 @@ class AsyncEmbeddingClient(AsyncClientBase):
     def __init__(self, url: str = "127.0.0.1:8001", model: str = "sbert", *, timeout_s: float | None = 30.0,
                  retry: RetryPolicy = RetryPolicy(), max_in_flight: int = 4):
         self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
-        self._client = aiogrpc.InferenceServerClient(url)
+        self._client = aiogrpc.InferenceServerClient(url, channel_args=channel_args())
         self._shape: tuple[int, int] | None = None
         self._slots = asyncio.Semaphore(max_in_flight)
 
@@ -86,7 +87,7 @@ class AsyncEmbeddingClient(AsyncClientBase):
             self._shape = _shape_from_config(config, self.model)
         return self._shape
 
-    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+    async def embed(self, texts: Sequence[str], *, trace_id: str | None = None) -> np.ndarray:
         batch = encode_texts(texts, self.model)
         deadline = Deadline(self.timeout_s)
         max_batch, dim = await self._model_shape(deadline)
@@ -95,7 +96,8 @@ class AsyncEmbeddingClient(AsyncClientBase):
         async def one(part: slice) -> None:
             async with self._slots:
                 result = await call_with_retry_async(
-                    lambda t: self._client.infer(self.model, _request(batch[part]), client_timeout=t),
+                    lambda t: self._client.infer(self.model, _request(batch[part]), client_timeout=t,
+                                                            **traced(trace_id)),
                     model=self.model, deadline=deadline, retry=self.retry)
             out[part] = result.as_numpy(EMBEDDING)
 

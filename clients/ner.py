@@ -20,8 +20,8 @@ import tritonclient.grpc.aio as aiogrpc
 from tritonrepo.errors import InvalidInputError
 
 from ._grpc import (
-    AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, call_with_retry, call_with_retry_async, chunks,
-    encode_texts,
+    AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, call_with_retry, call_with_retry_async, channel_args,
+    chunks, encode_texts, traced,
 )
 
 log = logging.getLogger(__name__)
@@ -84,18 +84,18 @@ class NerClient(SyncClientBase):
     def __init__(self, url: str = "127.0.0.1:8001", model: str = "ner", *, timeout_s: float | None = 10.0,
                  retry: RetryPolicy = RetryPolicy()):
         self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
-        self._client = grpcclient.InferenceServerClient(url)
+        self._client = grpcclient.InferenceServerClient(url, channel_args=channel_args())
 
-    def analyze(self, queries: Sequence[str], aggregation: str | None = None) -> list[NerResult]:
+    def analyze(self, queries: Sequence[str], aggregation: str | None = None, *,
+                trace_id: str | None = None) -> list[NerResult]:
         batch = encode_texts(queries, self.model)
-        params = _parameters(aggregation, self.model)
+        kwargs = traced(trace_id, _parameters(aggregation, self.model))
         deadline = Deadline(self.timeout_s)
         results: list[NerResult] = []
         for part in chunks(len(batch), MAX_BATCH):
             inputs, outputs = _request(batch[part])
             result = call_with_retry(
-                lambda t: self._client.infer(self.model, inputs, outputs=outputs, parameters=params,
-                                             client_timeout=t),
+                lambda t: self._client.infer(self.model, inputs, outputs=outputs, client_timeout=t, **kwargs),
                 model=self.model, deadline=deadline, retry=self.retry)
             results += _results(result)
         _warn_truncated(results, self.model)
@@ -111,20 +111,21 @@ class AsyncNerClient(AsyncClientBase):
     def __init__(self, url: str = "127.0.0.1:8001", model: str = "ner", *, timeout_s: float | None = 10.0,
                  retry: RetryPolicy = RetryPolicy(), max_in_flight: int = 4):
         self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
-        self._client = aiogrpc.InferenceServerClient(url)
+        self._client = aiogrpc.InferenceServerClient(url, channel_args=channel_args())
         self._slots = asyncio.Semaphore(max_in_flight)
 
-    async def analyze(self, queries: Sequence[str], aggregation: str | None = None) -> list[NerResult]:
+    async def analyze(self, queries: Sequence[str], aggregation: str | None = None, *,
+                      trace_id: str | None = None) -> list[NerResult]:
         batch = encode_texts(queries, self.model)
-        params = _parameters(aggregation, self.model)
+        kwargs = traced(trace_id, _parameters(aggregation, self.model))
         deadline = Deadline(self.timeout_s)
 
         async def one(part: slice) -> list[NerResult]:
             inputs, outputs = _request(batch[part])
             async with self._slots:
                 result = await call_with_retry_async(
-                    lambda t: self._client.infer(self.model, inputs, outputs=outputs, parameters=params,
-                                                 client_timeout=t),
+                    lambda t: self._client.infer(self.model, inputs, outputs=outputs, client_timeout=t,
+                                                 **kwargs),
                     model=self.model, deadline=deadline, retry=self.retry)
             return _results(result)
 

@@ -34,8 +34,10 @@ from tritonclient.utils import InferenceServerException
 
 from tritonrepo.errors import InvalidInputError
 
-from ._grpc import AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, call_with_retry, call_with_retry_async
-from ._grpc import translate
+from ._grpc import (
+    AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, call_with_retry, call_with_retry_async, channel_args,
+    traced, translate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -139,17 +141,17 @@ class ShotClient(SyncClientBase):
                  max_request_bytes: int = MAX_REQUEST_BYTES):
         self.url, self.model, self.live_model, self.timeout_s, self.retry = url, model, live_model, timeout_s, retry
         self.max_request_bytes = max_request_bytes
-        self._client = grpcclient.InferenceServerClient(url)
+        self._client = grpcclient.InferenceServerClient(url, channel_args=channel_args())
 
     def shots(self, video: str | os.PathLike | bytes, *, probabilities: bool = False, shot_model: str | None = None,
-              decoder: str | None = None) -> ShotResult:
+              decoder: str | None = None, trace_id: str | None = None) -> ShotResult:
         data = read_video(video, self.model)
         if len(data) > self.max_request_bytes:
             return self._shots_in_segments(data, video, shot_model)
         inputs, outputs = _file_request(data, probabilities)
-        params = _params(shot_model, decoder)
+        kwargs = traced(trace_id, _params(shot_model, decoder))
         result = call_with_retry(
-            lambda t: self._client.infer(self.model, inputs, outputs=outputs, parameters=params, client_timeout=t),
+            lambda t: self._client.infer(self.model, inputs, outputs=outputs, client_timeout=t, **kwargs),
             model=self.model, deadline=Deadline(self.timeout_s), retry=self.retry)
         return _file_result(result, probabilities)
 
@@ -172,21 +174,21 @@ class AsyncShotClient(AsyncClientBase):
     def __init__(self, url: str = "127.0.0.1:8001", model: str = "video_shots", *, timeout_s: float | None = 600.0,
                  retry: RetryPolicy = RetryPolicy(), max_in_flight: int = 4):
         self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
-        self._client = aiogrpc.InferenceServerClient(url)
+        self._client = aiogrpc.InferenceServerClient(url, channel_args=channel_args())
         self._slots = asyncio.Semaphore(max_in_flight)
 
     async def shots(self, video: str | os.PathLike | bytes, *, probabilities: bool = False,
-                    shot_model: str | None = None, decoder: str | None = None) -> ShotResult:
+                    shot_model: str | None = None, decoder: str | None = None,
+                    trace_id: str | None = None) -> ShotResult:
         data = read_video(video, self.model)
         if len(data) > MAX_REQUEST_BYTES:
             raise InvalidInputError(f"{len(data)} bytes: files over {MAX_REQUEST_BYTES} go through "
                                     "ShotClient (segments) or AsyncShotStreamClient", model=self.model)
         inputs, outputs = _file_request(data, probabilities)
-        params = _params(shot_model, decoder)
+        kwargs = traced(trace_id, _params(shot_model, decoder))
         async with self._slots:
             result = await call_with_retry_async(
-                lambda t: self._client.infer(self.model, inputs, outputs=outputs, parameters=params,
-                                             client_timeout=t),
+                lambda t: self._client.infer(self.model, inputs, outputs=outputs, client_timeout=t, **kwargs),
                 model=self.model, deadline=Deadline(self.timeout_s), retry=self.retry)
         return _file_result(result, probabilities)
 
@@ -196,7 +198,7 @@ class _Stream:
 
     def _setup(self, url: str, model: str, timeout_s: float | None, shot_model: str | None, client_class) -> None:
         self.url, self.model, self.timeout_s = url, model, timeout_s
-        self._client = client_class(url)
+        self._client = client_class(url, channel_args=channel_args())
         self._params = _params(shot_model, None)
         self.sequence_id = next(_ids)
         self.sent, self.frames_done, self.fps = 0, 0, 0.0  # frames_done: frames whose decision is final

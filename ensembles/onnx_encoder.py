@@ -12,6 +12,10 @@ pay for padding. Measured on CoNLL sentences (int8, 2 threads): 222 sentences/s 
 Outputs of rank 2 (pooled, e.g. sentence embeddings) come back per row; outputs of rank 3 (per token, e.g. NER
 logits) come back per request at that request's own sequence length, positions past a row's tokens zero.
 
+Bad input answers only its own request, with INVALID_ARG: token inputs are checked first (ids and mask of one shape,
+at least one token, a 0/1 mask, no negative id), and when ONNX Runtime still fails on a batch, its requests are run
+one by one so a single bad request (an id past the vocabulary) cannot fail the others batched with it.
+
 Parameters: ``model_filename`` (in the version folder), ``intra_op_threads`` (0 = ORT default),
 ``sort_by_length`` (true/false), ``padding_tolerance`` (default 0.1), ``max_sub_batch`` (default 64),
 ``allow_spinning`` (ORT intra-op thread spinning, default 0).
@@ -98,13 +102,24 @@ class TritonPythonModel:
                 out[rows, : p.shape[1]] = p
         return outputs
 
-    def execute(self, requests):
+    def _check(self, request):
+        """Why this request's token inputs cannot be run, or None."""
+        if not self.sort:
+            return None
+        ids, mask = (pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in ("input_ids", "attention_mask"))
+        if ids.shape != mask.shape:
+            return f"input_ids {list(ids.shape)} and attention_mask {list(mask.shape)} must have the same shape"
+        if ids.shape[1] == 0:
+            return "sequences have no tokens (length 0): send at least [CLS] [SEP]"
+        if ((mask != 0) & (mask != 1)).any():
+            return "attention_mask may hold only 0 and 1"
+        if (ids < 0).any():
+            return "input_ids may not be negative"
+        return None
+
+    def _answer(self, requests):
         feeds, sizes = self._gather(requests)
-        try:
-            outputs = self._run(feeds)
-        except Exception as e:  # ORT raises its own types; answer every request of the batch with the reason
-            error = pb_utils.TritonError(f"ONNX Runtime failed: {e}")
-            return [pb_utils.InferenceResponse(error=error) for _ in requests]
+        outputs = self._run(feeds)
         responses, start = [], 0
         for n, width in sizes:
             responses.append(pb_utils.InferenceResponse(output_tensors=[
@@ -114,3 +129,31 @@ class TritonPythonModel:
             ]))
             start += n
         return responses
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        runnable = []
+        for i, request in enumerate(requests):
+            problem = self._check(request)
+            if problem:
+                responses[i] = _invalid(problem)
+            else:
+                runnable.append(i)
+        try:
+            answers = self._answer([requests[i] for i in runnable]) if runnable else []
+        except Exception:  # ORT raises its own types: find the request(s) it cannot run, answer the others
+            answers = []
+            for i in runnable:
+                try:
+                    answers += self._answer([requests[i]])
+                except Exception as e:
+                    answers.append(_invalid(f"ONNX Runtime cannot run this input: {e}"))
+        for i, answer in zip(runnable, answers):
+            responses[i] = answer
+        return responses
+
+
+def _invalid(message):
+    code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
+    error = pb_utils.TritonError(message, code) if code is not None else pb_utils.TritonError(message)
+    return pb_utils.InferenceResponse(error=error)

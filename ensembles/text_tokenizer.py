@@ -1,8 +1,10 @@
 """Triton Python-backend model: UTF-8 strings -> WordPiece ids and attention mask (Hugging Face ``tokenizers``).
 
 Tensors (names from the model's config, which the spec renders): input 0 is BYTES [batch, 1], one text per row;
-output 0 the token ids, output 1 the attention mask, both INT64 [rows, L]. All rows of one dynamic batch are padded
-to the same L (the longest row, rounded up to ``pad_to_multiple_of``), so the encoder step can batch them.
+output 0 the token ids, output 1 the attention mask, both INT64 [rows, L]. The rows of one request are padded to the
+same L (its longest row, rounded up to ``pad_to_multiple_of``); L never depends on the other requests of the dynamic
+batch, so a request always gives the same tensors (the encoder's response cache relies on it; the encoders batch
+requests of different L themselves).
 
 Parameters: ``max_length`` (tokens, truncation), ``pad_to_multiple_of``, ``max_text_bytes`` (longer texts are
 rejected with INVALID_ARG), ``max_chars_per_token`` (default 100). Texts are cut at max_length x max_chars_per_token
@@ -94,8 +96,12 @@ class TritonPythonModel:
                 arrays += self._word_info(cut, encodings, width, [len(c) < len(t) for c, t in zip(cut, texts)])
             start = 0
             for r, n in owners:
+                longest = max((len(e.ids) for e in encodings[start:start + n]), default=0)
+                w = -(-longest // self.pad_multiple) * self.pad_multiple
                 responses[r] = pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor(name, a[start:start + n]) for name, a in zip(self.output_names, arrays)])
+                    pb_utils.Tensor(name, a[start:start + n, :w] if a.ndim > 1 and a.shape[1] == width  # per token
+                                    else a[start:start + n])
+                    for name, a in zip(self.output_names, arrays)])
                 start += n
         return responses
 

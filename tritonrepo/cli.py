@@ -11,10 +11,14 @@ import typer
 
 from . import paths
 from .errors import TritonRepoError
+from .ingest_cli import ingest_app, metrics, trace
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 perf_app = typer.Typer(no_args_is_help=True, help="Benchmarks and perf_analyzer sweeps.")
 app.add_typer(perf_app, name="perf")
+app.add_typer(ingest_app, name="ingest")
+app.command()(metrics)
+app.command()(trace)
 
 REPO_OPT = typer.Option(paths.MODEL_REPOSITORY, "--repository", "-r", help="Triton model repository folder.")
 
@@ -131,12 +135,16 @@ def serve(repository: Path = REPO_OPT,
           metrics_port: int = typer.Option(8002, help="Metrics port (0: any free port)."),
           log_file: Optional[Path] = typer.Option(None, help="Server log (default .runs/tritonserver-<port>.log)."),
           model: Optional[list[str]] = typer.Option(None, "--model", "-m",
-                                                    help="Explicit model control: load only these.")):
+                                                    help="Explicit model control: load only these."),
+          cache_mb: int = typer.Option(256, help="Response cache size for the models that enable it (0: off)."),
+          trace_file: Optional[Path] = typer.Option(None, help="Trace every request to this file (+ .N parts): "
+                                                    "`tritonrepo trace ID --file ...` follows one asset.")):
     """Start the real tritonserver on the repository; stop cleanly on Ctrl-C / SIGTERM."""
     from .server import TritonServer
 
     server = TritonServer(repository, model_config_name=target, grpc_port=grpc_port, http_port=http_port,
-                          metrics_port=metrics_port, log_file=log_file, explicit_models=model)
+                          metrics_port=metrics_port, log_file=log_file, explicit_models=model,
+                          response_cache_mb=cache_mb, trace_file=trace_file)
     def ready(s: TritonServer) -> None:
         typer.echo(f"tritonserver ready (target {target}): grpc {s.grpc_url}  http {s.http_url}  "
                    f"metrics {s.metrics_url}\nlog: {s.log_file}\nCtrl-C to stop")
@@ -179,6 +187,21 @@ def demo(corpus: int = typer.Option(2000, help="CoNLL-2003 test sentences to ind
     for name, shots in result.shots.items():
         console.print(_shots_table(f"Shots of {name} (video_shots served by Triton, int8)", shots))
     console.print(_shots_table("bikes.mp4 streamed live as 1 s segments (video_shots_live)", result.live))
+    ing = result.ingestion
+    console.print(f"Ingestion of {ing['assets']} assets (Reuters articles and headlines, videos, duplicates, bad "
+                  f"files) in {ing['seconds']} s: {ing['counts']}; results computed {ing['computed']:.0f}, dedup "
+                  f"hits {ing['dedup_hits']:.0f}, retries {ing['retries']:.0f}; a rerun processed "
+                  f"{ing['rerun_processed']} assets. Store: {ing['store']}")
+    for asset_id, source, error in ing["dead"]:
+        console.print(f"  dead letter {asset_id}: {error[:110]}")
+    load = Table(title="Triton metrics after the clients ran (tritonrepo metrics)")
+    for col in ("model", "requests", "avg batch", "queue ms/req", "compute ms/exec"):
+        load.add_column(col, justify="right")
+    for r in result.triton_load:
+        if r.requests and r.executions:
+            load.add_row(r.model, f"{r.requests:.0f}", f"{r.avg_batch:.2f}", f"{r.queue_ms:.2f}",
+                         f"{r.compute_ms:.2f}")
+    console.print(load)
     if result.perf:
         t = Table(title="perf_analyzer, 1 sentence or query per request (gRPC)")
         for col in ("model", "concurrency", "infer/s", "p50 ms", "p95 ms", "p99 ms"):
@@ -405,6 +428,33 @@ def plan(slo: Path = typer.Option(..., "--slo", help="SLO YAML (perf/slos/exampl
         console.print(f"unpriced but feasible: {[o.instance.name for o in result.unpriced[svc.name]] or '-'}; "
                       f"not planned: {len(result.infeasible[svc.name])} types (see the report)")
     typer.echo(f"report: {written}")
+
+
+@perf_app.command("soak")
+def perf_soak(minutes: float = typer.Option(10.0, help="How long (bounded)."),
+              documents: int = typer.Option(100, help="Reuters articles per round."),
+              captions: int = typer.Option(200, help="Headlines per round."),
+              out: Optional[Path] = typer.Option(None, help="Result JSON (default perf/results/soak-<time>.json).")):
+    """Ingestion soak against a fresh tritonserver: requests, errors, p95 drift, server memory start vs end."""
+    from rich.table import Table
+
+    from .perf import soak
+
+    r = soak.run(minutes=minutes, documents=documents, captions=captions, out=out)
+    t = Table(title=f"Ingestion soak, {r['minutes']:.1f} min, {r['rounds']} rounds of {r['manifest_assets']} assets")
+    for col in ("model", "requests 1st min", "p95 ms 1st min", "requests last min", "p95 ms last min", "drift"):
+        t.add_column(col, justify="right")
+    first, last = r["first_minute"], r["last_minute"]
+    for model in sorted(set(first) | set(last)):
+        a, b = first.get(model, {}), last.get(model, {})
+        drift = f"{b['p95_ms'] / a['p95_ms']:.2f}x" if a.get("p95_ms") and b.get("p95_ms") else "-"
+        t.add_row(model, str(a.get("requests", 0)), str(a.get("p95_ms")), str(b.get("requests", 0)),
+                  str(b.get("p95_ms")), drift)
+    _console().print(t)
+    typer.echo(f"requests {r['requests']} ({r['outcomes']}), unexpected errors {r['errors_unexpected']}, "
+               f"retries {r['retries']:.0f}, assets done {r['assets_done']}, left pending {r['assets_left_pending']}; "
+               f"server RSS {r['server_rss_mb']['start']} MB -> {r['server_rss_mb']['end']} MB\n{r['output']}")
+    raise typer.Exit(0 if r["errors_unexpected"] == 0 and r["assets_left_pending"] == 0 else 1)
 
 
 @perf_app.command("load")

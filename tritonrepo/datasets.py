@@ -46,3 +46,54 @@ def short_queries(limit: int = 1000) -> list[str]:
     other one lowercased as typed queries are."""
     picked = [s for s in conll_sentences("test") if 3 <= len(s.split()) <= 10][:limit]
     return [q if i % 2 else q.lower() for i, q in enumerate(picked)]
+
+
+def conll_articles(split: str = "test", directory: Path | None = None) -> list[list[str]]:
+    """The Reuters articles of a CoNLL-2003 split, each a list of detokenized sentences (the first is mostly the
+    headline)."""
+    path = require((directory or CONLL_DIR) / f"{split}.txt", f"CoNLL-2003 {split} split")
+    articles: list[list[str]] = []
+    tokens: list[str] = []
+    for line in [*path.read_text(encoding="utf-8").splitlines(), ""]:
+        if line.startswith("-DOCSTART-"):
+            articles.append([])
+        elif line.strip():
+            tokens.append(line.split(" ", 1)[0])
+        elif tokens:
+            articles[-1].append(detokenize(tokens))
+            tokens.clear()
+    return [a for a in articles if a]
+
+
+def sample_manifest(out: Path, *, documents: int = 200, captions: int = 200, videos: bool = True,
+                    duplicates: int = 20) -> tuple[Path, int]:
+    """An ingestion manifest of real packaged data in ``out``: Reuters articles as text files (paragraphs of three
+    sentences), headlines as inline captions, the packaged video clips, ``duplicates`` assets repeating another's
+    content, and one asset of each bad kind (non-UTF-8 text, a missing file, bytes that are not a video)."""
+    import json
+
+    from .paths import VIDEO_DIR
+
+    out = Path(out)
+    (out / "docs").mkdir(parents=True, exist_ok=True)
+    articles = conll_articles("test")
+    rows = []
+    for i, article in enumerate(articles[:documents]):
+        text = "\n\n".join(" ".join(article[j:j + 3]) for j in range(0, len(article), 3))
+        (out / "docs" / f"doc{i:04d}.txt").write_text(text, encoding="utf-8")
+        rows.append({"id": f"doc{i:04d}", "kind": "text", "uri": f"docs/doc{i:04d}.txt"})
+    headlines = [a[0] for a in conll_articles("train")[:captions]]
+    rows += [{"id": f"caption{i:04d}", "kind": "text", "text": h} for i, h in enumerate(headlines)]
+    if videos:
+        rows += [{"id": p.stem, "kind": "video", "uri": str(p)} for p in
+                 (VIDEO_DIR / "bikes.mp4", VIDEO_DIR / "carphone_pristine.mp4") if p.exists()]
+    originals = list(rows)
+    rows += [{**originals[(i * 7) % len(originals)], "id": f"dup{i:04d}"} for i in range(duplicates)]
+    (out / "docs" / "latin1.txt").write_bytes("Zürich café résumé".encode("latin-1"))
+    (out / "docs" / "not_a_video.mp4").write_bytes(b"this is not a video\n" * 100)
+    rows += [{"id": "bad-latin1", "kind": "text", "uri": "docs/latin1.txt"},
+             {"id": "bad-missing", "kind": "text", "uri": "docs/missing.txt"},
+             {"id": "bad-video", "kind": "video", "uri": "docs/not_a_video.mp4"}]
+    path = out / "manifest.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path, len(rows)

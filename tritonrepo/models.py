@@ -17,6 +17,9 @@ from .targets import GPU_TARGETS
 SBERT_DIM = 384
 SBERT_MAX_TOKENS = 256  # the model's max_seq_length (sentence_bert_config.json)
 SBERT_REQUEST_BATCH = 64  # the ensemble's max_batch_size: clients split larger inputs into requests of this size
+# Requests an encoder queues before Triton rejects more (RESOURCE_EXHAUSTED-like "Exceeds maximum queue size"):
+# overload answers at once and clients back off (clients/ingest.py), instead of latency growing without bound.
+ENCODER_MAX_QUEUE = 256
 
 TEXT = Tensor(name="TEXT", dtype="BYTES", dims=(1,))
 EMBEDDING = Tensor(name="EMBEDDING", dtype="FP32", dims=(SBERT_DIM,))
@@ -50,15 +53,16 @@ def _tokenizer_spec(name: str, max_tokens: int, outputs: tuple[Tensor, ...], gpu
                      deployments=deployments, python_model="text_tokenizer")
 
 
-def _encoder_deployments(precision: str, gpu_tuning: dict, request_batch: int,
-                         cpu_delay_us: int = 1000) -> dict[str, Deployment]:
+def _encoder_deployments(precision: str, gpu_tuning: dict, request_batch: int, cpu_delay_us: int = 1000,
+                         response_cache: bool = False) -> dict[str, Deployment]:
     filename = f"model.{precision}.onnx"
     deployments = {
         # Two single-threaded instances beat one with two threads on 2 cores (README, "Performance").
         "cpu": Deployment(
             backend=Backend.PYTHON, kind=Kind.CPU, count=2, model_filename=filename,
-            batching=Batching(max_batch_size=256, max_queue_delay_us=cpu_delay_us),
+            batching=Batching(max_batch_size=256, max_queue_delay_us=cpu_delay_us, max_queue_size=ENCODER_MAX_QUEUE),
             parameters=(("intra_op_threads", "1"), ("sort_by_length", "true")), ragged_batching=True,
+            response_cache=response_cache,
         ),
     }
     for target, (count, max_batch, preferred, delay, _) in gpu_tuning.items():
@@ -67,13 +71,14 @@ def _encoder_deployments(precision: str, gpu_tuning: dict, request_batch: int,
             # on the host's CPUs through the native ORT backend. GPU serving uses the fp32 graph with TensorRT FP16.
             deployments[target] = Deployment(
                 backend=Backend.ONNXRUNTIME, kind=Kind.CPU, count=1, model_filename=filename,
-                batching=Batching(max_batch_size=max(max_batch, request_batch), max_queue_delay_us=1000))
+                batching=Batching(max_batch_size=max(max_batch, request_batch), max_queue_delay_us=1000,
+                                  max_queue_size=ENCODER_MAX_QUEUE), response_cache=response_cache)
         else:
             deployments[target] = Deployment(
                 backend=Backend.ONNXRUNTIME, kind=Kind.GPU, count=count, model_filename=filename,
-                trt_accelerator="FP16",
+                trt_accelerator="FP16", response_cache=response_cache,
                 batching=Batching(max_batch_size=max_batch, preferred_batch_sizes=preferred,
-                                  max_queue_delay_us=delay))
+                                  max_queue_delay_us=delay, max_queue_size=ENCODER_MAX_QUEUE))
     return deployments
 
 
@@ -98,6 +103,7 @@ def _sbert_ensemble(precision: str) -> EnsembleSpec:
         inputs=(TEXT,),
         outputs=(EMBEDDING,),
         max_batch_size=SBERT_REQUEST_BATCH,
+        response_cache=True,  # same texts, same vectors: re-sent requests (client restarts, duplicates) cost nothing
         steps=(
             Step(model="sbert_tokenizer", input_map={"TEXT": "TEXT"},
                  output_map={"input_ids": "input_ids", "attention_mask": "attention_mask"}),
@@ -182,8 +188,11 @@ def _ner_specs() -> list[AnySpec]:
             name=f"ner_encoder{suffix}",
             description=f"token classifier (CoNLL-2003, IOB2) -> per-token logits, ONNX {precision}",
             inputs=(INPUT_IDS, ATTENTION_MASK), outputs=(LOGITS,),
-            # no queue delay on CPU: perf/profiles/cpu/ner_int8.json (d0 368/s vs d1000 259/s at p95 <= 30 ms)
-            deployments=_encoder_deployments(precision, _NER_GPU_TUNING, NER_REQUEST_BATCH, cpu_delay_us=0),
+            # no queue delay on CPU: perf/profiles/cpu/ner_int8.json (d0 368/s vs d1000 259/s at p95 <= 30 ms).
+            # The cache sits on the encoder, not the ensemble: the decoder reads the request parameter
+            # aggregation_strategy, which the cache key ignores.
+            deployments=_encoder_deployments(precision, _NER_GPU_TUNING, NER_REQUEST_BATCH, cpu_delay_us=0,
+                                             response_cache=True),
             python_model="onnx_encoder",
         ), _ner_ensemble(precision)]
     return specs

@@ -32,11 +32,13 @@ class TritonTools:
     tritonserver: Path
     backend_dir: Path
     lib_dir: Path
+    cache_dir: Path  # caches/local/libtritoncache_local.so (the response cache)
 
     @classmethod
     def locate(cls) -> "TritonTools":
         base = Path(os.environ.get("TRITONREPO_TRITON_DIR", TOOLS / "triton"))
-        tools = cls(tritonserver=base / "bin" / "tritonserver", backend_dir=base / "backends", lib_dir=base / "libs")
+        tools = cls(tritonserver=base / "bin" / "tritonserver", backend_dir=base / "backends", lib_dir=base / "libs",
+                    cache_dir=base / "caches")
         require(tools.tritonserver, "tritonserver")
         require(tools.backend_dir / "python" / "triton_python_backend_stub", "the Python backend stub")
         return tools

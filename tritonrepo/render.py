@@ -52,6 +52,8 @@ def model_config(spec: AnySpec, target: str) -> mc.ModelConfig:
             s = cfg.ensemble_scheduling.step.add(model_name=step.model, model_version=-1)
             s.input_map.update(step.input_map)
             s.output_map.update(step.output_map)
+        if spec.response_cache:
+            cfg.response_cache.enable = True
         return cfg
 
     dep = spec.deployment(target)
@@ -68,6 +70,13 @@ def model_config(spec: AnySpec, target: str) -> mc.ModelConfig:
         cfg.dynamic_batching.max_queue_delay_microseconds = b.max_queue_delay_us
         if b.max_queue_size:
             cfg.dynamic_batching.default_queue_policy.max_queue_size = b.max_queue_size
+        if b.queue_timeout_us:
+            policy = cfg.dynamic_batching.default_queue_policy
+            policy.timeout_action = mc.ModelQueuePolicy.TimeoutAction.REJECT
+            policy.default_timeout_microseconds = b.queue_timeout_us
+            policy.allow_timeout_override = True
+    if dep.response_cache:
+        cfg.response_cache.enable = True
     if dep.decoupled:
         cfg.model_transaction_policy.decoupled = True
     if dep.sequence:

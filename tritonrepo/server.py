@@ -68,6 +68,8 @@ class TritonServer:
         log_file: Path | None = None,
         explicit_models: list[str] | None = None,
         log_verbose: int = 0,
+        response_cache_mb: int = 0,
+        trace_file: Path | None = None,
         extra_args: list[str] | None = None,
     ):
         self.repository = Path(repository).resolve()
@@ -78,6 +80,11 @@ class TritonServer:
         self.log_file = Path(log_file) if log_file else RUNS / f"tritonserver-{self.grpc_port}.log"
         self.explicit_models = explicit_models
         self.log_verbose = log_verbose
+        # Triton's local response cache for models whose config enables it (0: off, e.g. for benchmarks, whose
+        # repeated inputs would all be cache hits)
+        self.response_cache_mb = response_cache_mb
+        # Triton trace of every request (timestamps per model, with the client's request_id): `tritonrepo trace`
+        self.trace_file = Path(trace_file) if trace_file else None
         self.extra_args = list(extra_args or [])
         self.process: subprocess.Popen | None = None
         self._interrupted = threading.Event()  # set by serve_forever's signal handlers, also while starting
@@ -110,6 +117,12 @@ class TritonServer:
         ]
         if self.model_config_name:
             argv.append(f"--model-config-name={self.model_config_name}")
+        if self.response_cache_mb:
+            argv += [f"--cache-directory={tools.cache_dir}", f"--cache-config=local,size={self.response_cache_mb << 20}"]
+        if self.trace_file:
+            argv += ["--trace-config=mode=triton", f"--trace-config=triton,file={self.trace_file}",
+                     "--trace-config=level=TIMESTAMPS", "--trace-config=rate=1", "--trace-config=count=-1",
+                     "--trace-config=triton,log-frequency=50"]
         if self.explicit_models is not None:
             argv.append("--model-control-mode=explicit")
             argv += [f"--load-model={m}" for m in self.explicit_models]

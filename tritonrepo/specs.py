@@ -59,7 +59,8 @@ class Batching:
     dynamic: bool = True
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_us: int = 0
-    max_queue_size: int = 0  # 0: unbounded queue
+    max_queue_size: int = 0  # 0: unbounded queue; when full, requests are rejected at once (backpressure)
+    queue_timeout_us: int = 0  # 0: none; a request queued longer is rejected (a client may ask for a shorter one)
 
     def check(self, model: str) -> None:
         if self.max_batch_size < 0:
@@ -71,10 +72,11 @@ class Batching:
             raise _fail(model, "preferred_batch_sizes", f"{bad} outside 1..max_batch_size={self.max_batch_size}")
         if list(self.preferred_batch_sizes) != sorted(set(self.preferred_batch_sizes)):
             raise _fail(model, "preferred_batch_sizes", f"{self.preferred_batch_sizes} must be strictly increasing")
-        if not self.dynamic and (self.preferred_batch_sizes or self.max_queue_delay_us or self.max_queue_size):
+        queue = (self.max_queue_delay_us, self.max_queue_size, self.queue_timeout_us)
+        if not self.dynamic and (self.preferred_batch_sizes or any(queue)):
             raise _fail(model, "batching", "queue settings given but dynamic batching is off")
-        if self.max_queue_delay_us < 0 or self.max_queue_size < 0:
-            raise _fail(model, "batching", "queue delay and queue size must be >= 0")
+        if min(queue) < 0:
+            raise _fail(model, "batching", "queue delay, size and timeout must be >= 0")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,6 +104,9 @@ class Deployment:
     ragged_batching: bool = False
     decoupled: bool = False  # the model may send any number of responses per request (streaming)
     sequence: Sequence | None = None
+    # Triton's response cache (used when the server runs with --cache-config): only for models whose output depends
+    # on the input tensors alone, since the cache key ignores request parameters.
+    response_cache: bool = False
 
     def check(self, model: str, target: str) -> None:
         where = f"{model}@{target}"
@@ -120,6 +125,8 @@ class Deployment:
             raise _fail(where, "ragged_batching", "only for Python-backend models with max_batch_size > 0")
         if self.sequence and (self.batching.dynamic or self.batching.max_batch_size == 0):
             raise _fail(where, "sequence", "sequence batching replaces dynamic batching and needs max_batch_size > 0")
+        if self.response_cache and (self.decoupled or self.sequence):
+            raise _fail(where, "response_cache", "not for decoupled or sequence models")
         if self.backend is Backend.DALI and self.batching.max_batch_size == 0:
             raise _fail(where, "batching", "DALI pipelines need max_batch_size > 0")
 
@@ -182,6 +189,7 @@ class EnsembleSpec(_Signature):
     outputs: tuple[Tensor, ...]
     steps: tuple[Step, ...]
     max_batch_size: int
+    response_cache: bool = False  # see Deployment.response_cache: no step may read request parameters
     description: str = ""
 
     def __post_init__(self):

@@ -91,3 +91,23 @@ def test_video_models_render_decoupled_sequence_and_dali_configs():
     shots_gpu = render.model_config(models.spec("video_shots"), "t4")
     assert shots_gpu.parameters["decode_model_codecs"].string_value == models.NVDEC_CODECS
     assert render.model_config(models.spec("transnetv2"), "a10g").default_model_filename == "model.fp16.onnx"
+
+
+def test_queue_policy_and_response_cache_render_where_the_specs_ask():
+    toy = ModelSpec(name="toy", inputs=(Tensor(name="X", dtype="FP32", dims=(4,)),),
+                    outputs=(Tensor(name="Y", dtype="FP32", dims=(4,)),), python_model="toy",
+                    deployments={t: Deployment(backend=Backend.PYTHON, response_cache=True, batching=Batching(
+                        max_batch_size=8, max_queue_size=4, queue_timeout_us=50_000)) for t in TARGETS})
+    policy = render.model_config(toy, "cpu").dynamic_batching.default_queue_policy
+    assert (policy.max_queue_size, policy.default_timeout_microseconds) == (4, 50_000)
+    assert policy.timeout_action == mc.ModelQueuePolicy.REJECT and policy.allow_timeout_override
+    assert render.model_config(toy, "cpu").response_cache.enable
+    # served models: SBERT caches whole requests; NER only its encoder (the decoder reads a request parameter that
+    # the cache key ignores); every encoder's queue is bounded, so overload is refused at once
+    assert render.model_config(models.spec("sbert_int8"), "cpu").response_cache.enable
+    assert not render.model_config(models.spec("ner_int8"), "cpu").response_cache.enable
+    for name in ("sbert_encoder", "sbert_encoder_int8", "ner_encoder", "ner_encoder_int8"):
+        for target in TARGETS:
+            cfg = render.model_config(models.spec(name), target)
+            assert cfg.dynamic_batching.default_queue_policy.max_queue_size == models.ENCODER_MAX_QUEUE, name
+    assert render.model_config(models.spec("ner_encoder_int8"), "t4").response_cache.enable

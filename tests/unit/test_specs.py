@@ -37,6 +37,8 @@ def test_specs_are_frozen():
     (dict(max_batch_size=8, preferred_batch_sizes=(4, 2)), "preferred_batch_sizes"),
     (dict(max_batch_size=-1, dynamic=False), "max_batch_size"),
     (dict(max_batch_size=8, dynamic=False, max_queue_delay_us=100), "batching"),
+    (dict(max_batch_size=8, dynamic=False, queue_timeout_us=100), "batching"),
+    (dict(max_batch_size=8, max_queue_size=-1), "batching"),
 ])
 def test_impossible_batching_names_model_and_field(bad, field):
     deployments = {t: Deployment(backend=Backend.PYTHON, batching=Batching(**bad)) for t in TARGETS}
@@ -97,3 +99,14 @@ def test_sequence_batching_and_dali_need_a_batch_dimension():
         Deployment(backend=Backend.PYTHON, batching=Batching(max_batch_size=1), sequence=Sequence()).check("m", "cpu")
     with pytest.raises(SpecError, match="DALI pipelines need max_batch_size"):
         Deployment(backend=Backend.DALI, batching=Batching(max_batch_size=0, dynamic=False)).check("m", "cpu")
+
+
+def test_response_cache_is_refused_where_a_response_is_not_one_answer():
+    from tritonrepo.specs import Sequence
+
+    with pytest.raises(SpecError, match="response_cache"):
+        cpu(decoupled=True, response_cache=True).check("m", "cpu")
+    seq = Deployment(backend=Backend.PYTHON, batching=Batching(max_batch_size=1, dynamic=False), sequence=Sequence(),
+                     response_cache=True)
+    with pytest.raises(SpecError, match="response_cache"):
+        seq.check("m", "cpu")

@@ -1,0 +1,207 @@
+"""`tritonrepo ingest ...`, `tritonrepo metrics`, `tritonrepo trace`: thin commands over clients.ingest / metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import paths
+from .errors import TritonRepoError
+
+ingest_app = typer.Typer(no_args_is_help=True, help="Resilient ingestion of assets through the served models.")
+
+STORE_OPT = typer.Option(paths.RUNS / "ingest.db", "--store", help="SQLite store: ledger, results, dead letters.")
+URL_OPT = typer.Option("127.0.0.1:8001", "--url", help="Triton gRPC address.")
+
+
+def _fail(e: Exception) -> None:
+    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+def _json_logs(log_file: Path) -> None:
+    """Structured JSON lines (with asset_id and trace_id) to ``log_file``; the console keeps the progress bar."""
+    from .clients.ingest import JsonFormatter
+
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("tritonrepo.clients")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+class _Progress:
+    """A rich progress bar fed by outcomes."""
+
+    def __init__(self, total: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                            TimeRemainingColumn())
+        self.task = self.bar.add_task("", total=total)
+        self.counts = {"done": 0, "dead": 0, "pending": 0}
+
+    def __call__(self, outcome) -> None:
+        status = "done" if outcome.error is None else "dead" if outcome.permanent else "pending"
+        self.counts[status] += 1
+        self.bar.update(self.task, advance=1, description=" ".join(f"{k} {v}" for k, v in self.counts.items()))
+
+
+def _config(url: str, concurrency: int, workers: int, embed_model: str, ner_model: str, shots_model: str):
+    from .clients.ingest import IngestConfig
+
+    return IngestConfig(url=url, concurrency=concurrency, assets_in_flight=workers, embed_model=embed_model,
+                        ner_model=ner_model, shots_model=shots_model)
+
+
+MODEL_OPTS = dict(
+    embed_model=typer.Option("sbert_int8", help="Embedding model."),
+    ner_model=typer.Option("ner_int8", help="NER model."),
+    shots_model=typer.Option("video_shots", help="Shot-boundary model."),
+)
+
+
+def _summary(added: int, summary, store) -> None:
+    typer.echo(f"{added} new assets, {summary.processed} processed in {summary.seconds:.1f} s; "
+               f"ledger: {summary.counts}")
+    for asset_id, source, error in store.dead_letters()[:20]:
+        typer.echo(f"  dead: {asset_id} ({source}): {error}")
+
+
+@ingest_app.command("run")
+def ingest_run(manifest: Path = typer.Argument(..., help="JSON-lines manifest (clients/ingest.py)."),
+               store_path: Path = STORE_OPT, url: str = URL_OPT,
+               concurrency: int = typer.Option(8, help="Triton requests in flight at most (adaptive below)."),
+               workers: int = typer.Option(16, help="Assets processed at once."),
+               embed_model: str = MODEL_OPTS["embed_model"], ner_model: str = MODEL_OPTS["ner_model"],
+               shots_model: str = MODEL_OPTS["shots_model"],
+               retry_dead: bool = typer.Option(False, help="Also retry dead-lettered assets."),
+               metrics_port: int = typer.Option(0, help="Serve the client metrics for Prometheus on this port."),
+               metrics_file: Optional[Path] = typer.Option(None, help="Write the client metrics here at the end."),
+               log_file: Path = typer.Option(paths.RUNS / "ingest.log.jsonl", help="JSON log lines, one per event.")):
+    """Ingest a manifest: embeddings + entities for text, shots for video; resumable, deduplicated, retried."""
+    from prometheus_client import start_http_server, write_to_textfile
+
+    from .clients.ingest import ingest, read_manifest
+    from .clients.metrics import IngestMetrics
+    from .clients.store import SqliteStore
+
+    _json_logs(log_file)
+    metrics = IngestMetrics()
+    if metrics_port:
+        start_http_server(metrics_port, registry=metrics.registry)
+    store = SqliteStore(store_path)
+    try:
+        added = store.add(read_manifest(manifest))
+        counts = store.counts()
+        progress = _Progress(counts["pending"] + (counts["dead"] if retry_dead else 0))
+        with progress.bar:
+            config = _config(url, concurrency, workers, embed_model, ner_model, shots_model)
+            summary = asyncio.run(ingest(store, config, metrics=metrics, retry_dead=retry_dead,
+                                         on_progress=progress))
+    except TritonRepoError as e:
+        _fail(e)
+    finally:
+        if metrics_file:
+            write_to_textfile(str(metrics_file), metrics.registry)
+    _summary(added, summary, store)
+    typer.echo(f"requests ok {metrics.value('ingest_requests_total', outcome='ok'):.0f}, retries "
+               f"{metrics.value('ingest_retries_total'):.0f}, computed {metrics.value('ingest_computed_total'):.0f}, "
+               f"dedup hits {metrics.value('ingest_dedup_hits_total'):.0f}; log: {log_file}")
+    raise typer.Exit(0 if summary.counts["pending"] == 0 else 2)
+
+
+@ingest_app.command("ray")
+def ingest_ray(manifest: Path = typer.Argument(..., help="JSON-lines manifest."), store_path: Path = STORE_OPT,
+               url: list[str] = typer.Option(["127.0.0.1:8001"], "--url", help="Triton endpoints (repeat)."),
+               actors: int = typer.Option(2, help="Ray actors calling Triton."),
+               batch_size: int = typer.Option(8, help="Assets per map_batches batch."),
+               concurrency: int = typer.Option(8, help="Requests in flight per actor and endpoint."),
+               embed_model: str = MODEL_OPTS["embed_model"], ner_model: str = MODEL_OPTS["ner_model"],
+               shots_model: str = MODEL_OPTS["shots_model"],
+               log_file: Path = typer.Option(paths.RUNS / "ingest.log.jsonl", help="JSON log lines (driver).")):
+    """The same pipeline as a Ray Data job (map_batches over Triton endpoints); a local Ray unless RAY_ADDRESS."""
+    from .clients.ingest import read_manifest
+    from .clients.ingest_ray import ingest_on_ray
+    from .clients.store import SqliteStore
+
+    _json_logs(log_file)
+    store = SqliteStore(store_path)
+    try:
+        added = store.add(read_manifest(manifest))
+        config = _config(url[0], concurrency, batch_size, embed_model, ner_model, shots_model)
+        summary, per_url = ingest_on_ray(store, url, config, actors=actors, batch_size=batch_size)
+    except TritonRepoError as e:
+        _fail(e)
+    _summary(added, summary, store)
+    typer.echo("assets per endpoint: " + ", ".join(f"{u} {n}" for u, n in sorted(per_url.items())))
+    raise typer.Exit(0 if summary.counts["pending"] == 0 else 2)
+
+
+@ingest_app.command("status")
+def ingest_status(store_path: Path = STORE_OPT):
+    """The ledger's counts and the dead-letter list."""
+    from .clients.store import SqliteStore
+
+    store = SqliteStore(store_path)
+    typer.echo(f"ledger: {store.counts()}")
+    for asset_id, source, error in store.dead_letters():
+        typer.echo(f"dead: {asset_id} ({source}): {error}")
+
+
+@ingest_app.command("sample")
+def ingest_sample(out: Path = typer.Argument(..., help="Folder for the manifest and its documents."),
+                  documents: int = typer.Option(200, help="Reuters articles (CoNLL-2003 test) as text files."),
+                  captions: int = typer.Option(200, help="Reuters headlines as inline caption texts."),
+                  videos: bool = typer.Option(True, help="Add the packaged video clips."),
+                  duplicates: int = typer.Option(20, help="Assets that repeat another's content.")):
+    """A manifest of real packaged data: articles, headlines, videos, some duplicated, one of each bad kind."""
+    from .datasets import sample_manifest
+
+    path, n = sample_manifest(out, documents=documents, captions=captions, videos=videos, duplicates=duplicates)
+    typer.echo(f"{path}: {n} assets")
+
+
+def metrics(url: str = typer.Option("http://127.0.0.1:8002/metrics", help="Triton's metrics endpoint."),
+            interval: float = typer.Option(0.0, help="Seconds between two scrapes (0: totals since start).")):
+    """Per-model summary of Triton's Prometheus metrics: requests, batch size, queue vs compute time, cache hits."""
+    from rich.table import Table
+
+    from .clients.metrics import summarize
+
+    try:
+        rows = summarize(url, interval)
+    except TritonRepoError as e:
+        _fail(e)
+    t = Table(title=f"Triton metrics {url}" + (f", last {interval:.0f} s" if interval else ", since start"))
+    for col in ("model", "requests", "req/s", "failures", "executions", "avg batch", "queue ms/req",
+                "compute ms/exec", "cache hits"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(r.model, f"{r.requests:.0f}", f"{r.per_s:.1f}" if interval else "-", f"{r.failures:.0f}",
+                  f"{r.executions:.0f}", f"{r.avg_batch:.2f}", f"{r.queue_ms:.2f}", f"{r.compute_ms:.2f}",
+                  f"{r.cache_hits:.0f}")
+    from rich.console import Console
+
+    Console(width=150).print(t)
+
+
+def trace(trace_id: str = typer.Argument(..., help="An asset's trace id (JSON logs, or the ledger)."),
+          file: Path = typer.Option(..., "--file", help="The server's trace file (tritonrepo serve --trace-file).")):
+    """Follow one asset's requests through Triton: every model step with its queue and compute time."""
+    from .clients.metrics import follow_trace
+
+    spans = follow_trace(file, trace_id)
+    if not spans:
+        _fail(TritonRepoError(f"no request with id {trace_id!r} in {file}[.N]"))
+    t0 = spans[0].start_ns
+    for s in spans:
+        indent = "  " if s.parent is not None else ""
+        what = "cache hit" if s.cache_hit else f"queue {s.queue_us / 1e3:7.2f} ms  compute {s.compute_us / 1e3:7.2f} ms"
+        typer.echo(f"+{(s.start_ns - t0) / 1e6:9.2f} ms  {indent}{s.model:<22} {what}  total {s.total_us / 1e3:.2f} ms")
