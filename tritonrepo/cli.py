@@ -127,6 +127,40 @@ def build(repository: Path = REPO_OPT,
     typer.echo(json.dumps(reports, indent=2))
 
 
+package_app = typer.Typer(no_args_is_help=True, help="Deployment packages.")
+app.add_typer(package_app, name="package")
+
+
+@package_app.command("sagemaker")
+def package_sagemaker(model: str = typer.Argument(..., help="The endpoint's model (an ensemble loads its steps)."),
+                      out: Path = typer.Option(paths.RUNS / "sagemaker", help="Folder for model.tar.gz, endpoint.json."),
+                      slo: Optional[Path] = typer.Option(None, help="Plan the instances from this SLO file."),
+                      service: Optional[str] = typer.Option(None, help="--slo: the service (default: the model)."),
+                      instance_type: Optional[str] = typer.Option(None, help="Without --slo: e.g. ml.g5.xlarge."),
+                      count: int = typer.Option(1, help="Without --slo: instances."),
+                      target: str = typer.Option("cpu", help="Without --slo: hardware target of the configs."),
+                      rps: float = typer.Option(0.0, help="Without --slo: req/s one instance sustains (autoscaling)."),
+                      region: str = typer.Option("us-east-1"), image: Optional[str] = typer.Option(None),
+                      max_instances: Optional[int] = typer.Option(None, help="Autoscaling maximum (default 2x).")):
+    """model.tar.gz for SageMaker's Triton container + the endpoint, config and autoscaling requests as JSON."""
+    from . import deploy
+
+    try:
+        if slo:
+            placement = deploy.placement_from_plan(slo, service or model)
+        elif instance_type and rps > 0:
+            placement = deploy.Placement(instance_type, count, target, rps, "given on the command line")
+        else:
+            raise TritonRepoError("give --slo FILE (planned), or --instance-type with --rps (and --count, --target)")
+        files = deploy.package_sagemaker(model, placement, out, region=region, image=image,
+                                         max_instances=max_instances)
+    except TritonRepoError as e:
+        _fail(e)
+    typer.echo(f"{placement.instance_type} x {placement.count} (target {placement.target}; {placement.source}); "
+               f"autoscaling tracks {placement.rps_per_instance * 60:.0f} invocations/instance/min\n"
+               f"{files['archive']} ({files['archive'].stat().st_size / 1e6:.1f} MB)\n{files['endpoint']}")
+
+
 @app.command()
 def serve(repository: Path = REPO_OPT,
           target: str = typer.Option("cpu", "--target", "-t", help="--model-config-name: configs/<target>.pbtxt."),

@@ -211,6 +211,7 @@ FPS = Tensor(name="FPS", dtype="FP32", dims=(1,))
 PROBABILITIES = Tensor(name="PROBABILITIES", dtype="FP32", dims=(-1,))  # per frame, empty unless asked
 SEGMENT = Tensor(name="SEGMENT", dtype="UINT8", dims=(-1,))  # one self-contained segment of a live stream
 FRAMES_DONE = Tensor(name="FRAMES_DONE", dtype="INT32", dims=(1,))  # frames whose boundary decision is final
+SHOT_CALLS = ("transnetv2", "transnetv2_int8", "video_decode")  # BLS: shot_model (either precision), decoding
 NVDEC_CODECS = "h264,hevc,vp8,vp9"  # decoded by the DALI model on GPU targets (4:2:0 only); the rest by FFmpeg
 
 # (windows per batch, preferred sizes, queue delay us) on GPU targets
@@ -261,11 +262,13 @@ def _transnet_specs() -> list[AnySpec]:
         ModelSpec(name="video_shots", description="encoded video bytes -> shots (start/end frame and time), "
                   "per-frame probabilities on request; decode, TransNetV2 windows and stitching server-side",
                   inputs=(VIDEO, RETURN_PROBABILITIES), outputs=(SHOTS, SHOT_TIMES, FRAME_COUNT, FPS, PROBABILITIES),
-                  deployments={t: shots(t, live=False) for t in ("cpu", *GPU_TARGETS)}, python_model="video_shots"),
+                  deployments={t: shots(t, live=False) for t in ("cpu", *GPU_TARGETS)}, python_model="video_shots",
+                  calls=SHOT_CALLS),
         ModelSpec(name="video_shots_live", description="a live stream as a sequence of self-contained segments -> "
                   "shots as soon as they close (<= 75 frames behind the stream)",
                   inputs=(SEGMENT,), outputs=(SHOTS, SHOT_TIMES, FRAMES_DONE, FPS),
-                  deployments={t: shots(t, live=True) for t in ("cpu", *GPU_TARGETS)}, python_model="video_shots"),
+                  deployments={t: shots(t, live=True) for t in ("cpu", *GPU_TARGETS)}, python_model="video_shots",
+                  calls=SHOT_CALLS),
     ]
 
 

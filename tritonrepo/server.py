@@ -70,6 +70,8 @@ class TritonServer:
         log_verbose: int = 0,
         response_cache_mb: int = 0,
         trace_file: Path | None = None,
+        sagemaker_port: int = 0,
+        env: dict[str, str] | None = None,
         extra_args: list[str] | None = None,
     ):
         self.repository = Path(repository).resolve()
@@ -85,6 +87,9 @@ class TritonServer:
         self.response_cache_mb = response_cache_mb
         # Triton trace of every request (timestamps per model, with the client's request_id): `tritonrepo trace`
         self.trace_file = Path(trace_file) if trace_file else None
+        # SageMaker's endpoint (POST /invocations, GET /ping) instead of the HTTP/gRPC APIs: readiness is its /ping
+        self.sagemaker_port = sagemaker_port
+        self.env = dict(env or {})
         self.extra_args = list(extra_args or [])
         self.process: subprocess.Popen | None = None
         self._interrupted = threading.Event()  # set by serve_forever's signal handlers, also while starting
@@ -112,6 +117,7 @@ class TritonServer:
             f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}",
             "--allow-cpu-metrics=true",
+            "--metrics-config=summary_latencies=true",  # p95 per model on /metrics (deploy/ dashboard)
             f"--log-verbose={self.log_verbose}",
             "--exit-timeout-secs=10",
         ]
@@ -119,6 +125,9 @@ class TritonServer:
             argv.append(f"--model-config-name={self.model_config_name}")
         if self.response_cache_mb:
             argv += [f"--cache-directory={tools.cache_dir}", f"--cache-config=local,size={self.response_cache_mb << 20}"]
+        if self.sagemaker_port:
+            argv += ["--allow-sagemaker=true", f"--sagemaker-port={self.sagemaker_port}", "--allow-http=false",
+                     "--allow-grpc=false", "--allow-metrics=false"]
         if self.trace_file:
             argv += ["--trace-config=mode=triton", f"--trace-config=triton,file={self.trace_file}",
                      "--trace-config=level=TIMESTAMPS", "--trace-config=rate=1", "--trace-config=count=-1",
@@ -145,8 +154,8 @@ class TritonServer:
         argv = self.argv(tools)
         log.info("starting tritonserver: %s (log: %s)", " ".join(argv), self.log_file)
         with open(self.log_file, "wb") as out:
-            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=self.environment(tools),
-                                            start_new_session=True)
+            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                            env=self.environment(tools) | self.env, start_new_session=True)
         try:
             self._wait_ready(timeout_s)
         except BaseException:
@@ -158,8 +167,10 @@ class TritonServer:
         return self
 
     def _ready(self) -> bool:
+        url = (f"http://127.0.0.1:{self.sagemaker_port}/ping" if self.sagemaker_port
+               else f"http://{self.http_url}/v2/health/ready")
         try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2) as r:
                 return r.status == 200
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False

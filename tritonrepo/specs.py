@@ -156,6 +156,7 @@ class ModelSpec(_Signature):
     deployments: dict[str, Deployment]  # target name -> deployment; every target in TARGETS
     python_model: str | None = None  # module in ensembles/ whose TritonPythonModel serves the Python backend
     dali_pipeline: str | None = None  # module in ensembles/ with the @autoserialize DALI pipeline (DALI backend)
+    calls: tuple[str, ...] = ()  # models it calls through BLS: loaded and packaged with it
     description: str = ""
 
     def __post_init__(self):
@@ -203,6 +204,23 @@ class EnsembleSpec(_Signature):
 AnySpec = ModelSpec | EnsembleSpec
 
 
+def dependencies(specs: list[AnySpec], name: str) -> list[str]:
+    """The models ``name`` needs loaded beside it (ensemble steps and BLS calls, transitively), in load order."""
+    by_name = {s.name: s for s in specs}
+    order: list[str] = []
+
+    def visit(model: str) -> None:
+        spec = by_name[model]
+        needed = [step.model for step in spec.steps] if isinstance(spec, EnsembleSpec) else list(spec.calls)
+        for m in needed:
+            if m not in order:
+                visit(m)
+                order.append(m)
+
+    visit(name)
+    return order
+
+
 def _check_common(name: str, inputs: tuple[Tensor, ...], outputs: tuple[Tensor, ...]) -> None:
     if not name or not name.replace("_", "").isalnum() or not name[0].isalpha():
         raise SpecError(f"model name {name!r}: letters, digits and underscores, starting with a letter")
@@ -224,6 +242,10 @@ def check_repository(specs: list[AnySpec]) -> None:
         if spec.name in by_name:
             raise _fail(spec.name, "name", "two specs share this name")
         by_name[spec.name] = spec
+    for spec in specs:
+        unknown = [m for m in getattr(spec, "calls", ()) if m not in by_name]
+        if unknown:
+            raise _fail(spec.name, "calls", f"unknown models {unknown}")
     for ens in (s for s in specs if isinstance(s, EnsembleSpec)):
         available = {t.name: t for t in ens.inputs}
         for i, step in enumerate(ens.steps):
@@ -263,5 +285,5 @@ def check_repository(specs: list[AnySpec]) -> None:
 
 __all__ = [
     "AnySpec", "Backend", "Batching", "DEFAULT_TARGET", "Deployment", "EnsembleSpec", "Kind", "ModelSpec",
-    "Sequence", "Step", "Tensor", "check_repository",
+    "Sequence", "Step", "Tensor", "check_repository", "dependencies",
 ]
