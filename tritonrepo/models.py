@@ -11,7 +11,7 @@ import dataclasses
 
 from . import tuning
 from .specs import AnySpec, Backend, Batching, Deployment, EnsembleSpec, Kind, ModelSpec, Sequence, Step, Tensor
-from .targets import GPU_TARGETS
+from .targets import GPU_TARGETS, TARGETS
 
 # ---- SBERT all-MiniLM-L6-v2 -----------------------------------------------------------------------------------
 SBERT_DIM = 384
@@ -39,16 +39,18 @@ _GPU_TUNING = {
 
 def _tokenizer_spec(name: str, max_tokens: int, outputs: tuple[Tensor, ...], gpu_tuning: dict,
                     description: str) -> ModelSpec:
-    def dep(count: int, max_batch: int, delay_us: int) -> Deployment:
+    # Each request is padded to its own longest row, rounded up to pad_to_multiple_of. On GPU targets the native
+    # encoder backends batch only requests of equal length, so lengths are rounded to 32 there (buckets), not 8.
+    def dep(count: int, max_batch: int, delay_us: int, pad: int) -> Deployment:
         return Deployment(
             backend=Backend.PYTHON, kind=Kind.CPU, count=count,
             batching=Batching(max_batch_size=max_batch, max_queue_delay_us=delay_us),
-            parameters=(("max_length", str(max_tokens)), ("pad_to_multiple_of", "8")),
+            parameters=(("max_length", str(max_tokens)), ("pad_to_multiple_of", str(pad))),
         )
 
-    deployments = {"cpu": dep(1, 256, 200)}
+    deployments = {"cpu": dep(1, 256, 200, 8)}
     for target, (_, max_batch, _, delay, tok_count) in gpu_tuning.items():
-        deployments[target] = dep(tok_count, max_batch, min(delay, 500))
+        deployments[target] = dep(tok_count, max_batch, min(delay, 500), 32)
     return ModelSpec(name=name, description=description, inputs=(TEXT,), outputs=outputs,
                      deployments=deployments, python_model="text_tokenizer")
 
@@ -73,10 +75,10 @@ def _encoder_deployments(precision: str, gpu_tuning: dict, request_batch: int, c
                 backend=Backend.ONNXRUNTIME, kind=Kind.CPU, count=1, model_filename=filename,
                 batching=Batching(max_batch_size=max(max_batch, request_batch), max_queue_delay_us=1000,
                                   max_queue_size=ENCODER_MAX_QUEUE), response_cache=response_cache)
-        else:
+        else:  # a TensorRT plan built for the target's GPU from the fp32 graph (export/tensorrt.py), FP16
             deployments[target] = Deployment(
-                backend=Backend.ONNXRUNTIME, kind=Kind.GPU, count=count, model_filename=filename,
-                trt_accelerator="FP16", response_cache=response_cache,
+                backend=Backend.TENSORRT, kind=Kind.GPU, count=count, model_filename=TARGETS[target].plan_filename,
+                response_cache=response_cache,
                 batching=Batching(max_batch_size=max_batch, preferred_batch_sizes=preferred,
                                   max_queue_delay_us=delay, max_queue_size=ENCODER_MAX_QUEUE))
     return deployments

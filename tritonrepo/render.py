@@ -93,12 +93,10 @@ def model_config(spec: AnySpec, target: str) -> mc.ModelConfig:
             cfg.parameters["model_filename"].string_value = dep.model_filename
         else:
             cfg.default_model_filename = dep.model_filename
+        if dep.backend is Backend.TENSORRT:  # the plan of this target's GPU architecture
+            cfg.cc_model_filenames[TARGETS[target].compute_capability] = dep.model_filename
     for key, value in dep.parameters:
         cfg.parameters[key].string_value = value
-    if dep.trt_accelerator:
-        acc = cfg.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
-        acc.parameters["precision_mode"] = dep.trt_accelerator
-        acc.parameters["max_workspace_size_bytes"] = str(1 << 30)
     return cfg
 
 

@@ -98,7 +98,6 @@ class Deployment:
     count: int = 1
     model_filename: str | None = None  # file in the version folder (native backends) or passed to Python models
     parameters: tuple[tuple[str, str], ...] = ()  # config `parameters`, string values
-    trt_accelerator: str | None = None  # ORT on GPU: TensorRT execution accelerator precision ("FP16")
     # Let the dynamic batcher put requests of different sequence lengths in one batch (allow_ragged_batch on every
     # variable-shape input). Only for backends that pad themselves (our Python models), never for native ORT/TRT.
     ragged_batching: bool = False
@@ -117,8 +116,6 @@ class Deployment:
             raise _fail(where, "kind", f"KIND_GPU on target '{target}', which has no GPU")
         if self.backend is Backend.TENSORRT and self.kind is not Kind.GPU:
             raise _fail(where, "backend", "TensorRT plans run on KIND_GPU only")
-        if self.trt_accelerator and (self.backend is not Backend.ONNXRUNTIME or self.kind is not Kind.GPU):
-            raise _fail(where, "trt_accelerator", "only for onnxruntime_onnx on KIND_GPU")
         if self.backend is Backend.ENSEMBLE:
             raise _fail(where, "backend", "ensembles are EnsembleSpec, not a Deployment")
         if self.ragged_batching and (self.backend is not Backend.PYTHON or self.batching.max_batch_size == 0):

@@ -19,6 +19,11 @@ class Target:
     def is_gpu(self) -> bool:
         return self.device == "gpu"
 
+    @property
+    def plan_filename(self) -> str:
+        """The TensorRT plan built for this GPU: ``model.sm86.plan`` for compute capability 8.6."""
+        return "model.sm{}{}.plan".format(*self.compute_capability.split("."))
+
 
 TARGETS: dict[str, Target] = {
     t.name: t

@@ -50,12 +50,13 @@ def test_max_batch_size_zero_survives_proto3(tmp_path):
 def test_targets_differ_in_backend_instances_and_batching():
     enc = models.spec("sbert_encoder")
     cpu, t4, h100 = (render.model_config(enc, t) for t in ("cpu", "t4", "h100"))
-    assert cpu.backend == "python" and t4.platform == "onnxruntime_onnx"
+    assert cpu.backend == "python" and t4.platform == "tensorrt_plan"
     assert cpu.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
     assert t4.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
     assert t4.max_batch_size < h100.max_batch_size
     assert list(h100.dynamic_batching.preferred_batch_size) == [64, 128, 256]
-    assert t4.optimization.execution_accelerators.gpu_execution_accelerator[0].name == "tensorrt"
+    int8_t4 = render.model_config(models.spec("sbert_encoder_int8"), "t4")  # int8 kernels are CPU kernels
+    assert int8_t4.platform == "onnxruntime_onnx" and int8_t4.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
     assert all(i.allow_ragged_batch for i in cpu.input) and not any(i.allow_ragged_batch for i in t4.input)
 
 
