@@ -63,7 +63,7 @@ class EmbeddingClient(SyncClientBase):
         for part in chunks(len(batch), max_batch):
             result = call_with_retry(
                 lambda t, part=part: self._client.infer(self.model, _request(batch[part]), client_timeout=t,
-                                                            **traced(trace_id)),
+                                                        **traced(trace_id)),
                 model=self.model, deadline=deadline, retry=self.retry)
             out[part] = result.as_numpy(EMBEDDING)
         return out
@@ -97,7 +97,7 @@ class AsyncEmbeddingClient(AsyncClientBase):
             async with self._slots:
                 result = await call_with_retry_async(
                     lambda t: self._client.infer(self.model, _request(batch[part]), client_timeout=t,
-                                                            **traced(trace_id)),
+                                                 **traced(trace_id)),
                     model=self.model, deadline=deadline, retry=self.retry)
             out[part] = result.as_numpy(EMBEDDING)
 

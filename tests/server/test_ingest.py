@@ -4,6 +4,7 @@ ingestion process, overload, and the Ray Data job."""
 import asyncio
 import dataclasses
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -208,30 +209,35 @@ def test_overload_rejections_slow_the_pipeline_down_instead_of_failing_it(model_
 
 
 def test_ray_job_gives_the_pipelines_results_across_two_endpoints(server, tmp_path):
-    import ray
-
-    from tritonrepo.clients.ingest_ray import ingest_on_ray
-
+    # `tritonrepo ingest ray` in its own process, as it runs in production (started inside this long, threaded test
+    # session, Ray's local node once missed its 30 s start-up window; the cause was not found)
     path, n = sample_manifest(tmp_path / "data", documents=6, captions=6, videos=False, duplicates=2)
     urls = [server.grpc_url, f"localhost:{server.grpc_port}"]  # two endpoints (one server here)
+    cmd = [str(Path(sys.executable).parent / "tritonrepo"), "ingest", "ray", str(path), "--store",
+           str(tmp_path / "ray.db"), "--url", urls[0], "--url", urls[1], "--actors", "2", "--batch-size", "4",
+           "--log-file", str(tmp_path / "log")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     on_ray = SqliteStore(tmp_path / "ray.db")
-    on_ray.add(read_manifest(path))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        summary, per_url = ingest_on_ray(on_ray, urls, IngestConfig(url=urls[0], shots_model=None), actors=2,
-                                         batch_size=4)
-    finally:
-        ray.shutdown()
-    assert summary.counts == {"pending": 0, "done": n - 3, "dead": 3}
-    assert set(per_url) == set(urls) and sum(per_url.values()) == n
+    assert on_ray.counts() == {"pending": 0, "done": n - 3, "dead": 3}
+    per_url = dict(re.findall(r"(\S+:\d+) (\d+)", done.stdout.split("assets per endpoint:")[1]))
+    assert set(per_url) == set(urls) and sum(map(int, per_url.values())) == n
     local = SqliteStore(tmp_path / "local.db")
     local.add(read_manifest(path))
-    asyncio.run(ingest(local, IngestConfig(url=server.grpc_url, shots_model=None)))
+    asyncio.run(ingest(local, IngestConfig(url=server.grpc_url)))
+    # int8 activations are quantized per batch, so a text's int8 embedding moves slightly with its batch partners
+    # (max |diff| 0.004 seen here when two Ray actors sent the same duplicate at once, each batched differently)
+    repeated = {a for (a,) in on_ray._db.execute(
+        "SELECT id FROM assets WHERE content_hash IN (SELECT content_hash FROM assets GROUP BY content_hash "
+        "HAVING COUNT(*) > 1)")}
     for (asset_id,) in local._db.execute("SELECT id FROM assets WHERE status = 'done'").fetchall():
         mine, theirs = local.results(asset_id), on_ray.results(asset_id)
         assert sorted(mine) == sorted(theirs) == [EMBED, ENTITIES]
-        np.testing.assert_allclose(decode_result(EMBED, theirs[EMBED]), decode_result(EMBED, mine[EMBED]), atol=1e-5)
-        assert decode_result(ENTITIES, theirs[ENTITIES]) == decode_result(ENTITIES, mine[ENTITIES])
+        a, b = decode_result(EMBED, theirs[EMBED]), decode_result(EMBED, mine[EMBED])
+        assert a.shape == b.shape and (a * b).sum(axis=1).min() > 0.999
+        if asset_id not in repeated:  # content sent once per run: one computation, shared through Triton's cache
+            assert decode_result(ENTITIES, theirs[ENTITIES]) == decode_result(ENTITIES, mine[ENTITIES])
+            np.testing.assert_array_equal(a, b)
 
 
 def test_urls_are_fetched_and_http_errors_are_dead_lettered_or_retried(server, tmp_path):
