@@ -237,7 +237,7 @@ def demo(corpus: int = typer.Option(2000, help="CoNLL-2003 test sentences to ind
                   f"hits {ing['dedup_hits']:.0f}, retries {ing['retries']:.0f}; a rerun processed "
                   f"{ing['rerun_processed']} assets. Store: {ing['store']}")
     for asset_id, source, error in ing["dead"]:
-        console.print(f"  dead letter {asset_id}: {error[:110]}")
+        console.print(f"  dead letter {asset_id}: {error[:110]}", markup=False)  # errors hold [model] prefixes
     load = Table(title="Triton metrics after the clients ran (tritonrepo metrics)")
     for col in ("model", "requests", "avg batch", "queue ms/req", "compute ms/exec"):
         load.add_column(col, justify="right")
