@@ -109,21 +109,42 @@ class TritonPythonModel:
             raise ValueError(f"request parameter aggregation_strategy={strategy!r}: use one of {list(STRATEGIES)}")
         return strategy
 
+    def _check(self, queries, logits, offsets, kinds):
+        """Why the step inputs do not line up (they come from the tokenizer and encoder steps; a direct caller can
+        send anything), or None."""
+        rows, width = logits.shape[0], logits.shape[1] if logits.ndim == 3 else -1
+        if logits.ndim != 3 or logits.shape[2] != len(self.labels):
+            return f"logits {list(logits.shape)} must be [rows, tokens, {len(self.labels)}]"
+        if offsets.shape != (rows, width, 2) or kinds.shape != (rows, width) or len(queries) != rows:
+            return (f"QUERY {len(queries)} rows, logits {list(logits.shape)}, offsets {list(offsets.shape)} and "
+                    f"token_kind {list(kinds.shape)} do not line up")
+        return None
+
+    def _decode_request(self, queries, logits, offsets, kinds, strategy):
+        out = np.empty((len(queries), 1), dtype=np.object_)
+        for i in range(len(queries)):
+            try:
+                query = queries[i].decode("utf-8")
+            except UnicodeDecodeError as e:  # the tokenizer step rejects these; a direct caller may not
+                raise ValueError(f"QUERY: text {i} is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+            found = decode(query, logits[i], offsets[i], kinds[i], self.labels, strategy)
+            out[i, 0] = json.dumps(found, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return out
+
     def execute(self, requests):
         responses = []
         for request in requests:
             text, logits, offsets, kinds = (pb_utils.get_input_tensor_by_name(request, n).as_numpy()
                                             for n in self.input_names)
+            queries = text.reshape(-1)
             try:
                 strategy = self._strategy(request)
+                problem = self._check(queries, logits, offsets, kinds)
+                if problem:
+                    raise ValueError(problem)
+                out = self._decode_request(queries, logits, offsets, kinds, strategy)
             except ValueError as e:
                 responses.append(pb_utils.InferenceResponse(error=_error(str(e))))
                 continue
-            queries = text.reshape(-1)
-            out = np.empty((len(queries), 1), dtype=np.object_)
-            for i in range(len(queries)):
-                query = queries[i].decode("utf-8")  # the tokenizer step already rejected non-UTF-8
-                found = decode(query, logits[i], offsets[i], kinds[i], self.labels, strategy)
-                out[i, 0] = json.dumps(found, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
             responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.output_name, out)]))
         return responses
