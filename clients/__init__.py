@@ -9,6 +9,9 @@
     from tritonrepo.clients import ShotClient
     ShotClient("triton:8001").shots("clip.mp4").shots  # [Shot(start_frame=0, end_frame=29, start_s=0.0, ...), ...]
 
+    from tritonrepo.clients import RerankClient
+    RerankClient("triton:8001").rerank("biden xi summit", passages, top_k=5)  # [Hit(doc=3, score=7.2), ...]
+
     from tritonrepo.clients import SqliteStore, ingest, read_manifest  # resumable, deduplicated ingestion
     store = SqliteStore("ingest.db"); store.add(read_manifest("manifest.jsonl")); asyncio.run(ingest(store))
 """
@@ -16,9 +19,12 @@
 from .embedding import AsyncEmbeddingClient, EmbeddingClient
 from .ingest import IngestConfig, ingest, read_manifest
 from .ner import AsyncNerClient, Entity, NerClient, NerResult
+from .rerank import AsyncRerankClient, RerankClient
+from .search import BM25Retriever, DenseRetriever, Hit, HybridRetriever, Reranker, Retriever, SearchPipeline
 from .store import SqliteStore
 from .video import AsyncShotClient, AsyncShotStreamClient, Shot, ShotClient, ShotResult, ShotStreamClient
 
-__all__ = ["AsyncEmbeddingClient", "AsyncNerClient", "AsyncShotClient", "AsyncShotStreamClient", "EmbeddingClient",
-           "Entity", "IngestConfig", "NerClient", "NerResult", "Shot", "ShotClient", "ShotResult", "ShotStreamClient",
-           "SqliteStore", "ingest", "read_manifest"]
+__all__ = ["AsyncEmbeddingClient", "AsyncNerClient", "AsyncRerankClient", "AsyncShotClient", "AsyncShotStreamClient",
+           "BM25Retriever", "DenseRetriever", "EmbeddingClient", "Entity", "Hit", "HybridRetriever", "IngestConfig",
+           "NerClient", "NerResult", "RerankClient", "Reranker", "Retriever", "SearchPipeline", "Shot", "ShotClient",
+           "ShotResult", "ShotStreamClient", "SqliteStore", "ingest", "read_manifest"]

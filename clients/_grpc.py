@@ -80,19 +80,19 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** attempt))
 
 
-def encode_texts(texts, model: str) -> np.ndarray:
+def encode_texts(texts, model: str, what: str = "texts") -> np.ndarray:
     """Validate and UTF-8 encode a sequence of str into a BYTES [N, 1] array; errors name the bad item."""
     if isinstance(texts, (str, bytes)):
-        raise InvalidInputError("texts must be a list of strings, not a single string (wrap it: [text])",
+        raise InvalidInputError(f"{what} must be a list of strings, not a single string (wrap it: [text])",
                                 model=model)
     encoded = []
     for i, t in enumerate(texts):
         if not isinstance(t, str):
-            raise InvalidInputError(f"texts[{i}] is {type(t).__name__}, expected str", model=model)
+            raise InvalidInputError(f"{what}[{i}] is {type(t).__name__}, expected str", model=model)
         try:
             encoded.append(t.encode("utf-8"))
         except UnicodeEncodeError as e:
-            raise InvalidInputError(f"texts[{i}] cannot be encoded as UTF-8: {e.reason}", model=model) from e
+            raise InvalidInputError(f"{what}[{i}] cannot be encoded as UTF-8: {e.reason}", model=model) from e
     return np.array(encoded, dtype=np.object_).reshape(-1, 1)
 
 

@@ -14,6 +14,10 @@ the first max_length tokens are unchanged, and a 1 MB text costs ~8 ms instead o
 Bad input (not UTF-8, over ``max_text_bytes``) fails that request only, with a message naming the row.
 The empty string is valid: it encodes to [CLS] [SEP], exactly as sentence-transformers does.
 
+Pair mode (a config with two inputs, query and passage, e.g. the reranker's): each row is encoded as
+``[CLS] query [SEP] passage [SEP]`` by ``tritonrepo.ensembles.pair_encoding`` (the query cut to ``max_query_tokens``,
+default 64, the passage to the rest of ``max_length``), and output 2 is the token types INT64 [rows, L].
+
 Token classification (NER) configs declare three more outputs, in this order: the character offsets INT32
 [rows, L, 2] of each token in the original text (Unicode code points, (0, 0) for special and padding tokens), the
 token kind INT8 [rows, L] (0 special or padding, 1 first token of a word, 2 continuation), and truncated BOOL
@@ -29,6 +33,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
+from tritonrepo.ensembles.pair_encoding import encode_pairs
+
 
 def _error(message):
     code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
@@ -42,14 +48,20 @@ class TritonPythonModel:
         self.max_length = int(params.get("max_length", "256"))
         self.pad_multiple = max(1, int(params.get("pad_to_multiple_of", "1")))
         self.max_text_bytes = int(params.get("max_text_bytes", str(1 << 20)))
-        self.max_chars = self.max_length * int(params.get("max_chars_per_token", "100"))
-        self.input_name = config["input"][0]["name"]
+        self.input_names = [i["name"] for i in config["input"]]
         self.output_names = [o["name"] for o in config["output"]]
         self.with_offsets = len(self.output_names) == 5
+        self.pairs = len(self.input_names) == 2
+        self.max_query_tokens = int(params.get("max_query_tokens", "64"))
+        self.max_chars_per_token = int(params.get("max_chars_per_token", "100"))
+        self.max_chars = self.max_length * self.max_chars_per_token
         path = Path(args["model_repository"]) / args["model_version"] / "tokenizer.json"
         self.tokenizer = Tokenizer.from_file(str(path))
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(self.max_length)
+        if self.pairs:  # encode_pairs truncates query and passage itself
+            self.tokenizer.no_truncation()
+        else:
+            self.tokenizer.enable_truncation(self.max_length)
         spec = json.loads(path.read_text(encoding="utf-8"))
         self.pad_id = int((spec.get("padding") or {}).get("pad_id", 0))
         self.subword_prefix = (spec.get("model") or {}).get("continuing_subword_prefix")
@@ -69,34 +81,59 @@ class TritonPythonModel:
                                  "send UTF-8 encoded strings") from None
         return texts
 
+    def _read(self, request):
+        """Each input's texts of one request (equal row counts in pair mode)."""
+        columns = []
+        for name in self.input_names:
+            rows = pb_utils.get_input_tensor_by_name(request, name).as_numpy().reshape(-1)
+            try:
+                columns.append(self._decode(rows))
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
+        if len({len(c) for c in columns}) > 1:
+            raise ValueError(f"{' and '.join(self.input_names)} have {[len(c) for c in columns]} rows: send one "
+                             "of each per row")
+        return columns
+
+    def _encode(self, columns):
+        """Token arrays [ids, mask, ...] for the texts of the whole dynamic batch."""
+        if self.pairs:
+            return list(encode_pairs(self.tokenizer, *columns, max_length=self.max_length, pad_id=self.pad_id,
+                                     max_query_tokens=self.max_query_tokens, pad_to_multiple_of=self.pad_multiple,
+                                     max_chars_per_token=self.max_chars_per_token))
+        texts = columns[0]
+        cut = [t[: self.max_chars] for t in texts]
+        encodings = self.tokenizer.encode_batch(cut)
+        width = -(-max(len(e.ids) for e in encodings) // self.pad_multiple) * self.pad_multiple
+        ids = np.full((len(texts), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(texts), width), dtype=np.int64)
+        for i, enc in enumerate(encodings):
+            ids[i, : len(enc.ids)] = enc.ids
+            mask[i, : len(enc.ids)] = 1
+        arrays = [ids, mask]
+        if self.with_offsets:
+            arrays += self._word_info(cut, encodings, width, [len(c) < len(t) for c, t in zip(cut, texts)])
+        return arrays
+
     def execute(self, requests):
         responses = [None] * len(requests)
-        texts, owners = [], []
+        columns, owners = [[] for _ in self.input_names], []
         for r, request in enumerate(requests):
-            rows = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy().reshape(-1)
             try:
-                decoded = self._decode(rows)
+                texts = self._read(request)
             except ValueError as e:
-                responses[r] = pb_utils.InferenceResponse(error=_error(f"{self.input_name}: {e}"))
+                responses[r] = pb_utils.InferenceResponse(error=_error(str(e)))
                 continue
-            texts += decoded
-            owners.append((r, len(decoded)))
-        if texts:
-            cut = [t[: self.max_chars] for t in texts]
-            encodings = self.tokenizer.encode_batch(cut)
-            longest = max(len(e.ids) for e in encodings)
-            width = -(-longest // self.pad_multiple) * self.pad_multiple
-            ids = np.full((len(texts), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(texts), width), dtype=np.int64)
-            for i, enc in enumerate(encodings):
-                ids[i, : len(enc.ids)] = enc.ids
-                mask[i, : len(enc.ids)] = 1
-            arrays = [ids, mask]
-            if self.with_offsets:
-                arrays += self._word_info(cut, encodings, width, [len(c) < len(t) for c, t in zip(cut, texts)])
+            for column, part in zip(columns, texts):
+                column += part
+            owners.append((r, len(texts[0])))
+        if columns[0]:
+            arrays = self._encode(columns)
+            lengths = arrays[1].sum(axis=1)
+            width = arrays[0].shape[1]
             start = 0
             for r, n in owners:
-                longest = max((len(e.ids) for e in encodings[start:start + n]), default=0)
+                longest = int(lengths[start:start + n].max(initial=0))
                 w = -(-longest // self.pad_multiple) * self.pad_multiple
                 responses[r] = pb_utils.InferenceResponse(output_tensors=[
                     pb_utils.Tensor(name, a[start:start + n, :w] if a.ndim > 1 and a.shape[1] == width  # per token

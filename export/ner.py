@@ -29,6 +29,7 @@ from tritonrepo.paths import require
 from .ner_train import NER_ARTIFACTS, NerTraining, evaluate, read_conll, train
 from .artifacts import publish_validated, staging_dir, up_to_date
 from .artifacts import install as install_artifacts
+from .hf import logits_to_onnx
 from .quantize import int8_blocks
 from .validate import Checks
 
@@ -55,26 +56,11 @@ class NerExport:
 
 def export_onnx(model_dir: Path, path: Path, opset: int = 17) -> None:
     """Any local Hugging Face token classifier (BERT, DistilBERT, ...) -> ONNX with dynamic batch and sequence."""
-    import torch
     from transformers import AutoModelForTokenClassification
 
-    # eager attention exports a plain MatMul/Softmax graph that ONNX Runtime fuses at load on any version
     model = AutoModelForTokenClassification.from_pretrained(str(model_dir), attn_implementation="eager").eval()
-
-    class Logits(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, attention_mask):
-            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-
-    ids, mask, out = models.INPUT_IDS.name, models.ATTENTION_MASK.name, models.LOGITS.name
-    sample = (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
-    axes = {0: "batch", 1: "sequence"}
-    with torch.no_grad():
-        torch.onnx.export(Logits().eval(), sample, str(path), input_names=[ids, mask], output_names=[out],
-                          opset_version=opset, dynamic_axes={ids: axes, mask: axes, out: axes}, dynamo=False)
+    logits_to_onnx(model, path, (models.INPUT_IDS.name, models.ATTENTION_MASK.name), models.LOGITS.name,
+                   {0: "batch", 1: "sequence"}, opset)
 
 
 def onnx_logits(path: Path, threads: int = 0):

@@ -28,6 +28,7 @@ from tritonrepo.models import NER_LABELS
 from tritonrepo.paths import ASSETS, CONLL_DIR, SBERT_WEIGHTS, require
 
 from .artifacts import cached, publish, staging_dir
+from .hf import Fit, work_dir
 
 log = logging.getLogger(__name__)
 
@@ -215,14 +216,11 @@ def train(cfg: NerTraining = NerTraining(), *, force: bool = False, progress: bo
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from tqdm import tqdm
-    from transformers import AutoModelForTokenClassification, AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    work = cfg.out_dir.with_name(f"{cfg.out_dir.name}.train-{fingerprint}")
-    if force:
-        shutil.rmtree(work, ignore_errors=True)  # from scratch, not from the last checkpoint
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(cfg.out_dir, fingerprint, force)
     checkpoint = work / "checkpoint.pt"
     tokenizer = AutoTokenizer.from_pretrained(str(cfg.backbone))
     torch.manual_seed(cfg.seed)  # the new classifier head and dropout: a rerun reproduces the model
@@ -244,54 +242,22 @@ def train(cfg: NerTraining = NerTraining(), *, force: bool = False, progress: bo
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
 
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    groups = [{"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
-               "weight_decay": cfg.weight_decay},
-              {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * total), total)
-    step, t_spent = 0, 0.0
-    if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, t_spent = state["step"], state["seconds"]
-        if "rng" in state:  # dropout continues with the masks an uninterrupted run would draw
-            torch.set_rng_state(state["rng"])
-        log.info("resuming NER training at step %d/%d from %s", step, total, checkpoint)
-
-    def save():
-        tmp = checkpoint.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "step": step, "rng": torch.get_rng_state(),
-                    "seconds": t_spent + time.perf_counter() - t0}, tmp)
-        tmp.replace(checkpoint)  # atomic: a kill mid-save leaves the previous checkpoint
-
-    t0 = time.perf_counter()
-    model.train()
-    bar = tqdm(total=total, initial=step, desc="NER fine-tuning", unit="step", disable=not progress)
-    while step < total:
-        epoch, offset = divmod(step, per_epoch)
+    fit = Fit(model, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=cfg.warmup, total=total, checkpoint=checkpoint,
+              every=cfg.checkpoint_every, what="NER")
+    bar = tqdm(total=total, initial=fit.step, desc="NER fine-tuning", unit="step", disable=not progress)
+    while fit.step < total:
+        epoch, offset = divmod(fit.step, per_epoch)
         batches = _batches(rows, cfg.batch_size, random.Random(cfg.seed * 1000 + epoch))  # same order on resume
         for batch in batches[offset:]:
             ids, mask, labels = _collate([rows[r] for r in batch], tokenizer.pad_token_id)
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
+            fit.update(loss)
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-            if step % cfg.checkpoint_every == 0:
-                save()
-            if step >= total:
+            if fit.step >= total:
                 break
     bar.close()
-    seconds = t_spent + time.perf_counter() - t0
-    save()
+    step, seconds = fit.step, fit.seconds
 
     log.info("evaluating on CoNLL-2003 valid and test")
     t1 = time.perf_counter()

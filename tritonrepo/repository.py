@@ -47,20 +47,25 @@ def missing_artifacts(repository: Path, target: str = "cpu") -> list[str]:
     return missing
 
 
-def build(repository: Path, *, force_export: bool = False, ner_export=None, transnet_export=None) -> dict:
+def build(repository: Path, *, force_export: bool = False, ner_export=None, transnet_export=None,
+          rerank_export=None) -> dict:
     """Render configs, export+validate every model (cached), install code and artifacts. Returns export reports.
     ``ner_export``: a ``tritonrepo.export.ner.NerExport`` (default: the full CoNLL-2003 fine-tuning recipe);
-    ``transnet_export``: a ``tritonrepo.export.transnetv2.TransNetExport`` (default: validated on all of test.mp4)."""
-    from .export import ner, sbert, transnetv2
+    ``transnet_export``: a ``tritonrepo.export.transnetv2.TransNetExport`` (default: validated on all of test.mp4);
+    ``rerank_export``: a ``tritonrepo.export.rerank.RerankExport`` (default: the full headline -> article recipe)."""
+    from .export import ner, rerank, sbert, transnetv2
 
     render.write(repository, all_specs())
     install_python_models(repository)
     ner_cfg = ner_export or ner.NerExport()
     shots_cfg = transnet_export or transnetv2.TransNetExport()
+    rerank_cfg = rerank_export or rerank.RerankExport()
     reports = {"sbert": sbert.export(force=force_export), "ner": ner.export(ner_cfg, force=force_export),
+               "rerank": rerank.export(rerank_cfg, force=force_export),
                "transnetv2": transnetv2.export(shots_cfg, force=force_export)}
     sbert.install(repository)
     ner.install(repository, ner_cfg.out_dir)
+    rerank.install(repository, rerank_cfg.out_dir)
     transnetv2.install(repository, shots_cfg.out_dir)
     missing = missing_artifacts(repository)
     if missing:

@@ -1,0 +1,121 @@
+"""Relevance scores of (query, passage) pairs from the served cross-encoder (``rerank`` fp32, ``rerank_int8``).
+
+Wire format (tritonrepo.models): inputs ``QUERY`` and ``PASSAGE`` BYTES [N, 1] (UTF-8, one pair per row, N <= 64 per
+request); output ``SCORE`` FP32 [N, 1], the relevance logit (higher is more relevant; compare within one query).
+A call's passages are sent as requests of 64 pairs, ``max_in_flight`` at a time, so the server's dynamic batcher
+packs them with other callers' pairs. Passages are read up to 256 tokens with the query (the query up to 64).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aiogrpc
+
+from tritonrepo.errors import InvalidInputError
+
+from ._grpc import (
+    AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, call_with_retry, call_with_retry_async, channel_args,
+    chunks, encode_texts, traced,
+)
+from .search import Hit
+
+QUERY, PASSAGE, SCORE = "QUERY", "PASSAGE", "SCORE"
+MAX_BATCH = 64  # the ensemble's max_batch_size (tritonrepo.models.RERANK_REQUEST_BATCH)
+MAX_PASSAGES = 10_000  # per call: a larger candidate list is a caller bug (rerank the head of a retrieval)
+
+
+def _pairs(query: str, passages: Sequence[str], model: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(query, str):
+        raise InvalidInputError(f"query is {type(query).__name__}, expected str", model=model)
+    if len(passages) > limit:
+        raise InvalidInputError(f"{len(passages)} passages in one call; the limit is {limit}: rerank the top of a "
+                                "retrieval, or split the call", model=model)
+    texts = encode_texts(passages, model, "passages")
+    return encode_texts([query], model, "query").repeat(len(texts), axis=0), texts
+
+
+def _request(queries: np.ndarray, passages: np.ndarray):
+    inputs = []
+    for name, data in ((QUERY, queries), (PASSAGE, passages)):
+        inp = grpcclient.InferInput(name, list(data.shape), "BYTES")
+        inp.set_data_from_numpy(data)
+        inputs.append(inp)
+    return inputs
+
+
+def ranked(scores: np.ndarray, top_k: int | None) -> list[Hit]:
+    order = np.argsort(-scores, kind="stable")[: top_k if top_k is not None else len(scores)]
+    return [Hit(int(i), float(scores[i])) for i in order]
+
+
+class RerankClient(SyncClientBase):
+    """Blocking client. ``scores(query, passages)`` -> float32 [len(passages)] in input order;
+    ``rerank(query, passages, top_k)`` -> ``Hit(doc=passage index, score)`` best first (a ``clients.search.Reranker``).
+    ``timeout_s`` is the deadline of one call, retries included."""
+
+    def __init__(self, url: str = "127.0.0.1:8001", model: str = "rerank_int8", *, timeout_s: float | None = 10.0,
+                 retry: RetryPolicy = RetryPolicy(), max_in_flight: int = 4, max_passages: int = MAX_PASSAGES):
+        self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
+        self.max_passages = max_passages
+        self._client = grpcclient.InferenceServerClient(url, channel_args=channel_args())
+        self._pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="rerank")
+
+    def scores(self, query: str, passages: Sequence[str], *, trace_id: str | None = None) -> np.ndarray:
+        queries, texts = _pairs(query, passages, self.model, self.max_passages)
+        deadline = Deadline(self.timeout_s)
+        out = np.empty(len(texts), dtype=np.float32)
+
+        def one(part: slice) -> None:
+            result = call_with_retry(
+                lambda t: self._client.infer(self.model, _request(queries[part], texts[part]), client_timeout=t,
+                                             **traced(trace_id)),
+                model=self.model, deadline=deadline, retry=self.retry)
+            out[part] = result.as_numpy(SCORE)[:, 0]
+
+        for future in [self._pool.submit(one, part) for part in chunks(len(texts), MAX_BATCH)]:
+            future.result()  # the first error raises; the deadline bounds the others
+        return out
+
+    def rerank(self, query: str, passages: Sequence[str], top_k: int | None = None, *,
+               trace_id: str | None = None) -> list[Hit]:
+        return ranked(self.scores(query, passages, trace_id=trace_id), top_k)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        super().close()
+
+
+class AsyncRerankClient(AsyncClientBase):
+    """asyncio twin of RerankClient."""
+
+    def __init__(self, url: str = "127.0.0.1:8001", model: str = "rerank_int8", *, timeout_s: float | None = 10.0,
+                 retry: RetryPolicy = RetryPolicy(), max_in_flight: int = 4, max_passages: int = MAX_PASSAGES):
+        self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
+        self.max_passages = max_passages
+        self._client = aiogrpc.InferenceServerClient(url, channel_args=channel_args())
+        self._slots = asyncio.Semaphore(max_in_flight)
+
+    async def scores(self, query: str, passages: Sequence[str], *, trace_id: str | None = None) -> np.ndarray:
+        queries, texts = _pairs(query, passages, self.model, self.max_passages)
+        deadline = Deadline(self.timeout_s)
+        out = np.empty(len(texts), dtype=np.float32)
+
+        async def one(part: slice) -> None:
+            async with self._slots:
+                result = await call_with_retry_async(
+                    lambda t: self._client.infer(self.model, _request(queries[part], texts[part]),
+                                                 client_timeout=t, **traced(trace_id)),
+                    model=self.model, deadline=deadline, retry=self.retry)
+            out[part] = result.as_numpy(SCORE)[:, 0]
+
+        await asyncio.gather(*(one(part) for part in chunks(len(texts), MAX_BATCH)))
+        return out
+
+    async def rerank(self, query: str, passages: Sequence[str], top_k: int | None = None, *,
+                     trace_id: str | None = None) -> list[Hit]:
+        return ranked(await self.scores(query, passages, trace_id=trace_id), top_k)

@@ -1,0 +1,152 @@
+"""The cross-encoder reranker -> ONNX fp32 + int8, validated against its PyTorch model, installed in the repository.
+
+The graph takes ``input_ids``, ``attention_mask``, ``token_type_ids`` ([CLS] query [SEP] passage [SEP], built by
+``ensembles/pair_encoding.py``) and returns ``score`` [batch, 1], the relevance logit.
+
+Gates (DESIGN.md §4), on the CoNLL-2003 valid headlines with their BM25 top ``validation_depth`` articles, encoded as
+the server encodes them: fp32: max |score - PyTorch score| <= ``max_abs_diff`` over the first ``parity_pairs`` pairs;
+int8: nDCG@10 of the reranked candidates within ``max_ndcg_drop`` of the fp32 graph's, and the same top document for
+at least ``min_top1_agreement`` of the queries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tritonrepo import models
+from tritonrepo.datasets import headline_retrieval
+from tritonrepo.errors import ValidationError
+
+from .artifacts import publish_validated, staging_dir, up_to_date
+from .artifacts import install as install_artifacts
+from .hf import logits_to_onnx
+from .quantize import int8_blocks
+from .rerank_train import RERANK_ARTIFACTS, RerankTraining, candidates, rerank_eval, torch_scores, train
+from .validate import Checks
+
+log = logging.getLogger(__name__)
+
+EXPORT_VERSION = 1  # bump when the export recipe changes: cached artifacts are rebuilt
+INPUTS = (models.INPUT_IDS.name, models.ATTENTION_MASK.name, models.TOKEN_TYPE_IDS.name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RerankExport:
+    training: RerankTraining = field(default_factory=RerankTraining)
+    out_dir: Path = RERANK_ARTIFACTS / "export"
+    opset: int = 17
+    int8_block_size: int = 128
+    validation_depth: int = 10
+    parity_pairs: int = 400
+    max_abs_diff: float = 2e-3
+    max_ndcg_drop: float = 0.01
+    min_top1_agreement: float = 0.95
+
+    def fingerprint(self, trained: dict) -> str:
+        recipe = f"{EXPORT_VERSION}|{trained['fingerprint']}|{self.opset}|{self.int8_block_size}|" \
+                 f"{self.validation_depth}|{self.parity_pairs}|{self.max_abs_diff}|{self.max_ndcg_drop}|" \
+                 f"{self.min_top1_agreement}"
+        return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+
+
+def export_onnx(model_dir: Path, path: Path, opset: int = 17) -> None:
+    """A local Hugging Face one-logit sequence classifier (BERT family, token types) -> ONNX, dynamic batch/sequence."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), attn_implementation="eager").eval()
+    logits_to_onnx(model, path, INPUTS, models.RERANK_SCORE.name, {0: "batch"}, opset)
+
+
+def onnx_scores(path: Path, threads: int = 0):
+    """ScoreFn (see rerank_train) running an exported graph with ONNX Runtime on the CPU."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(ids, mask, types):
+        return session.run([models.RERANK_SCORE.name], dict(zip(INPUTS, (ids, mask, types))))[0][:, 0]
+    return run
+
+
+def _top1(scores: np.ndarray, pool: list[list[int]]) -> np.ndarray:
+    tops, start = [], 0
+    for docs in pool:
+        tops.append(int(np.argmax(scores[start:start + len(docs)])))
+        start += len(docs)
+    return np.array(tops)
+
+
+def export(cfg: RerankExport = RerankExport(), *, force: bool = False) -> dict:
+    """Train if needed (cached), export, validate, keep the artifacts in cfg.out_dir. Returns the report."""
+    trained = train(cfg.training)
+    fingerprint = cfg.fingerprint(trained)
+    if report := up_to_date(cfg.out_dir, fingerprint, force, "rerank"):
+        return report
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForSequenceClassification
+
+    t0 = time.perf_counter()
+    model_dir = cfg.training.out_dir
+    work = staging_dir(cfg.out_dir)
+    fp32, int8 = work / "model.fp32.onnx", work / "model.int8.onnx"
+    shutil.copy(model_dir / "tokenizer.json", work / "tokenizer.json")
+    log.info("exporting ONNX fp32")
+    export_onnx(model_dir, fp32, cfg.opset)
+    log.info("quantizing to int8 (8-bit weight blocks of %d, int8 compute)", cfg.int8_block_size)
+    int8_blocks(fp32, int8, cfg.int8_block_size)
+
+    valid = headline_retrieval("valid", ("valid",))
+    pool = candidates(valid, cfg.validation_depth)
+    encoding = {"max_length": cfg.training.max_length, "max_query_tokens": cfg.training.max_query_tokens}
+    log.info("validating on %d valid headlines x BM25 top %d", len(pool), cfg.validation_depth)
+    got_fp32 = rerank_eval(onnx_scores(fp32), model_dir, valid, pool, **encoding)
+    got_int8 = rerank_eval(onnx_scores(int8), model_dir, valid, pool, **encoding)
+    parity_pool, left = [], cfg.parity_pairs
+    for docs in pool:
+        if left <= 0:
+            break
+        parity_pool.append(docs[:left])
+        left -= len(parity_pool[-1])
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+    reference = rerank_eval(torch_scores(model), model_dir, valid, parity_pool, **encoding)["scores"]
+
+    fp32_checks, int8_checks = Checks("rerank model.fp32.onnx"), Checks("rerank model.int8.onnx")
+    fp32_checks.at_most("max_abs_diff", np.abs(reference - got_fp32["scores"][: len(reference)]).max(),
+                        cfg.max_abs_diff)
+    fp32_checks.metrics |= {"pairs": len(reference), "valid_ndcg@10": got_fp32["ndcg@10_reranked"],
+                            "valid_ndcg@10_bm25": got_fp32["ndcg@10_retrieved"]}
+    int8_checks.at_least("valid_ndcg@10", got_int8["ndcg@10_reranked"], got_fp32["ndcg@10_reranked"] - cfg.max_ndcg_drop)
+    agreement = float(np.mean(_top1(got_int8["scores"], pool) == _top1(got_fp32["scores"], pool)))
+    int8_checks.at_least("top1_agreement", agreement, cfg.min_top1_agreement)
+    int8_checks.metrics["max_abs_diff_vs_fp32"] = float(np.abs(got_int8["scores"] - got_fp32["scores"]).max())
+    failures = [f"{c.artifact}: {f}" for c in (fp32_checks, int8_checks) for f in c.failures]
+    if failures:  # one error for both graphs; nothing reaches the repository
+        raise ValidationError("rerank export", failures)
+
+    report = {
+        "fingerprint": fingerprint, "model": str(model_dir),
+        "training": {k: trained[k] for k in ("steps", "train_seconds", "valid")},
+        "validation": f"CoNLL-2003 valid headlines, BM25 top {cfg.validation_depth} ({len(got_fp32['scores'])} pairs)",
+        "fp32": fp32_checks.metrics, "int8": int8_checks.metrics
+        | {"method": f"MatMulNBits bits=8 block={cfg.int8_block_size} accuracy_level=4"},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    return publish_validated(work, cfg.out_dir, report, "rerank")
+
+
+def install(repository: Path, artifacts: Path = RERANK_ARTIFACTS / "export") -> list[Path]:
+    """Copy validated artifacts into the repository's version folders."""
+    return install_artifacts(repository, artifacts, (
+        ("rerank_encoder", "model.fp32.onnx"), ("rerank_encoder_int8", "model.int8.onnx"),
+        ("rerank_tokenizer", "tokenizer.json")), "rerank")

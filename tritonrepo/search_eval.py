@@ -1,0 +1,100 @@
+"""Retrieval metrics (binary relevance) and the hybrid-search evaluation on held-out Reuters headlines."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def ndcg(ranked: Sequence[int], relevant: frozenset[int], k: int = 10) -> float:
+    dcg = sum(1.0 / np.log2(i + 2) for i, d in enumerate(ranked[:k]) if d in relevant)
+    ideal = sum(1.0 / np.log2(i + 2) for i in range(min(len(relevant), k)))
+    return dcg / ideal if ideal else 0.0
+
+
+def mrr(ranked: Sequence[int], relevant: frozenset[int], k: int = 10) -> float:
+    return next((1.0 / (i + 1) for i, d in enumerate(ranked[:k]) if d in relevant), 0.0)
+
+
+def recall(ranked: Sequence[int], relevant: frozenset[int], k: int = 100) -> float:
+    return len(set(ranked[:k]) & relevant) / len(relevant) if relevant else 0.0
+
+
+def scores(rankings: Sequence[Sequence[int]], relevant: Sequence[frozenset[int]]) -> dict[str, float]:
+    """nDCG@10, MRR@10 and recall@100, averaged over queries."""
+    return {name: round(float(np.mean([fn(r, rel) for r, rel in zip(rankings, relevant)])), 4)
+            for name, fn in (("ndcg@10", ndcg), ("mrr@10", mrr), ("recall@100", recall))}
+
+
+def _percentiles(seconds: list[float]) -> dict[str, float]:
+    ms = np.array(seconds) * 1000
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2)}
+
+
+def best_weight(bm25: list, dense: list, relevant: list, grid=np.linspace(0, 1, 11)) -> float:
+    """The BM25 weight (dense gets 1 - w) of the weighted mix with the best nDCG@10."""
+    from .clients.search import weighted
+
+    def quality(w):
+        return np.mean([ndcg([h.doc for h in weighted([b, d], [w, 1 - w])], r) for b, d, r in zip(bm25, dense, relevant)])
+    return float(max(grid, key=quality))
+
+
+def evaluate(url: str, *, embed_model: str = "sbert", rerankers=("rerank", "rerank_int8"), depth: int = 100,
+             rerank_depth: int = 20, hnsw=None) -> dict:
+    """BM25, dense (HNSW over served embeddings), hybrid (RRF; weighted mix with its weight tuned on the valid
+    headlines) and hybrid + rerank of the top ``rerank_depth`` by each served reranker, on the CoNLL-2003 test
+    headlines over the test + valid articles. Latency per query and stage, one query at a time."""
+    from .clients import BM25Retriever, DenseRetriever, EmbeddingClient, RerankClient
+    from .clients.search import HnswParams, rrf, weighted
+    from .datasets import headline_retrieval
+
+    test, valid = headline_retrieval("test", ("test", "valid")), headline_retrieval("valid", ("test", "valid"))
+    docs = test.documents
+    bm25 = BM25Retriever(docs)
+    with EmbeddingClient(url, embed_model, timeout_s=600) as embedder:
+        t0 = time.perf_counter()
+        dense = DenseRetriever(embedder.embed(docs), embedder.embed, hnsw or HnswParams())
+        index_seconds = time.perf_counter() - t0
+        runs: dict[str, dict] = {}
+
+        def retrieve(items):
+            out = {"bm25": [], "dense": [], "seconds": {"bm25": [], "embed": [], "hnsw": []}}
+            for q in items.queries:
+                t = time.perf_counter()
+                out["bm25"].append(bm25.search(q, depth))
+                t1 = time.perf_counter()
+                vector = embedder.embed([q])
+                t2 = time.perf_counter()
+                out["dense"].append(dense.search_vectors(vector, depth)[0])
+                t3 = time.perf_counter()
+                for stage, s in zip(("bm25", "embed", "hnsw"), (t1 - t, t2 - t1, t3 - t2)):
+                    out["seconds"][stage].append(s)
+            return out
+
+        tuning = retrieve(valid)
+        weight = best_weight(tuning["bm25"], tuning["dense"], valid.relevant)
+        got = retrieve(test)
+    fused_rrf = [rrf([b, d])[:depth] for b, d in zip(got["bm25"], got["dense"])]
+    fused_weighted = [weighted([b, d], [weight, 1 - weight])[:depth] for b, d in zip(got["bm25"], got["dense"])]
+    stages = {k: _percentiles(v) for k, v in got["seconds"].items()}
+    for name, ranking in (("bm25", got["bm25"]), ("dense (hnsw)", got["dense"]), ("hybrid rrf", fused_rrf),
+                          (f"hybrid weighted (bm25 {weight:.1f})", fused_weighted)):
+        runs[name] = scores([[h.doc for h in r] for r in ranking], test.relevant)
+    for model in rerankers:
+        reranked, seconds = [], []
+        with RerankClient(url, model, timeout_s=60) as client:
+            for q, hits in zip(test.queries, fused_rrf):
+                head = hits[:rerank_depth]
+                t = time.perf_counter()
+                order = client.rerank(q, [docs[h.doc] for h in head])
+                seconds.append(time.perf_counter() - t)
+                reranked.append([head[h.doc].doc for h in order] + [h.doc for h in hits[rerank_depth:]])
+        runs[f"hybrid rrf + {model} top {rerank_depth}"] = scores(reranked, test.relevant)
+        stages[f"rerank {model} x{rerank_depth}"] = _percentiles(seconds)
+    return {"task": "CoNLL-2003 test headlines -> article bodies (test + valid articles)",
+            "queries": len(test.queries), "documents": len(docs), "embed_model": embed_model,
+            "hnsw": vars(dense.params), "index_seconds": round(index_seconds, 1),
+            "weighted_bm25_weight_from_valid": weight, "results": runs, "latency": stages}
