@@ -53,7 +53,13 @@ def parse_csv(text: str) -> list[PerfRow]:
 
 def write_input_data(path: Path, tensor: str, texts: list[str]) -> Path:
     """perf_analyzer --input-data JSON: one batch-1 request per real text, sent round-robin."""
-    path.write_text(json.dumps({"data": [{tensor: {"content": [t], "shape": [1]}} for t in texts]}))
+    return write_text_rows(path, [{tensor: t} for t in texts])
+
+
+def write_text_rows(path: Path, rows: list[dict[str, str]]) -> Path:
+    """perf_analyzer --input-data JSON for models with several string inputs: one batch-1 request per row (tensor
+    name -> text), sent round-robin."""
+    path.write_text(json.dumps({"data": [{k: {"content": [t], "shape": [1]} for k, t in r.items()} for r in rows]}))
     return path
 
 

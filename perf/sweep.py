@@ -21,7 +21,7 @@ from google.protobuf import json_format
 from tritonclient.utils import InferenceServerException
 
 from tritonrepo import models, render
-from tritonrepo.datasets import conll_sentences, short_queries
+from tritonrepo.datasets import conll_sentences, headline_retrieval, short_queries
 from tritonrepo.errors import TritonRepoError
 from tritonrepo.paths import MODEL_REPOSITORY, ROOT, VIDEO_DIR
 from tritonrepo.server import TritonServer
@@ -39,7 +39,7 @@ PROFILES = ROOT / "perf" / "profiles"
 class SweepPlan:
     swept: str  # the model whose config varies (a composing model of an ensemble, or the model itself)
     entry: str  # the model perf_analyzer calls
-    input_tensor: str
+    input_tensor: str | tuple[str, ...]  # several for models with several inputs (the reranker's query, passage)
     inputs: str  # name of the real input set (see write_inputs)
     variants: tuple[Variant, ...]
     concurrencies: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
@@ -72,6 +72,14 @@ PLANS: dict[str, SweepPlan] = {
                               concurrencies=(1, 2, 4, 8, 16, 32), p95_bound_ms=30.0)
     for suffix in ("", "_int8")
 } | {
+    # one real (headline, article) pair per request, as hybrid search sends its candidates (64 pairs at most per
+    # request; the dynamic batcher packs the pairs of concurrent searches): throughput is pairs/s
+    f"rerank{suffix}": SweepPlan(swept=f"rerank_encoder{suffix}", entry=f"rerank{suffix}",
+                                 input_tensor=("QUERY", "PASSAGE"), inputs="query-passage-pairs",
+                                 variants=(UNTUNED, *_grid(instances=(1, 2), delays=(0, 2000), threads=(1, 2))),
+                                 concurrencies=(1, 2, 4, 8, 16), p95_bound_ms=250.0)
+    for suffix in ("", "_int8")
+} | {
     # whole real videos (H.264, 120 and 250 frames) through the BLS model; its shot model is what varies
     "video_shots": SweepPlan(swept="transnetv2_int8", entry="video_shots", input_tensor="VIDEO", inputs="video-clips",
                              variants=(UNTUNED, *_grid(instances=(1, 2), delays=(0,), threads=(1, 2))),
@@ -84,6 +92,13 @@ def write_inputs(plan: SweepPlan, path: Path, limit: int = 2000) -> Path:
     if plan.inputs == "video-clips":
         clips = [VIDEO_DIR / "carphone_pristine.mp4", VIDEO_DIR / "bikes.mp4"]
         return perf_analyzer.write_binary_input_data(path, plan.input_tensor, [p.read_bytes() for p in clips])
+    if plan.inputs == "query-passage-pairs":  # valid headlines with their BM25 top 5 articles (unseen in training)
+        from tritonrepo.export.rerank_train import candidates
+
+        items = headline_retrieval("valid", ("valid",))
+        rows = [{"QUERY": items.queries[q], "PASSAGE": items.documents[d]}
+                for q, docs in enumerate(candidates(items, 5)) for d in docs]
+        return perf_analyzer.write_text_rows(path, rows[:limit])
     if plan.inputs == "conll-test-sentences":
         texts = conll_sentences("test")[:limit]
     elif plan.inputs == "short-queries":

@@ -47,7 +47,8 @@ def test_every_plan_sweeps_a_real_step_of_its_entry():
         called = ({s.model for s in entry.steps} if hasattr(entry, "steps")
                   else set(dict(entry.deployment("cpu").parameters).values()))
         assert plan.swept in called, name
-        assert plan.input_tensor in entry.input_names
+        tensors = (plan.input_tensor,) if isinstance(plan.input_tensor, str) else plan.input_tensor
+        assert set(tensors) <= set(entry.input_names), name
 
 
 def test_video_inputs_are_whole_files_in_base64(tmp_path):
@@ -69,3 +70,13 @@ def test_untuned_variant_turns_dynamic_batching_off():
     cfg = json_format.Parse(variant_config(plan, UNTUNED, "cpu"), mc.ModelConfig())
     assert not cfg.HasField("dynamic_batching") and cfg.instance_group[0].count == 1
     assert cfg.parameters["sort_by_length"].string_value == "false"
+
+
+def test_rerank_inputs_are_real_pairs_with_both_tensors(tmp_path):
+    import json
+
+    from tritonrepo.perf.sweep import write_inputs
+
+    data = json.loads(write_inputs(PLANS["rerank_int8"], tmp_path / "in.json", limit=50).read_text())["data"]
+    assert len(data) == 50 and set(data[0]) == {"QUERY", "PASSAGE"}
+    assert data[0]["QUERY"]["shape"] == [1] and len(data[0]["PASSAGE"]["content"][0]) > 100
