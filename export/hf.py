@@ -3,8 +3,12 @@ and the export of a model's logits to ONNX."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -12,16 +16,60 @@ log = logging.getLogger(__name__)
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
-def work_dir(out_dir: Path, fingerprint: str, force: bool) -> Path:
-    """The folder where a recipe's training runs and keeps its checkpoint, beside ``out_dir``; ``force`` starts from
-    scratch, not from the last checkpoint."""
+def recipe_fingerprint(version: int, cfg, data: Path) -> str:
+    """A training recipe's cache key: its settings (not where it reads or writes, nor its thread count), the start
+    of the backbone's config and weights, and the training data."""
+    from tritonrepo.paths import require
+
+    recipe = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
+              if k not in ("backbone", "out_dir", "threads", "checkpoint_every")}
+    h = hashlib.sha256(json.dumps([version, recipe], sort_keys=True).encode())
+    for name in ("config.json", "model.safetensors", "pytorch_model.bin"):
+        if (cfg.backbone / name).exists():
+            with open(cfg.backbone / name, "rb") as f:
+                h.update(f.read(1 << 20))
+    h.update(require(data, f"training data {data.name}").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def start_training(cfg, fingerprint: str, force: bool) -> Path:
+    """Offline hub, torch threads (``cfg.threads``, 0 = torch's default) and seed (the new head and dropout: a rerun
+    reproduces the model); returns the folder where training runs and keeps its checkpoint, beside ``cfg.out_dir``
+    (``force`` starts from scratch, not from the last checkpoint)."""
     import shutil
 
-    work = out_dir.with_name(f"{out_dir.name}.train-{fingerprint}")
+    import torch
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    work = cfg.out_dir.with_name(f"{cfg.out_dir.name}.train-{fingerprint}")
     if force:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
     return work
+
+
+def stage_onnx(model_dir: Path, out_dir: Path, export_onnx, opset: int, int8_block_size: int):
+    """A staging folder beside ``out_dir`` holding the model's tokenizer.json, its fp32 ONNX graph
+    (``export_onnx(model_dir, path, opset)``) and the int8 graph quantized from it. Returns (folder, fp32, int8)."""
+    import shutil
+
+    from tritonrepo.paths import require
+
+    from .artifacts import staging_dir
+    from .quantize import int8_blocks
+
+    work = staging_dir(out_dir)
+    fp32, int8 = work / "model.fp32.onnx", work / "model.int8.onnx"
+    shutil.copy(require(model_dir / "tokenizer.json", f"the trained model's tokenizer.json in {model_dir}"),
+                work / "tokenizer.json")
+    log.info("exporting ONNX fp32")
+    export_onnx(model_dir, fp32, opset)
+    log.info("quantizing to int8 (8-bit weight blocks of %d, int8 compute)", int8_block_size)
+    int8_blocks(fp32, int8, int8_block_size)
+    return work, fp32, int8
 
 
 class Fit:

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +23,11 @@ import numpy as np
 
 from tritonrepo import models
 from tritonrepo.errors import ValidationError
-from tritonrepo.paths import require
 
 from .ner_train import NER_ARTIFACTS, NerTraining, evaluate, read_conll, train
-from .artifacts import publish_validated, staging_dir, up_to_date
+from .artifacts import publish_validated, up_to_date
 from .artifacts import install as install_artifacts
-from .hf import logits_to_onnx
-from .quantize import int8_blocks
+from .hf import logits_to_onnx, stage_onnx
 from .validate import Checks
 
 log = logging.getLogger(__name__)
@@ -103,20 +100,13 @@ def export(cfg: NerExport = NerExport(), *, force: bool = False) -> dict:
 
     t0 = time.perf_counter()
     model_dir = cfg.training.out_dir
-    work = staging_dir(cfg.out_dir)
-    fp32, int8 = work / "model.fp32.onnx", work / "model.int8.onnx"
-    shutil.copy(require(model_dir / "tokenizer.json", "the trained NER model's tokenizer.json"),
-                work / "tokenizer.json")
+    work, fp32, int8 = stage_onnx(model_dir, cfg.out_dir, export_onnx, cfg.opset, cfg.int8_block_size)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForTokenClassification.from_pretrained(str(model_dir)).eval()
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if tuple(labels) != models.NER_LABELS:
         raise ValidationError("ner export", [f"model labels {labels} != the served labels {models.NER_LABELS}"])
     (work / "labels.json").write_text(json.dumps(labels))
-    log.info("exporting ONNX fp32")
-    export_onnx(model_dir, fp32, cfg.opset)
-    log.info("quantizing to int8 (8-bit weight blocks of %d, int8 compute)", cfg.int8_block_size)
-    int8_blocks(fp32, int8, cfg.int8_block_size)
 
     test = read_conll("test")
     fp32_fn, int8_fn = onnx_logits(fp32), onnx_logits(int8)

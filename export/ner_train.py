@@ -12,10 +12,8 @@ resumes from it to the same weights. The finished model (`config.json` with id2l
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import random
 import shutil
 import time
@@ -28,7 +26,7 @@ from tritonrepo.models import NER_LABELS
 from tritonrepo.paths import ASSETS, CONLL_DIR, SBERT_WEIGHTS, require
 
 from .artifacts import cached, publish, staging_dir
-from .hf import Fit, work_dir
+from .hf import Fit, recipe_fingerprint, start_training
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +84,7 @@ class NerTraining:
     threads: int = field(default=0, compare=False)  # torch intra-op threads; 0 = torch's default
 
     def fingerprint(self) -> str:
-        recipe = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
-                  if k not in ("backbone", "out_dir", "threads", "checkpoint_every")}
-        h = hashlib.sha256(json.dumps([TRAIN_VERSION, recipe], sort_keys=True).encode())
-        for name in ("config.json", "model.safetensors", "pytorch_model.bin"):
-            if (self.backbone / name).exists():
-                with open(self.backbone / name, "rb") as f:
-                    h.update(f.read(1 << 20))
-        h.update(require(CONLL_DIR / "train.txt", "CoNLL-2003 train split").read_bytes())
-        return h.hexdigest()[:16]
+        return recipe_fingerprint(TRAIN_VERSION, self, CONLL_DIR / "train.txt")
 
 
 def _lowercases(tokenizer) -> bool:
@@ -213,17 +203,13 @@ def train(cfg: NerTraining = NerTraining(), *, force: bool = False, progress: bo
         log.info("NER model up to date in %s (test F1 %.4f)", cfg.out_dir, metrics["test"]["cased"]["f1"])
         return metrics
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    work = start_training(cfg, fingerprint, force)
     import torch
     from tqdm import tqdm
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    work = work_dir(cfg.out_dir, fingerprint, force)
     checkpoint = work / "checkpoint.pt"
     tokenizer = AutoTokenizer.from_pretrained(str(cfg.backbone))
-    torch.manual_seed(cfg.seed)  # the new classifier head and dropout: a rerun reproduces the model
     model = AutoModelForTokenClassification.from_pretrained(
         str(cfg.backbone), num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
         label2id={label: i for i, label in enumerate(LABELS)})

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +24,9 @@ from tritonrepo import models
 from tritonrepo.datasets import headline_retrieval
 from tritonrepo.errors import ValidationError
 
-from .artifacts import publish_validated, staging_dir, up_to_date
+from .artifacts import publish_validated, up_to_date
 from .artifacts import install as install_artifacts
-from .hf import logits_to_onnx
-from .quantize import int8_blocks
+from .hf import logits_to_onnx, stage_onnx
 from .rerank_train import RERANK_ARTIFACTS, RerankTraining, candidates, rerank_eval, torch_scores, train
 from .validate import Checks
 
@@ -98,13 +96,7 @@ def export(cfg: RerankExport = RerankExport(), *, force: bool = False) -> dict:
 
     t0 = time.perf_counter()
     model_dir = cfg.training.out_dir
-    work = staging_dir(cfg.out_dir)
-    fp32, int8 = work / "model.fp32.onnx", work / "model.int8.onnx"
-    shutil.copy(model_dir / "tokenizer.json", work / "tokenizer.json")
-    log.info("exporting ONNX fp32")
-    export_onnx(model_dir, fp32, cfg.opset)
-    log.info("quantizing to int8 (8-bit weight blocks of %d, int8 compute)", cfg.int8_block_size)
-    int8_blocks(fp32, int8, cfg.int8_block_size)
+    work, fp32, int8 = stage_onnx(model_dir, cfg.out_dir, export_onnx, cfg.opset, cfg.int8_block_size)
 
     valid = headline_retrieval("valid", ("valid",))
     pool = candidates(valid, cfg.validation_depth)

@@ -15,10 +15,8 @@ resumes from it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import random
 import shutil
 from collections.abc import Callable
@@ -33,7 +31,7 @@ from tritonrepo.paths import ASSETS, CONLL_DIR, SBERT_WEIGHTS, require
 from tritonrepo.search_eval import ndcg
 
 from .artifacts import cached, publish, staging_dir
-from .hf import Fit, work_dir
+from .hf import Fit, recipe_fingerprint, start_training
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +61,7 @@ class RerankTraining:
     threads: int = field(default=0, compare=False)
 
     def fingerprint(self) -> str:
-        recipe = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
-                  if k not in ("backbone", "out_dir", "threads", "checkpoint_every")}
-        h = hashlib.sha256(json.dumps([TRAIN_VERSION, recipe], sort_keys=True).encode())
-        for name in ("config.json", "model.safetensors", "pytorch_model.bin"):
-            if (self.backbone / name).exists():
-                with open(self.backbone / name, "rb") as f:
-                    h.update(f.read(1 << 20))
-        h.update(require(CONLL_DIR / "train.txt", "CoNLL-2003 train split").read_bytes())
-        return h.hexdigest()[:16]
+        return recipe_fingerprint(TRAIN_VERSION, self, CONLL_DIR / "train.txt")
 
 
 def pair_tokenizer(model_dir: Path):
@@ -152,18 +142,14 @@ def train(cfg: RerankTraining = RerankTraining(), *, force: bool = False, progre
         log.info("reranker up to date in %s (valid nDCG@10 %.4f)", cfg.out_dir, metrics["valid"]["ndcg@10_reranked"])
         return metrics
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    work = start_training(cfg, fingerprint, force)
     import torch
     from tqdm import tqdm
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from tritonrepo.ensembles.pair_encoding import encode_pairs
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    work = work_dir(cfg.out_dir, fingerprint, force)
     checkpoint = work / "checkpoint.pt"
-    torch.manual_seed(cfg.seed)
     model = AutoModelForSequenceClassification.from_pretrained(str(cfg.backbone), num_labels=1)
     tok, pad_id = pair_tokenizer(cfg.backbone)
 
