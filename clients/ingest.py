@@ -3,14 +3,20 @@
     tritonrepo ingest run manifest.jsonl --store ingest.db --url triton:8001
 
 Manifest: JSON lines, one asset each: ``{"id": "a1", "kind": "text", "uri": "docs/a1.txt"}``,
-``{"id": "c7", "kind": "text", "text": "Photo caption ..."}`` or ``{"id": "v3", "kind": "video", "uri":
-"https://.../v3.mp4"}`` (``uri``: a local path, ``file://`` or ``http(s)://``; ``trace_id`` optional).
+``{"id": "c7", "kind": "text", "text": "Photo caption ..."}``, ``{"id": "v3", "kind": "video", "uri":
+"https://.../v3.mp4"}`` or ``{"id": "p2", "kind": "image", "uri": "photos/p2.jpg"}`` (``uri``: a local path,
+``file://`` or ``http(s)://``; ``trace_id`` optional).
 
 Tasks: text -> chunks of sentences -> embeddings (``sbert_int8``) and entities (``ner_int8``); video -> shots
-(``video_shots``). Every result is stored under its content hash and the model's name and version
-(``clients.store``): the same bytes are computed once, across assets and runs, and a rerun after a crash or SIGKILL
-redoes only what was not recorded. Requests that were in flight when the process died hit Triton's response cache
-when sent again (models with ``response_cache`` in their spec), so the server does not compute them twice either.
+(``video_shots``); with a caption provider (``IngestConfig.captions``, ``clients.captions``): video -> the middle frame
+of each shot -> a caption from an external multimodal model -> its embedding, and image -> caption -> embedding.
+Near-identical keyframes (perceptual hash) are captioned once; each caption is cached under its JPEG's hash,
+provider, model and prompt version as soon as it is paid for, so neither a rerun nor a crash pays twice.
+
+Every result is stored under its content hash and the model's name and version (``clients.store``): the same bytes
+are computed once, across assets and runs, and a rerun after a crash or SIGKILL redoes only what was not recorded.
+Requests that were in flight when the process died hit Triton's response cache when sent again (models with
+``response_cache`` in their spec), so the server does not compute them twice either.
 
 Errors: UNAVAILABLE, DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED (and a model not ready while a server restarts) are
 retried with capped exponential backoff and full jitter; overload also halves the requests in flight (AIMD), which
@@ -45,6 +51,10 @@ from tritonrepo.errors import (
 )
 
 from ._grpc import RetryPolicy, channel_args, translate
+from .captions import (
+    Caption, CaptionAuthError, CaptionConfig, CaptionError, Captioner, PhashIndex, jpeg, keyframes, load_image,
+    middle_frames, phash,
+)
 from .embedding import AsyncEmbeddingClient
 from .metrics import IngestMetrics
 from .ner import AsyncNerClient
@@ -53,7 +63,7 @@ from .video import MAX_REQUEST_BYTES, AsyncShotClient, ShotClient
 
 log = logging.getLogger(__name__)
 
-KINDS = ("text", "video")
+KINDS = ("text", "video", "image")
 # Within NER's 128-token window (SBERT reads 256): on the CoNLL-2003 valid articles 0 of 1,603 chunks of 300 chars
 # exceed 128 tokens (400 chars: 5 of 1,370; 500: 6 of 1,237; number-heavy sports tables are the dense ones).
 CHUNK_CHARS = 300
@@ -91,8 +101,8 @@ def _manifest_asset(line: str, where: str, seen: set[str], base: Path) -> Asset:
     problems = [f"unknown fields {sorted(unknown)}"] if unknown else []
     if d.get("kind") not in KINDS:
         problems.append(f"kind must be one of {list(KINDS)}, got {d.get('kind')!r}")
-    if (d.get("uri") is None) == (d.get("text") is None) or (d.get("kind") == "video" and d.get("text")):
-        problems.append("give exactly one of uri or text (videos need a uri)")
+    if (d.get("uri") is None) == (d.get("text") is None) or (d.get("kind") != "text" and d.get("text")):
+        problems.append("give exactly one of uri or text (videos and images need a uri)")
     asset_id = str(d.get("id") or d.get("uri") or "")
     if not asset_id:
         problems.append("no id (and no uri to use as one)")
@@ -211,6 +221,8 @@ class IngestConfig:
     retry: RetryPolicy = RetryPolicy(attempts=15, backoff_s=0.25, max_backoff_s=15.0)  # ~75 s of retries on average
     max_text_bytes: int = 8 << 20
     max_fetch_bytes: int = MAX_REQUEST_BYTES  # URLs; larger local videos go through the live model in segments
+    max_image_bytes: int = 32 << 20
+    captions: CaptionConfig | None = None  # None: no captions (videos get shots only; images are not processed)
 
 
 @dataclass(frozen=True)
@@ -228,15 +240,23 @@ def decode_result(task_key: str, payload: bytes):
     """A stored payload as data: embeddings float32 [chunks, dim]; entities and shots as JSON."""
     if task_key.startswith("embed:"):
         return np.load(io.BytesIO(payload))
+    if task_key.startswith("captions:"):  # {"items": [...], "usd": ..., "embeddings": float32 [items, dim]}
+        with np.load(io.BytesIO(payload)) as z:
+            return json.loads(z["meta"].tobytes()) | {"embeddings": z["embeddings"]}
     return json.loads(payload)
 
 
 class Processor:
-    """Turns assets into outcomes (results or errors) through the served models; writes nothing. The asyncio
-    pipeline and the Ray workers both use it. ``cache`` is the store to look results up in (read only here)."""
+    """Turns assets into outcomes (results or errors) through the served models. The asyncio pipeline and the Ray
+    workers both use it. ``cache`` is the store to look results up in (read only here). Paid captions are written at
+    once through ``keep`` (the pipeline's store); without it (Ray workers only read the store) they travel with the
+    next outcome (``Outcome.extra``) to the writer."""
 
-    def __init__(self, config: IngestConfig, cache: Store, metrics: IngestMetrics | None = None):
+    def __init__(self, config: IngestConfig, cache: Store, metrics: IngestMetrics | None = None,
+                 keep: Callable[[str, str, bytes], None] | None = None):
         self.config, self.cache = config, cache
+        self.keep = keep  # keep(content hash, task key, payload)
+        self._unkept: list[tuple[str, str, bytes]] = []
         self.metrics = metrics or IngestMetrics()
         once = RetryPolicy(attempts=1)  # the processor retries, counting each retry
         self._embed = AsyncEmbeddingClient(config.url, config.embed_model or "", timeout_s=config.text_timeout_s,
@@ -246,6 +266,8 @@ class Processor:
         self._shots = AsyncShotClient(config.url, config.shots_model or "", timeout_s=config.video_timeout_s,
                                       retry=once, max_in_flight=config.concurrency)
         self.limit = AdaptiveLimit(config.concurrency, on_change=self.metrics.limit.set)
+        self.captioner = Captioner(config.captions, metrics=self.metrics) if config.captions else None
+        self._phashes = PhashIndex(config.captions.phash_distance) if config.captions else None
         self._inflight: dict[tuple[str, str], asyncio.Future] = {}
         self._recent: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self.tasks: dict[str, list[Task]] = {}
@@ -263,10 +285,21 @@ class Processor:
                 self.tasks[kind].append(Task(name, model, max(meta["versions"], key=int)))
         finally:
             await client.close()
+        if c.captions:
+            embed = next((t for t in self.tasks["text"] if t.name == "embed"), None)
+            if embed is None or not c.shots_model:
+                raise InvalidInputError("captions need an embedding model and the shot model (embed_model, "
+                                        "shots_model)")
+            task = Task("captions", f"{c.captions.provider}/{c.captions.model}",
+                        f"{c.captions.prompt_version}+{embed.model}@{embed.version}")
+            self.tasks["video"].append(task)
+            self.tasks["image"].append(task)
 
     async def close(self) -> None:
         for client in (self._embed, self._ner, self._shots):
             await client.close()
+        if self.captioner:
+            await self.captioner.close()
 
     async def process(self, asset: Asset) -> Outcome:
         outcome = Outcome(asset)
@@ -280,8 +313,12 @@ class Processor:
         except (InvalidInputError, FetchError) as e:
             outcome.error = f"{type(e).__name__}: {e}"
             outcome.permanent = not isinstance(e, FetchError) or e.permanent
+        except CaptionAuthError:
+            raise  # the provider refuses our key: stop the run rather than fail every asset
         except ClientError as e:  # retriable, attempts exhausted: stays pending for the next run
             outcome.error = f"{type(e).__name__}: {e}"
+            outcome.permanent = isinstance(e, CaptionError) and not e.retriable  # e.g. the provider refused the image
+        outcome.extra, self._unkept = self._unkept, []
         status = "done" if outcome.error is None else "dead" if outcome.permanent else "failed"
         self.metrics.assets.labels(status).inc()
         _event(logging.INFO if status == "done" else logging.WARNING, "asset " + status, asset,
@@ -294,7 +331,8 @@ class Processor:
             data = asset.text.encode("utf-8", "surrogatepass")  # lone surrogates fail at decode, with the position
             return data, hashlib.sha256(data).hexdigest()
         uri = asset.uri
-        limit = self.config.max_text_bytes if asset.kind == "text" else self.config.max_fetch_bytes
+        limit = {"text": self.config.max_text_bytes, "image": self.config.max_image_bytes}.get(
+            asset.kind, self.config.max_fetch_bytes)
         if uri.startswith(("http://", "https://")):
             for attempt in range(self.config.retry.attempts):
                 try:
@@ -308,8 +346,8 @@ class Processor:
         path = Path(uri.removeprefix("file://"))
         try:
             size = path.stat().st_size
-            if asset.kind == "text" and size > limit:
-                raise FetchError(f"{path}: {size} bytes, over the {limit}-byte limit for text", permanent=True)
+            if asset.kind != "video" and size > limit:
+                raise FetchError(f"{path}: {size} bytes, over the {limit}-byte limit for {asset.kind}", permanent=True)
             if asset.kind == "video" and size > MAX_REQUEST_BYTES:
                 return path, await asyncio.to_thread(_file_sha256, path)
             data = await asyncio.to_thread(path.read_bytes)
@@ -341,7 +379,7 @@ class Processor:
         if key in self._inflight:  # an identical asset is being computed: share its result
             self.metrics.dedup.labels(task.key, "in_flight").inc()
             return await asyncio.shield(self._inflight[key])
-        future = asyncio.ensure_future(self._compute(task, data, asset))
+        future = asyncio.ensure_future(self._compute(task, data, asset, content_hash))
         self._inflight[key] = future
         try:
             payload = await future
@@ -353,8 +391,10 @@ class Processor:
             self._recent.popitem(last=False)
         return payload
 
-    async def _compute(self, task: Task, data: bytes | Path, asset: Asset) -> bytes:
+    async def _compute(self, task: Task, data: bytes | Path, asset: Asset, content_hash: str) -> bytes:
         trace = asset.trace_id
+        if task.name == "captions":
+            return await self._captions(data, asset, content_hash)
         if task.name == "shots":
             if isinstance(data, Path):  # over the request limit: segments through the live model (blocking client)
                 sync = ShotClient(self.config.url, self.config.shots_model, timeout_s=self.config.video_timeout_s)
@@ -377,6 +417,82 @@ class Processor:
                     for e in r.entities]
         return json.dumps({"chunks": spans, "entities": entities,
                            "truncated_chunks": [i for i, r in enumerate(found) if r.truncated]}).encode()
+
+    async def _captions(self, data: bytes | Path, asset: Asset, content_hash: str) -> bytes:
+        """Caption the photo, or the middle frame of each shot of the video, then embed the captions (served SBERT).
+        The payload holds each caption with where it came from (paid, store, in_flight, phash) and what it cost
+        this asset: a reused caption costs nothing here (its payer's record has it)."""
+        cfg = self.config.captions
+        try:
+            if asset.kind == "image":
+                places = [{}]
+                pictures = [await asyncio.to_thread(load_image, data, cfg.max_side)]
+            else:
+                shots_task = next(t for t in self.tasks["video"] if t.name == "shots")
+                shots = json.loads(await self._result(shots_task, content_hash, data, asset))
+                frames = middle_frames(shots["shots"])
+                found = await asyncio.to_thread(keyframes, data, frames, cfg.max_side)
+                if len(found) < len(set(frames)):
+                    missing = max(set(frames) - set(found))
+                    raise InvalidInputError(f"asset {asset.id}: FFmpeg decoded no frame {missing} of the "
+                                            f"{shots['frames']} the shot model saw")
+                places = [{"shot": i, "frame": f, "time_s": round(f / shots["fps"], 3)} for i, f in enumerate(frames)]
+                pictures = [found[f] for f in frames]
+        except ValueError as e:  # VideoError: a video FFmpeg cannot decode
+            raise InvalidInputError(f"asset {asset.id}: {e}") from e
+        images = await asyncio.to_thread(lambda: [(jpeg(p), phash(p)) for p in pictures])
+        got = await asyncio.gather(*(self._caption(hashlib.sha256(j).hexdigest(), j, h, asset) for j, h in images))
+        items = [{**place, "keyframe_sha256": key, "phash": f"{h:016x}", "caption": c.text, "source": source,
+                  "duplicate_of": near, **({"tokens_in": c.tokens_in, "tokens_out": c.tokens_out, "usd": c.usd}
+                                           if source == "paid" else {"tokens_in": 0, "tokens_out": 0, "usd": 0.0})}
+                 for place, (_, h), (c, source, key, near) in zip(places, images, got)]
+        embed = next(t for t in self.tasks["text"] if t.name == "embed")
+        texts = [i["caption"] for i in items]
+        vectors = (await self._call(embed.model, lambda: self._embed.embed(texts, trace_id=asset.trace_id), asset)
+                   if texts else np.zeros((0, 0), np.float32))
+        meta = {"provider": cfg.provider, "model": cfg.model, "prompt_version": cfg.prompt_version, "items": items,
+                **{k: sum(i[k] for i in items) for k in ("tokens_in", "tokens_out", "usd")}}
+        buf = io.BytesIO()
+        np.savez(buf, embeddings=vectors.astype(np.float32),
+                 meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+        return buf.getvalue()
+
+    async def _caption(self, key: str, image: bytes, hash64: int, asset: Asset) -> tuple[Caption, str, str, str | None]:
+        """(caption, source, keyframe hash, hash of the near-identical keyframe whose caption it reuses)."""
+        task = self.config.captions.key
+        slot = (key, task)
+        payload = self.cache.cached(key, task) or self._recent.get(slot)
+        if payload is not None:
+            self.metrics.dedup.labels(task, "store").inc()
+            return Caption.from_json(payload), "store", key, None
+        if slot in self._inflight:
+            self.metrics.dedup.labels(task, "in_flight").inc()
+            return Caption.from_json(await asyncio.shield(self._inflight[slot])), "in_flight", key, None
+        near = self._phashes.find(hash64)
+        if near is not None and not (near[1].done() and near[1].exception()):
+            self.metrics.dedup.labels(task, "phash").inc()
+            return Caption.from_json(await asyncio.shield(near[1])), "phash", key, near[0]
+        future = asyncio.ensure_future(self._pay(key, image, asset))
+        self._inflight[slot] = future
+        self._phashes.add(hash64, (key, future))
+        try:
+            payload = await future
+        finally:
+            del self._inflight[slot]
+        self._recent[slot] = payload
+        if len(self._recent) > RECENT_RESULTS:
+            self._recent.popitem(last=False)
+        return Caption.from_json(payload), "paid", key, None
+
+    async def _pay(self, key: str, image: bytes, asset: Asset) -> bytes:
+        payload = (await self.captioner.caption(image, asset.trace_id)).to_json()
+        paid = (key, self.config.captions.key, payload)  # cached whatever befalls the asset
+        if self.keep:
+            self.keep(*paid)
+        else:
+            self._unkept.append(paid)
+        self.metrics.computed.labels(self.config.captions.key).inc()
+        return payload
 
     async def _call(self, model: str, fn, asset: Asset | None = None):
         """``fn()`` under the adaptive limit, retried on retriable errors with capped, jittered backoff."""
@@ -407,6 +523,28 @@ class Processor:
             self.metrics.observe(model, time.perf_counter() - start, "ok")
             self.limit.succeeded()
             return out
+
+
+def caption_costs(store: SqliteStore) -> dict:
+    """What captions cost, from the store. ``paid``: every caption paid for, each cached once under its keyframe's
+    hash with its tokens and US$ (per provider/model/prompt key); ``assets``: per asset content, the captions it holds
+    and what they cost it (a reused caption costs nothing: its payer has it). With every asset done, the two totals
+    agree."""
+    paid: dict[str, dict] = {}
+    for _, task, payload in store.results_of("caption:"):
+        c, t = Caption.from_json(payload), paid.setdefault(task, dict(captions=0, tokens_in=0, tokens_out=0, usd=0.0))
+        t["captions"] += 1
+        t["tokens_in"] += c.tokens_in
+        t["tokens_out"] += c.tokens_out
+        t["usd"] += c.usd
+    assets = []
+    for content_hash, task, payload in store.results_of("captions:"):
+        meta = decode_result(task, payload)
+        assets.append({"content_hash": content_hash, "task": task, "captions": len(meta["items"]),
+                       "paid": sum(i["source"] == "paid" for i in meta["items"]),
+                       **{k: meta[k] for k in ("tokens_in", "tokens_out", "usd")}})
+    return {"paid": paid, "assets": assets,
+            "total_usd": sum(t["usd"] for t in paid.values()), "assets_usd": sum(a["usd"] for a in assets)}
 
 
 def _file_sha256(path: Path) -> str:
@@ -460,7 +598,7 @@ async def ingest(store: SqliteStore, config: IngestConfig = IngestConfig(), *, m
     start = time.perf_counter()
     todo = store.pending(retry_dead=retry_dead)
     processed = 0
-    processor = Processor(config, store, metrics)
+    processor = Processor(config, store, metrics, keep=store.put)
 
     async def worker() -> None:
         nonlocal processed

@@ -38,6 +38,10 @@ class IngestMetrics:
                              "an identical asset in flight", ["task", "source"], registry=r)
         self.assets = Counter("ingest_assets", "Assets finished by status (done, dead, failed)", ["status"],
                               registry=r)
+        self.captions = Counter("ingest_caption_requests", "Caption provider requests by outcome (ok, HTTP status, "
+                                "timeout, connection, malformed)", ["outcome"], registry=r)
+        self.caption_tokens = Counter("ingest_caption_tokens", "Tokens paid for captions", ["direction"], registry=r)
+        self.caption_usd = Counter("ingest_caption_usd", "US$ paid for captions (provider price table)", registry=r)
         self.limit = Gauge("ingest_concurrency_limit", "Requests allowed in flight (adaptive: halves on overload)",
                            registry=r)
 

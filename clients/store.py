@@ -38,6 +38,8 @@ class Outcome:
     asset: Asset
     content_hash: str | None = None
     results: dict[str, bytes] = field(default_factory=dict)
+    # other results to cache, under their own content hash (paid captions of keyframes), whatever the asset's fate
+    extra: list[tuple[str, str, bytes]] = field(default_factory=list)
     error: str | None = None  # "Type: message"
     permanent: bool = False  # bad input: goes to the dead-letter list instead of staying pending
 
@@ -46,6 +48,7 @@ class Store(Protocol):
     def add(self, assets: Iterable[Asset]) -> int: ...
     def pending(self, retry_dead: bool = False) -> Iterator[Asset]: ...
     def cached(self, content_hash: str, task: str) -> bytes | None: ...
+    def put(self, content_hash: str, task: str, payload: bytes) -> None: ...
     def record(self, outcome: Outcome) -> None: ...
     def counts(self) -> dict[str, int]: ...
 
@@ -105,6 +108,17 @@ class SqliteStore:
                                (content_hash, task)).fetchone()
         return row[0] if row else None
 
+    def put(self, content_hash: str, task: str, payload: bytes) -> None:
+        """Cache one result at once, outside any asset (a paid caption: a crash must not make us pay twice)."""
+        with self._db:
+            self._db.execute("INSERT OR IGNORE INTO results (content_hash, task, payload, created) VALUES (?, ?, ?, ?)",
+                             (content_hash, task, payload, time.time()))
+
+    def results_of(self, task_prefix: str) -> Iterator[tuple[str, str, bytes]]:
+        """(content hash, task key, payload) of every cached result whose key starts with the prefix."""
+        yield from self._db.execute("SELECT content_hash, task, payload FROM results WHERE substr(task, 1, ?) = ? "
+                                    "ORDER BY created", (len(task_prefix), task_prefix))
+
     def record(self, outcome: Outcome) -> None:
         """Store an asset's results and its new status in one transaction."""
         now = time.time()
@@ -112,7 +126,8 @@ class SqliteStore:
         with self._db:
             self._db.executemany(
                 "INSERT OR IGNORE INTO results (content_hash, task, payload, created) VALUES (?, ?, ?, ?)",
-                ((outcome.content_hash, task, payload, now) for task, payload in outcome.results.items()))
+                [(outcome.content_hash, task, payload, now) for task, payload in outcome.results.items()] +
+                [(h, task, payload, now) for h, task, payload in outcome.extra])
             self._db.execute(
                 "UPDATE assets SET status = ?, content_hash = ?, tasks = ?, error = ?, attempts = attempts + 1, "
                 "updated = ? WHERE id = ?",

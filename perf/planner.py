@@ -59,6 +59,13 @@ class ModelSlo:
     model: str
     p95_ms: float
     peak_rps: float
+    # other served models that may fill this one's role (e.g. its fp32 and int8 builds: list only those whose
+    # measured accuracy you accept); the planner takes whichever gives an instance the most capacity
+    alternatives: tuple[str, ...] = ()
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        return (self.model, *self.alternatives)
 
 
 @dataclass(frozen=True)
@@ -154,10 +161,12 @@ def load_slos(path: Path) -> tuple[float, list[Service]]:
     services = []
     for i, svc in enumerate(data.get("services") or []):
         try:
-            models = tuple(ModelSlo(model=m, p95_ms=float(v["p95_ms"]), peak_rps=float(v["peak_rps"]))
+            models = tuple(ModelSlo(model=m, p95_ms=float(v["p95_ms"]), peak_rps=float(v["peak_rps"]),
+                                    alternatives=tuple(v.get("alternatives") or ()))
                            for m, v in svc["models"].items())
         except (KeyError, TypeError, AttributeError) as e:
-            raise PlanError(f"{path}: services[{i}] needs models: {{MODEL: {{p95_ms, peak_rps}}}} ({e})") from e
+            raise PlanError(f"{path}: services[{i}] needs models: {{MODEL: {{p95_ms, peak_rps, alternatives?}}}} "
+                            f"({e})") from e
         if not models or any(m.p95_ms <= 0 or m.peak_rps <= 0 for m in models):
             raise PlanError(f"{path}: services[{i}]: p95_ms and peak_rps must be > 0")
         services.append(Service(name=svc.get("name") or "+".join(m.model for m in models), models=models))
@@ -177,13 +186,19 @@ def best_row(profile: dict, p95_ms: float) -> tuple[str, dict] | None:
 
 
 def capacity(slo: ModelSlo, instance: Instance, profiles: Path = PROFILES) -> Capacity | str:
-    """One instance's capacity for the model within its p95, or why there is none."""
-    profile = load_profile(slo.model, instance.profile, profiles)
+    """One instance's capacity for the model (the best of its alternatives) within its p95, or why there is none."""
+    found = [_capacity(m, slo.p95_ms, instance, profiles) for m in slo.candidates]
+    measured = [c for c in found if isinstance(c, Capacity)]
+    return max(measured, key=lambda c: c.infer_per_s) if measured else "; ".join(found)
+
+
+def _capacity(model: str, p95_ms: float, instance: Instance, profiles: Path) -> Capacity | str:
+    profile = load_profile(model, instance.profile, profiles)
     if profile is None:
-        return f"no measured profile of {slo.model} on {instance.profile}"
-    found = best_row(profile, slo.p95_ms)
+        return f"no measured profile of {model} on {instance.profile}"
+    found = best_row(profile, p95_ms)
     if found is None:
-        return f"no measured config of {slo.model} meets p95 <= {slo.p95_ms:g} ms on {instance.profile}"
+        return f"no measured config of {model} meets p95 <= {p95_ms:g} ms on {instance.profile}"
     variant, row = found
     scale, estimate = 1.0, None
     machine = profile.get("provenance", {}).get("machine") or {}
@@ -196,7 +211,7 @@ def capacity(slo: ModelSlo, instance: Instance, profiles: Path = PROFILES) -> Ca
         scale = instance.gpu_count
         estimate = (f"estimate: measured on one {instance.gpu}, x{scale} for {scale} GPUs (one instance group per "
                     "GPU, linear); p95 as measured")
-    return Capacity(model=slo.model, infer_per_s=row["infer_per_s"] * scale, p95_ms=row["p95_ms"], variant=variant,
+    return Capacity(model=model, infer_per_s=row["infer_per_s"] * scale, p95_ms=row["p95_ms"], variant=variant,
                     load=load_label(row), estimate=estimate)
 
 
@@ -230,7 +245,8 @@ def report(result: Plan, services: list[Service], out: Path, profiles: Path = PR
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"# Capacity plan (headroom x{result.headroom:g})", ""]
     for svc in services:
-        slo = ", ".join(f"{m.model}: p95 <= {m.p95_ms:g} ms at {m.peak_rps:g} req/s" for m in svc.models)
+        slo = ", ".join(f"{' or '.join(m.candidates)}: p95 <= {m.p95_ms:g} ms at {m.peak_rps:g} req/s"
+                        for m in svc.models)
         lines += [f"## {svc.name}", "", slo, "", "| rank | instance | count | config (per model) | predicted p95 ms | "
                   "capacity req/s per instance | utilisation | $/hour | $ per million req | price source |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
@@ -244,9 +260,10 @@ def report(result: Plan, services: list[Service], out: Path, profiles: Path = PR
         if result.infeasible[svc.name]:
             lines += ["", "Not planned:", ""] + [f"- {w}" for w in result.infeasible[svc.name]]
         for m in svc.models:
-            png = _plot(m, out.parent, profiles)
-            if png:
-                lines += ["", f"![{m.model}: throughput vs p95 per config]({png.name})"]
+            for model in m.candidates:
+                png = _plot(model, m.p95_ms, out.parent, profiles)
+                if png:
+                    lines += ["", f"![{model}: throughput vs p95 per config]({png.name})"]
         lines.append("")
     out.write_text("\n".join(lines))
     return out
@@ -261,7 +278,7 @@ def _row(rank: str, o: Option) -> str:
             f"{_fmt_money(o.usd_per_hour)} | {_fmt_money(o.usd_per_million)} | {src} |")
 
 
-def _plot(slo: ModelSlo, folder: Path, profiles: Path) -> Path | None:
+def _plot(model: str, p95_ms: float, folder: Path, profiles: Path) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -270,7 +287,7 @@ def _plot(slo: ModelSlo, folder: Path, profiles: Path) -> Path | None:
     drawn = False
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for hw in sorted(p.name for p in profiles.iterdir() if p.is_dir()):
-        profile = load_profile(slo.model, hw, profiles)
+        profile = load_profile(model, hw, profiles)
         for v in (profile or {}).get("variants", []):
             rows = v["rows"]
             ax.plot([r["p95_ms"] for r in rows], [r["infer_per_s"] for r in rows], marker="o", ms=3,
@@ -279,11 +296,11 @@ def _plot(slo: ModelSlo, folder: Path, profiles: Path) -> Path | None:
     if not drawn:
         plt.close(fig)
         return None
-    ax.axvline(slo.p95_ms, color="red", ls="--", lw=1, label=f"p95 target {slo.p95_ms:g} ms")
-    ax.set(xlabel="client p95 latency (ms)", ylabel="throughput (req/s)", title=f"{slo.model}: every measured config")
+    ax.axvline(p95_ms, color="red", ls="--", lw=1, label=f"p95 target {p95_ms:g} ms")
+    ax.set(xlabel="client p95 latency (ms)", ylabel="throughput (req/s)", title=f"{model}: every measured config")
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    path = folder / f"{slo.model}-throughput-vs-p95.png"
+    path = folder / f"{model}-throughput-vs-p95.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -553,12 +553,14 @@ def plan(slo: Path = typer.Option(..., "--slo", help="SLO YAML (perf/slos/exampl
         _fail(e)
     console = _console()
     for svc in services:
-        t = Table(title=f"{svc.name}: " + ", ".join(f"{m.model} p95<={m.p95_ms:g} ms @ {m.peak_rps:g} req/s"
+        t = Table(title=f"{svc.name}: " + ", ".join(f"{' or '.join(m.candidates)} p95<={m.p95_ms:g} ms @ "
+                                                     f"{m.peak_rps:g} req/s"
                                                      for m in svc.models) + f" (headroom x{headroom:g})")
         for col in ("instance", "count", "config", "p95 ms", "req/s per instance", "$/hour", "$/M req", "note"):
             t.add_column(col)
         for o in result.options[svc.name][:top]:
-            t.add_row(o.instance.name, str(o.count), "; ".join(f"{c.variant} @ {c.load}" for c in o.capacities),
+            configs = "; ".join(f"{c.model} {c.variant} @ {c.load}" for c in o.capacities)
+            t.add_row(o.instance.name, str(o.count), configs,
                       "; ".join(f"{c.p95_ms:.1f}" for c in o.capacities),
                       "; ".join(f"{c.infer_per_s:.0f}" for c in o.capacities), f"{o.usd_per_hour:,.2f}",
                       f"{o.usd_per_million:,.2f}", ("estimate; " if o.estimated else "") +
@@ -667,6 +669,62 @@ def perf_sweep(model: str = typer.Argument(..., help="Entry model with a sweep p
                f"gain vs untuned at the same p95 bound: {profile['gain_vs_untuned']}x\nwritten: {profile['path']}")
     if apply:
         perf_apply([Path(profile["path"])])
+
+
+@perf_app.command("model-analyzer")
+def perf_model_analyzer(model: str = typer.Argument("sbert_encoder_int8", help="A sweep plan whose entry is one "
+                                                                               "model (not an ensemble)."),
+                        target: str = typer.Option("cpu", "--target", "-t"),
+                        install: bool = typer.Option(False, "--install", help="Create Model Analyzer's venv first."),
+                        measurement_ms: int = typer.Option(3000, help="Our sweep's perf_analyzer window."),
+                        max_concurrency: Optional[int] = typer.Option(None, help="Cap Model Analyzer's concurrency "
+                                                                      "sweep (its default: 1024)."),
+                        work_dir: Optional[Path] = typer.Option(None, help="Model Analyzer's working folder (kept; "
+                                                                "a rerun resumes from its checkpoint).")):
+    """Model Analyzer's default search against our sweep: same model, inputs, machine and p95 bound."""
+    from .perf import model_analyzer as ma
+
+    try:
+        if install:
+            ma.install()
+        result = ma.compare(model, target=target, measurement_ms=measurement_ms, work_dir=work_dir,
+                            max_concurrency=max_concurrency)
+    except TritonRepoError as e:
+        _fail(e)
+    for who in ("model_analyzer", "ours"):
+        r = result[who]
+        typer.echo(f"{who}: {r['configs']} configs, {r['measurements']} measurements, {r['wall_s']:.0f} s; "
+                   f"best {r['best']}")
+    typer.echo(f"ours / Model Analyzer throughput at p95 <= {result['p95_bound_ms']:g} ms: "
+               f"{result['ours_over_model_analyzer']}x")
+
+
+@perf_app.command("import-model-analyzer")
+def perf_import_model_analyzer(
+        csv_path: Path = typer.Argument(..., help="Model Analyzer's results/metrics-model-inference.csv."),
+        model: str = typer.Option(..., help="The profiled model (the planner's SLO names it)."),
+        hardware: str = typer.Option(..., help="Profile folder: a catalog profile name (cpu, h100, ...)."),
+        p95_bound_ms: float = typer.Option(..., help="p95 bound of the profile's best row."),
+        cpu: Optional[str] = typer.Option(None, help="CPU it was measured on (default: this machine's)."),
+        cores: Optional[int] = typer.Option(None, help="Cores it was measured on (default: this machine's)."),
+        gpu: Optional[str] = typer.Option(None, help="GPU it was measured on."),
+        out_dir: Path = typer.Option(paths.ROOT / "perf" / "profiles", help="Profiles root folder.")):
+    """Import a Model Analyzer CSV export as a profile the planner reads."""
+    from .perf import model_analyzer as ma
+    from .perf.provenance import provenance
+
+    origin = provenance()
+    if cpu or cores or gpu:
+        origin = {"machine": {"cpu": cpu or "unknown", "cores": cores, "gpu": gpu}, "imported_on": origin["date"]}
+    try:
+        profile = ma.import_csv(csv_path, model=model, target=hardware, p95_bound_ms=p95_bound_ms, hardware=origin)
+    except TritonRepoError as e:
+        _fail(e)
+    path = out_dir / hardware / f"{model}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(profile, indent=2))
+    typer.echo(f"{len(profile['variants'])} configs; best within p95 {p95_bound_ms:g} ms: {profile['best']}\n"
+               f"written: {path}")
 
 
 @perf_app.command("apply")

@@ -53,11 +53,22 @@ class _Progress:
         self.bar.update(self.task, advance=1, description=" ".join(f"{k} {v}" for k, v in self.counts.items()))
 
 
-def _config(url: str, concurrency: int, workers: int, embed_model: str, ner_model: str, shots_model: str):
+def _config(url: str, concurrency: int, workers: int, embed_model: str, ner_model: str, shots_model: str,
+            captions=None):
     from .clients.ingest import IngestConfig
 
     return IngestConfig(url=url, concurrency=concurrency, assets_in_flight=workers, embed_model=embed_model,
-                        ner_model=ner_model, shots_model=shots_model)
+                        ner_model=ner_model, shots_model=shots_model, captions=captions)
+
+
+def _captions(base_url: Optional[str], model: str, provider: str, key_env: str, rpm: float, tpm: float,
+              concurrency: int):
+    from .clients.captions import CaptionConfig
+
+    if not base_url:
+        return None
+    return CaptionConfig(base_url=base_url, model=model, provider=provider, api_key_env=key_env,
+                         requests_per_minute=rpm, tokens_per_minute=tpm, concurrency=concurrency)
 
 
 MODEL_OPTS = dict(
@@ -84,8 +95,17 @@ def ingest_run(manifest: Path = typer.Argument(..., help="JSON-lines manifest (c
                retry_dead: bool = typer.Option(False, help="Also retry dead-lettered assets."),
                metrics_port: int = typer.Option(0, help="Serve the client metrics for Prometheus on this port."),
                metrics_file: Optional[Path] = typer.Option(None, help="Write the client metrics here at the end."),
-               log_file: Path = typer.Option(paths.RUNS / "ingest.log.jsonl", help="JSON log lines, one per event.")):
-    """Ingest a manifest: embeddings + entities for text, shots for video; resumable, deduplicated, retried."""
+               log_file: Path = typer.Option(paths.RUNS / "ingest.log.jsonl", help="JSON log lines, one per event."),
+               caption_url: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL (e.g. "
+                                                         "https://api.openai.com/v1): caption images and keyframes."),
+               caption_model: str = typer.Option("gpt-4o-mini", help="Caption model."),
+               caption_provider: str = typer.Option("openai", help="Provider name (price table, cache key)."),
+               caption_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the key."),
+               caption_rpm: float = typer.Option(500, help="Caption requests per minute at most."),
+               caption_tpm: float = typer.Option(200_000, help="Caption tokens per minute at most."),
+               caption_concurrency: int = typer.Option(8, help="Caption requests in flight at most.")):
+    """Ingest a manifest: embeddings + entities for text, shots for video, captions for images and shots (with
+    --caption-url); resumable, deduplicated, retried."""
     from prometheus_client import start_http_server, write_to_textfile
 
     from .clients.ingest import ingest, read_manifest
@@ -102,7 +122,9 @@ def ingest_run(manifest: Path = typer.Argument(..., help="JSON-lines manifest (c
         counts = store.counts()
         progress = _Progress(counts["pending"] + (counts["dead"] if retry_dead else 0))
         with progress.bar:
-            config = _config(url, concurrency, workers, embed_model, ner_model, shots_model)
+            config = _config(url, concurrency, workers, embed_model, ner_model, shots_model,
+                             _captions(caption_url, caption_model, caption_provider, caption_key_env, caption_rpm,
+                                       caption_tpm, caption_concurrency))
             summary = asyncio.run(ingest(store, config, metrics=metrics, retry_dead=retry_dead,
                                          on_progress=progress))
     except TritonRepoError as e:
@@ -114,7 +136,29 @@ def ingest_run(manifest: Path = typer.Argument(..., help="JSON-lines manifest (c
     typer.echo(f"requests ok {metrics.value('ingest_requests_total', outcome='ok'):.0f}, retries "
                f"{metrics.value('ingest_retries_total'):.0f}, computed {metrics.value('ingest_computed_total'):.0f}, "
                f"dedup hits {metrics.value('ingest_dedup_hits_total'):.0f}; log: {log_file}")
+    if caption_url:
+        typer.echo(f"captions: {metrics.value('ingest_caption_requests_total'):.0f} requests "
+                   f"({metrics.value('ingest_caption_requests_total', outcome='ok'):.0f} ok), tokens in "
+                   f"{metrics.value('ingest_caption_tokens_total', direction='in'):.0f} / out "
+                   f"{metrics.value('ingest_caption_tokens_total', direction='out'):.0f}, "
+                   f"US$ {metrics.value('ingest_caption_usd_total'):.4f} this run (`tritonrepo ingest costs`: all)")
     raise typer.Exit(0 if summary.counts["pending"] == 0 else 2)
+
+
+@ingest_app.command("costs")
+def ingest_costs(store_path: Path = STORE_OPT):
+    """What captions cost: every paid caption (tokens, US$) and each asset's share."""
+    from .clients.ingest import caption_costs
+    from .clients.store import SqliteStore
+
+    costs = caption_costs(SqliteStore(store_path))
+    for key, t in costs["paid"].items():
+        typer.echo(f"{key}: {t['captions']} captions paid, tokens in {t['tokens_in']} / out {t['tokens_out']}, "
+                   f"US$ {t['usd']:.6f}")
+    for a in costs["assets"]:
+        typer.echo(f"  {a['content_hash'][:12]}: {a['captions']} captions ({a['paid']} paid here), tokens "
+                   f"{a['tokens_in']}/{a['tokens_out']}, US$ {a['usd']:.6f}")
+    typer.echo(f"total US$ {costs['total_usd']:.6f} paid; assets' shares add up to US$ {costs['assets_usd']:.6f}")
 
 
 @ingest_app.command("ray")

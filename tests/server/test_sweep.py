@@ -1,6 +1,7 @@
 """A short real sweep: variants loaded into a running Triton through the repository API, perf_analyzer on real
 sentences, a profile with provenance."""
 
+import dataclasses
 import json
 
 import pytest
@@ -41,3 +42,27 @@ def test_variant_is_really_loaded(model_repository, tmp_path):
         assert cfg.instance_group[0].count == 2
         assert cfg.dynamic_batching.max_queue_delay_microseconds == 4000
         client.close()
+
+
+def test_encoder_sweep_sends_what_the_tokenizer_would(model_repository, tmp_path):
+    """The encoder alone (the plan Model Analyzer is compared on): its token-id inputs are the tokenizer model's
+    output for the same sentences, and perf_analyzer drives it."""
+    import numpy as np
+
+    from tritonrepo.datasets import conll_sentences
+
+    plan = sweep.PLANS["sbert_encoder_int8"]
+    data = json.loads(sweep.write_inputs(plan, tmp_path / "in.json", limit=20, repository=model_repository)
+                      .read_text())["data"]
+    with TritonServer(model_repository, model_config_name="cpu", explicit_models=["sbert_tokenizer"],
+                      log_file=tmp_path / "log") as server, grpcclient.InferenceServerClient(server.grpc_url) as c:
+        for text, row in zip(conll_sentences("test")[:20], data):
+            text_in = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
+            text_in.set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
+            out = c.infer("sbert_tokenizer", [text_in])
+            assert out.as_numpy("input_ids")[0].tolist() == row["input_ids"]["content"]
+            assert out.as_numpy("attention_mask")[0].tolist() == row["attention_mask"]["content"]
+    short = dataclasses.replace(plan, variants=plan.variants[:1], concurrencies=(2,), rate_fractions=())
+    profile = sweep.run("sbert_encoder_int8", plan=short, repository=model_repository, out_dir=tmp_path,
+                        measurement_ms=800)
+    assert profile["best"]["infer_per_s"] > 0 and profile["variants"][0]["variant"] == "untuned"

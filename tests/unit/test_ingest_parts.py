@@ -37,7 +37,8 @@ def test_manifest_resolves_relative_paths_and_keeps_given_trace_ids(tmp_path):
     ("[1, 2]", "expected a JSON object"),
     ({"id": "x", "kind": "audio", "uri": "a.wav"}, "kind must be one of"),
     ({"id": "x", "kind": "text"}, "exactly one of uri or text"),
-    ({"id": "x", "kind": "video", "text": "words"}, "videos need a uri"),
+    ({"id": "x", "kind": "video", "text": "words"}, "videos and images need a uri"),
+    ({"id": "x", "kind": "image", "text": "words"}, "videos and images need a uri"),
     ({"id": "x", "kind": "text", "text": "a", "lang": "en"}, r"unknown fields \['lang'\]"),
 ])
 def test_manifest_errors_name_the_line_and_the_problem(tmp_path, row, message):
@@ -89,6 +90,18 @@ def test_store_ledger_moves_assets_and_keeps_one_result_per_content_and_task(tmp
     assert store.cached("h0", "embed:m@2") is None  # another model version is another key
     assert store.dead_letters() == [("a2", "inline text", "InvalidInputError: bad")]
     assert store._db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 2
+
+
+def test_paid_captions_are_cached_whatever_befalls_their_asset(tmp_path):
+    store = SqliteStore(tmp_path / "s.db")
+    store.add([Asset(id="v", kind="video", uri="v.mp4", trace_id="t")])
+    store.put("k1", "caption:p/m@v1", b'{"paid": 1}')  # the asyncio pipeline: written at once
+    failed = Outcome(Asset(id="v", kind="video", uri="v.mp4"), content_hash="h", error="ClientError: timeout",
+                     extra=[("k2", "caption:p/m@v1", b'{"paid": 2}')])  # Ray: travels with the next outcome
+    store.record(failed)
+    assert store.counts()[PENDING] == 1 and store.cached("k2", "caption:p/m@v1") == b'{"paid": 2}'
+    assert [(h, t) for h, t, _ in store.results_of("caption:")] == [("k1", "caption:p/m@v1"), ("k2", "caption:p/m@v1")]
+    assert list(store.results_of("captions:")) == []
 
 
 def test_store_pending_pages_through_a_long_ledger_while_it_changes(tmp_path):

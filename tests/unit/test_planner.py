@@ -114,3 +114,18 @@ def test_committed_catalog_and_example_plan(tmp_path):
     report = planner.report(result, services, tmp_path / "plan.md")
     text = report.read_text()
     assert "## search-ner" in text and "estimate:" in text and (tmp_path / "ner_int8-throughput-vs-p95.png").exists()
+
+
+def test_alternatives_let_the_plan_pick_the_precision_with_more_capacity(profiles, tmp_path):
+    _profile(profiles, "cpu", "m_int8", {"q": [(1, 120, 9), (4, 260, 28)]}, cores=2)
+    slo = ModelSlo(model="m", p95_ms=30, peak_rps=1, alternatives=("m_int8", "m_missing"))
+    cap = planner.capacity(slo, _inst("c", 1, vcpus=2), profiles)
+    assert (cap.model, cap.infer_per_s, cap.variant) == ("m_int8", 260, "q")
+    assert planner.capacity(ModelSlo(model="m", p95_ms=30, peak_rps=1), _inst("c", 1, vcpus=2), profiles).model == "m"
+    why = planner.capacity(ModelSlo(model="m", p95_ms=1, peak_rps=1, alternatives=("m_int8",)), _inst("c", 1),
+                           profiles)
+    assert "of m meets" in why and "of m_int8 meets" in why
+    slo_file = tmp_path / "slo.yaml"
+    slo_file.write_text("services:\n  - models:\n      m: {p95_ms: 30, peak_rps: 5, alternatives: [m_int8]}\n")
+    _, services = planner.load_slos(slo_file)
+    assert services[0].models[0].candidates == ("m", "m_int8")
