@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -32,15 +31,12 @@ from tritonrepo.paths import MODEL_REPOSITORY, ROOT, TOOLS, TritonTools, perf_an
 from . import sweep
 from .provenance import provenance
 
-log = logging.getLogger(__name__)
 VENV = TOOLS / "model-analyzer"
 VERSION = "1.58.0"
-# Model Analyzer's CSV columns (for the inference_output_fields we ask for) -> our row fields
-FIELDS = {
-    "perf_throughput": "infer_per_s", "perf_latency_p95": "p95_ms", "perf_latency_p99": "p99_ms",
-    "perf_latency_p90": "p90_ms", "perf_latency_avg": "avg_ms", "perf_server_queue": "server_queue_ms",
-    "perf_server_compute_infer": "server_compute_ms",
-}
+# the metrics we ask Model Analyzer to export (inference_output_fields), beside its identifying columns
+METRICS = ("perf_throughput", "perf_latency_p95", "perf_latency_p99", "perf_latency_p90", "perf_latency_avg",
+           "perf_server_queue", "perf_server_compute_infer")
+# its CSV headers for those columns -> our row fields
 HEADERS = {
     "Model": "model", "Batch": "batch", "Concurrency": "concurrency", "Model Config Path": "config",
     "Instance Group": "instance_group", "Max Batch Size": "max_batch_size", "Throughput (infer/sec)": "infer_per_s",
@@ -112,7 +108,7 @@ def profile_config(plan: sweep.SweepPlan, repository: Path, inputs: Path, work: 
             "constraints": {"perf_latency_p95": {"max": int(plan.p95_bound_ms)}},
         }},
         "inference_output_fields": ["model_name", "batch_size", "concurrency", "model_config_path",
-                                    "instance_group", "max_batch_size", "satisfies_constraints", *FIELDS],
+                                    "instance_group", "max_batch_size", "satisfies_constraints", *METRICS],
         **({"run_config_search_max_concurrency": max_concurrency} if max_concurrency else {}),
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -61,7 +62,9 @@ def placement_from_plan(slo_file: Path, service: str, profiles: Path | None = No
     from .perf import planner
 
     headroom, services = planner.load_slos(slo_file)
-    chosen = [s for s in services if s.name == service]
+    # the endpoint serves the models the SLO names: size those, not their alternatives (e.g. another precision)
+    chosen = [dataclasses.replace(s, models=tuple(dataclasses.replace(m, alternatives=()) for m in s.models))
+              for s in services if s.name == service]
     if not chosen:
         raise SpecError(f"{slo_file}: no service {service!r} (has {[s.name for s in services]})")
     catalog = [i for i in planner.load_catalog() if i.platform == "sagemaker"]

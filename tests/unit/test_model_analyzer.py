@@ -59,3 +59,17 @@ def test_profile_config_runs_its_default_search_under_our_p95_bound(tmp_path):
 def test_ensembles_are_refused_for_the_default_search(tmp_path):
     with pytest.raises(TritonRepoError, match="sbert_int8 is an ensemble"):
         ma._repository(sweep.PLANS["sbert_int8"], "cpu", tmp_path)
+
+
+def test_import_command_writes_a_profile_with_the_given_hardware(tmp_path):
+    from typer.testing import CliRunner
+
+    from tritonrepo.cli import app
+
+    out = CliRunner().invoke(app, ["perf", "import-model-analyzer", str(_csv(tmp_path)), "--model", "enc",
+                                   "--hardware", "t4", "--p95-bound-ms", "100", "--gpu", "T4", "--cores", "4",
+                                   "--out-dir", str(tmp_path / "profiles")])
+    assert out.exit_code == 0, out.output
+    profile = planner.load_profile("enc", "t4", tmp_path / "profiles")
+    assert profile["provenance"]["machine"] == {"cpu": "unknown", "cores": 4, "gpu": "T4"}
+    assert profile["best"]["infer_per_s"] == 150.0

@@ -129,3 +129,18 @@ def test_alternatives_let_the_plan_pick_the_precision_with_more_capacity(profile
     slo_file.write_text("services:\n  - models:\n      m: {p95_ms: 30, peak_rps: 5, alternatives: [m_int8]}\n")
     _, services = planner.load_slos(slo_file)
     assert services[0].models[0].candidates == ("m", "m_int8")
+
+
+def test_a_sagemaker_package_is_sized_for_its_own_model_not_an_alternative(profiles, tmp_path):
+    from tritonrepo import deploy
+
+    _profile(profiles, "cpu", "m_int8", {"q": [(1, 120, 9), (4, 260, 28)]}, cores=2)
+    slo = tmp_path / "slo.yaml"
+    slo.write_text("headroom: 1.0\nservices:\n  - name: s\n    models:\n"
+                   "      m: {p95_ms: 30, peak_rps: 100, alternatives: [m_int8]}\n")
+    placement = deploy.placement_from_plan(slo, "s", profiles)
+    instance = {i.name: i for i in planner.load_catalog()}[placement.instance_type]
+    own = planner.capacity(ModelSlo(model="m", p95_ms=30, peak_rps=100), instance, profiles)
+    assert own.model == "m" and placement.rps_per_instance == pytest.approx(own.infer_per_s)
+    _profile(profiles, instance.profile, "m_int8", {"q": [(1, own.infer_per_s * 3, 9)]}, cores=2)  # a better alt
+    assert deploy.placement_from_plan(slo, "s", profiles).rps_per_instance == pytest.approx(own.infer_per_s)
