@@ -128,8 +128,9 @@ class Fit:
 
 
 def logits_to_onnx(model, path: Path, input_names: tuple[str, ...], output_name: str, output_axes: dict,
-                   opset: int = 17) -> None:
-    """A Hugging Face model's ``.logits`` as an ONNX graph over int64 inputs [batch, sequence] (dynamic axes).
+                   opset: int = 17, field: str = "logits") -> None:
+    """A Hugging Face model's ``.logits`` (or another output ``field``, e.g. ``last_hidden_state``) as an ONNX graph
+    over int64 inputs [batch, sequence] (dynamic axes).
     Load the model with ``attn_implementation="eager"``: a plain MatMul/Softmax graph that ONNX Runtime fuses at load
     on any version."""
     import torch
@@ -140,7 +141,7 @@ def logits_to_onnx(model, path: Path, input_names: tuple[str, ...], output_name:
             self.model = model
 
         def forward(self, *inputs):
-            return self.model(**dict(zip(input_names, inputs))).logits
+            return getattr(self.model(**dict(zip(input_names, inputs))), field)
 
     sample = tuple(torch.ones(2, 8, dtype=torch.long) for _ in input_names)
     axes = {0: "batch", 1: "sequence"}

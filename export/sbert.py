@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tritonrepo import models
+from tritonrepo.check import save_reference
 from tritonrepo.datasets import conll_sentences
 from tritonrepo.errors import ValidationError
 from tritonrepo.paths import ASSETS, SBERT_WEIGHTS, require
@@ -35,7 +36,7 @@ from .validate import embedding_checks
 log = logging.getLogger(__name__)
 
 ARTIFACTS = ASSETS / "artifacts" / "sbert"
-EXPORT_VERSION = 3  # bump when the export recipe changes: cached artifacts are rebuilt
+EXPORT_VERSION = 4  # bump when the export recipe changes: cached artifacts are rebuilt
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,6 +158,12 @@ def export(cfg: SbertExport = SbertExport(), *, force: bool = False) -> dict:
     if failures:  # one error listing every failed bound of both artifacts; nothing reaches the repository
         raise ValidationError("sbert export", failures)
 
+    # what `tritonrepo check` replays against the served ensembles: 8 requests of 2 sentences, and the embeddings
+    # sentence-transformers gave them, within each artifact's validation bound
+    requests = [{"TEXT": np.array([[s.encode()] for s in sentences[i:i + 2]], dtype=object)} for i in range(0, 16, 2)]
+    answers = [{"EMBEDDING": reference[i:i + 2]} for i in range(0, 16, 2)]
+    for precision, bound in (("fp32", 0.9999), ("int8", 0.97)):
+        save_reference(work / f"reference.{precision}.npz", requests, answers, {"cosine_min": bound})
     report = {
         "fingerprint": fingerprint,
         "reference": f"sentence-transformers encode, {cfg.weights.name}",
@@ -169,6 +176,14 @@ def export(cfg: SbertExport = SbertExport(), *, force: bool = False) -> dict:
 
 
 def install(repository: Path, artifacts: Path = ARTIFACTS) -> list[Path]:
-    """Copy validated artifacts into the repository's version folders."""
-    return install_artifacts(repository, artifacts, (("sbert_encoder", "model.fp32.onnx"),
-                             ("sbert_encoder_int8", "model.int8.onnx"), ("sbert_tokenizer", "tokenizer.json")), "SBERT")
+    """Copy validated artifacts into the repository's version folders, and each ensemble's reference requests
+    (sentence-transformers' embeddings) to <ensemble>/1/reference.npz for `tritonrepo check`."""
+    placed = install_artifacts(repository, artifacts, (("sbert_encoder", "model.fp32.onnx"),
+                               ("sbert_encoder_int8", "model.int8.onnx"), ("sbert_tokenizer", "tokenizer.json")), "SBERT")
+    for precision in models.SBERT_PRECISIONS:
+        ensemble = "sbert" if precision == "fp32" else f"sbert_{precision}"
+        dest = repository / ensemble / "1" / "reference.npz"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(artifacts / f"reference.{precision}.npz", dest)
+        placed.append(dest)
+    return placed

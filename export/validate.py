@@ -69,3 +69,31 @@ def embedding_checks(artifact: str, reference: np.ndarray, candidate: np.ndarray
         checks.at_least(f"recall@{recall_k}", neighbour_recall(base, candidate, recall_k), min_recall or 0.0)
     checks.metrics["sentences"] = len(reference)
     return checks
+
+
+def compare(checks: Checks, output: str, expected: np.ndarray, got: np.ndarray, tolerance: dict, where: str) -> None:
+    """One output against the framework's: rows' cosine >= ``cosine_min`` (embeddings), or element-wise
+    ``|got - expected| <= atol + rtol * |expected|``; strings and booleans must be equal. Records the worst
+    difference in ``checks.metrics`` and every violation in ``checks.failures``."""
+    if expected.shape != got.shape:
+        checks.failures.append(f"{where} {output}: shape {list(got.shape)} != framework {list(expected.shape)}")
+        return
+    if expected.dtype.kind in "OSUb":
+        if not np.array_equal(expected, got):
+            checks.failures.append(f"{where} {output}: values differ from the framework's")
+        return
+    if "cosine_min" in tolerance:
+        worst = float(cosine_rows(expected.reshape(len(expected), -1), got.reshape(len(got), -1)).min())
+        key = f"{output}.cosine_min"
+        checks.metrics[key] = min(checks.metrics.get(key, 1.0), round(worst, 6))
+        if not worst >= tolerance["cosine_min"]:
+            checks.failures.append(f"{where} {output}: cosine {worst:.6f} < {tolerance['cosine_min']}")
+        return
+    diff = np.abs(got.astype(np.float64) - expected)
+    worst = float(diff.max()) if diff.size else 0.0
+    key = f"{output}.max_abs_diff"
+    checks.metrics[key] = max(checks.metrics.get(key, 0.0), round(worst, 9))
+    bad = int((diff > tolerance["atol"] + tolerance["rtol"] * np.abs(expected)).sum())
+    if bad or not np.isfinite(got).all():
+        checks.failures.append(f"{where} {output}: {bad} of {diff.size} values outside atol {tolerance['atol']} + "
+                               f"rtol {tolerance['rtol']} (max |diff| {worst:.3g})")

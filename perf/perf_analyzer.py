@@ -70,6 +70,17 @@ def write_int_rows(path: Path, rows: list[dict[str, list[int]]]) -> Path:
     return path
 
 
+def write_array_rows(path: Path, rows: list[dict]) -> Path:
+    """perf_analyzer --input-data JSON from arrays: one batch-1 request per row (tensor name -> array without the
+    batch axis); strings are sent as UTF-8 text."""
+    def tensor(a):
+        content = [x.decode() if isinstance(x, bytes) else x for x in a.ravel().tolist()]
+        return {"content": content, "shape": list(a.shape)}
+
+    path.write_text(json.dumps({"data": [{k: tensor(v) for k, v in r.items()} for r in rows]}))
+    return path
+
+
 def write_binary_input_data(path: Path, tensor: str, blobs: list[bytes]) -> Path:
     """perf_analyzer --input-data JSON for a UINT8 [-1] input (e.g. whole encoded videos): one request per blob,
     base64 (perf_analyzer sends the decoded bytes as the tensor's content), sent round-robin."""

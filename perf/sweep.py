@@ -2,7 +2,8 @@
 config override through the repository API), drive the served entry model with the real perf_analyzer on real
 inputs over a concurrency range, stop the range once p95 passes its bound, and write a profile with provenance.
 
-Adding a model's sweep is one ``SweepPlan`` entry in ``PLANS``.
+Adding a model's sweep is one ``SweepPlan`` entry in ``PLANS``; models of ``tritonrepo add`` get theirs from their
+spec file (``plan_for``), driven by the reference requests kept at their export.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import tritonclient.grpc as grpcclient
 from google.protobuf import json_format
 from tritonclient.utils import InferenceServerException
 
-from tritonrepo import models, render
+from tritonrepo import added, models, render
+from tritonrepo.check import REFERENCE, load_reference
 from tritonrepo.datasets import conll_sentences, headline_retrieval, short_queries
 from tritonrepo.errors import TritonRepoError
 from tritonrepo.paths import MODEL_REPOSITORY, ROOT, VIDEO_DIR
+from tritonrepo.repository import with_dependencies
 from tritonrepo.server import TritonServer
 from tritonrepo.specs import ModelSpec
 from tritonrepo.tuning import Variant
@@ -95,8 +98,30 @@ PLANS: dict[str, SweepPlan] = {
 }
 
 
+def plan_for(name: str, repository: Path = MODEL_REPOSITORY) -> SweepPlan:
+    """The model's sweep plan: its PLANS entry, or for a model of `tritonrepo add` one made from its spec file (the
+    ONNX Runtime grid of the encoders, its own p95 bound, its reference requests as inputs)."""
+    if name in PLANS:
+        return PLANS[name]
+    if not added.path_of(name, repository).exists():
+        raise TritonRepoError(f"no sweep plan for {name!r}; known: {sorted(PLANS)} and the models of `tritonrepo add`")
+    model = added.load(name, repository)
+    if model.text_input:  # strings through its tokenizer: the 2,000 real CoNLL test sentences the SBERT plans send
+        tensor, inputs = "TEXT", "conll-test-sentences"
+    else:  # tensors: the reference requests kept at export (the --samples file, or seeded random tensors)
+        tensor, inputs = model.model_spec().input_names, f"reference:{name}"
+    return SweepPlan(swept=model.model_name, entry=name, input_tensor=tensor, inputs=inputs,
+                     variants=(UNTUNED, *_grid(instances=(1, 2), delays=(0, 1000), threads=(1, 2))),
+                     p95_bound_ms=model.p95_bound_ms)
+
+
 def write_inputs(plan: SweepPlan, path: Path, limit: int = 2000, repository: Path = MODEL_REPOSITORY) -> Path:
     """The plan's real input set as perf_analyzer --input-data JSON."""
+    if plan.inputs.startswith("reference:"):  # an added model: each row of its reference requests, one request each
+        _, pairs = load_reference(repository / plan.entry / "1" / REFERENCE)
+        rows = [{k: v[i] for k, v in request.items()} for request, _ in pairs
+                for i in range(len(next(iter(request.values()))))]
+        return perf_analyzer.write_array_rows(path, rows[:limit])
     if plan.inputs == "video-clips":
         clips = [VIDEO_DIR / "carphone_pristine.mp4", VIDEO_DIR / "bikes.mp4"]
         return perf_analyzer.write_binary_input_data(path, plan.input_tensor, [p.read_bytes() for p in clips])
@@ -128,9 +153,9 @@ def write_inputs(plan: SweepPlan, path: Path, limit: int = 2000, repository: Pat
     return perf_analyzer.write_input_data(path, plan.input_tensor, texts)
 
 
-def variant_config(plan: SweepPlan, variant: Variant, target: str) -> str:
+def variant_config(plan: SweepPlan, variant: Variant, target: str, repository: Path = MODEL_REPOSITORY) -> str:
     """The swept model's config for this variant, as the JSON the repository load API takes."""
-    spec = models.spec(plan.swept)
+    spec = added.spec_of(plan.swept, repository) or models.spec(plan.swept)
     if not isinstance(spec, ModelSpec):
         raise TritonRepoError(f"{plan.swept} is an ensemble; sweep one of its steps")
     varied = dataclasses.replace(spec, deployments=spec.deployments | {target: variant.apply(spec.deployment(target))})
@@ -138,9 +163,9 @@ def variant_config(plan: SweepPlan, variant: Variant, target: str) -> str:
 
 
 def sweep_variant(client, server_url: str, plan: SweepPlan, variant: Variant, data: Path, target: str,
-                  measurement_ms: int) -> list[dict]:
+                  measurement_ms: int, repository: Path = MODEL_REPOSITORY) -> list[dict]:
     try:
-        client.load_model(plan.swept, config=variant_config(plan, variant, target))
+        client.load_model(plan.swept, config=variant_config(plan, variant, target, repository))
     except InferenceServerException as e:
         raise TritonRepoError(f"could not load {plan.swept} as {variant.name}: {e.message()}") from e
     rows = []
@@ -188,7 +213,7 @@ def run(name: str, *, target: str = "cpu", plan: SweepPlan | None = None, reposi
         out_dir: Path = PROFILES, measurement_ms: int = 3000, hardware: str | None = None,
         only: tuple[str, ...] = ()) -> dict:
     """Sweep the plan's variants (``only``: just those named, e.g. a short sweep) and write the profile."""
-    plan = plan or PLANS[name]
+    plan = plan or plan_for(name, repository)
     if only:
         unknown = set(only) - {v.name for v in plan.variants}
         if unknown:
@@ -199,10 +224,11 @@ def run(name: str, *, target: str = "cpu", plan: SweepPlan | None = None, reposi
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         data = write_inputs(plan, Path(tmp) / "inputs.json", repository=repository)
-        with TritonServer(repository, model_config_name=target, explicit_models=["*"]) as server:
+        needed = sorted(with_dependencies([plan.entry], repository))  # not the rest of the repository
+        with TritonServer(repository, model_config_name=target, explicit_models=needed) as server:
             client = grpcclient.InferenceServerClient(server.grpc_url)
             for variant in plan.variants:
-                rows = sweep_variant(client, server.grpc_url, plan, variant, data, target, measurement_ms)
+                rows = sweep_variant(client, server.grpc_url, plan, variant, data, target, measurement_ms, repository)
                 results.append({"variant": variant.name, "config": dataclasses.asdict(variant), "rows": rows})
             client.close()
     top = best(results, plan.p95_bound_ms)

@@ -99,7 +99,7 @@ def transnet_artifacts():
 @pytest.fixture(scope="session")
 def model_repository(tmp_path_factory, sbert_artifacts, ner_export, rerank_export, transnet_artifacts):
     """A complete repository in a temporary folder: rendered configs, Python models, validated artifacts."""
-    from tritonrepo.export import ner, rerank, sbert, transnetv2
+    from tritonrepo.export import added, ner, rerank, sbert, transnetv2
 
     repo = tmp_path_factory.mktemp("model_repository")
     render.write(repo, models.all_specs())
@@ -108,6 +108,7 @@ def model_repository(tmp_path_factory, sbert_artifacts, ner_export, rerank_expor
     ner.install(repo, ner_export.out_dir)
     rerank.install(repo, rerank_export.out_dir)
     transnetv2.install(repo, transnet_artifacts)
+    added.install_all(repo)  # models of `tritonrepo add` in model_repository/, from their sources
     for spec in models.all_specs():
         (repo / spec.name / "1").mkdir(parents=True, exist_ok=True)
     return repo

@@ -154,6 +154,91 @@ def build(repository: Path = REPO_OPT,
     typer.echo(json.dumps(reports, indent=2))
 
 
+def _parse_tensor(text: str):
+    from .specs import Tensor
+
+    try:
+        name, dtype, dims = text.split(":")
+        return Tensor(name=name, dtype=dtype.upper(), dims=tuple(int(d) for d in dims.split(",")))
+    except ValueError as e:
+        raise TritonRepoError(f"--input {text!r}: expected NAME:DTYPE:DIMS, e.g. features:FP32:16 or "
+                              f"ids:INT64:-1 ({e})") from e
+
+
+@app.command()
+def add(name: str = typer.Argument(..., help="The model's name in the repository (letters, digits, _)."),
+        source: Path = typer.Option(..., "--from", help="A Hugging Face checkpoint folder, an .onnx file, a "
+                                    "TorchScript file or a TensorFlow SavedModel folder."),
+        repository: Path = REPO_OPT,
+        tests: Optional[Path] = typer.Option(paths.ROOT / "tests" / "server", help="Where its server test goes."),
+        input_: list[str] = typer.Option([], "--input", help="TorchScript: NAME:DTYPE:DIMS per forward() argument, "
+                                         "dims without the batch axis (-1 variable)."),
+        output: list[str] = typer.Option([], "--output", help="TorchScript: output names, in order."),
+        task: str = typer.Option("", help="Hugging Face: feature-extraction, token-classification or "
+                                 "sequence-classification (default: from config.json's architecture)."),
+        max_batch_size: int = typer.Option(32, help="Largest batch the dynamic batcher forms."),
+        tf_native: bool = typer.Option(False, "--tf-native", help="SavedModel: GPU targets use Triton's "
+                                       "tensorflow_savedmodel backend instead of the ONNX graph."),
+        samples: Optional[Path] = typer.Option(None, help="Real inputs for validation: .npz, one array per input "
+                                               "(rows first). Default: real sentences for checkpoints with a "
+                                               "tokenizer, else seeded random tensors."),
+        atol: float = typer.Option(1e-4, help="Validation: absolute tolerance."),
+        rtol: float = typer.Option(1e-3, help="Validation: relative tolerance."),
+        p95_bound_ms: float = typer.Option(100.0, help="The perf sweep's p95 bound."),
+        force: bool = typer.Option(False, "--force", help="Replace a model added before.")):
+    """Add a model: read its tensors, convert it to ONNX, validate it against the framework model, and write its spec
+    (model_repository/NAME/model.yaml), configs for every target, artifacts and a server test. Then review the diff,
+    run `tritonrepo check --model NAME` and `tritonrepo perf sweep NAME`."""
+    from .export.added import add as add_model
+
+    try:
+        done = add_model(name, source, repository=repository, tests_dir=tests,
+                         inputs=tuple(_parse_tensor(t) for t in input_), output_names=tuple(output), task=task,
+                         max_batch_size=max_batch_size, tf_native=tf_native, samples=samples, atol=atol, rtol=rtol,
+                         p95_bound_ms=p95_bound_ms, force=force)
+    except TritonRepoError as e:
+        _fail(e)
+    model, report = done["model"], done["validation"]
+    sig = lambda ts: ", ".join(f"{t.name} {t.dtype} {list(t.dims)}" for t in ts)  # noqa: E731
+    typer.echo(f"added {model.name} ({model.source.format}{', ' + model.task if model.task else ''})\n"
+               f"  inputs:  {sig(model.inputs)}\n  outputs: {sig(model.outputs)}\n"
+               f"  validated on {report['requests']} requests ({report['rows']} rows): {report['metrics']} "
+               f"(atol {model.atol}, rtol {model.rtol})\n  wrote:\n"
+               + "\n".join(f"    {p}" for p in done["files"]))
+
+
+@app.command()
+def check(repository: Path = REPO_OPT, target: str = typer.Option("cpu", help="The configs to load."),
+          model: list[str] = typer.Option([], "--model", "-m", help="Only these models (and what they need)."),
+          url: Optional[str] = typer.Option(None, help="Check a running server's models instead of starting one."),
+          lint_only: bool = typer.Option(False, "--lint-only", help="Lint configs without serving.")):
+    """Lint configs; load every model in a real local Triton, warm each up, and compare outputs with the framework
+    model wherever a reference was kept at export. Exit 1 on any error."""
+    from rich.table import Table
+
+    from . import check as checks
+
+    try:
+        report = checks.run(repository, target=target, models=model or None, url=url, serve_models=not lint_only)
+    except TritonRepoError as e:
+        _fail(e)
+    console = _console()
+    if report.findings:
+        table = Table("level", "model", "file", "finding", title="config lint")
+        for f in report.findings:
+            table.add_row(f.level, f.model, f.where, f.message)
+        console.print(table)
+    if report.served:
+        table = Table("model", "check", "result", "detail", title=f"served on target {target}")
+        for s in report.served:
+            table.add_row(s.model, s.status, "ok" if s.ok else "FAILED", s.detail)
+        console.print(table)
+    errors = sum(f.level == "error" for f in report.findings) + sum(not s.ok for s in report.served)
+    typer.echo("check passed" if report.ok else f"check failed: {errors} error(s)")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 package_app = typer.Typer(no_args_is_help=True, help="Deployment packages.")
 app.add_typer(package_app, name="package")
 
@@ -637,7 +722,8 @@ def perf_load(slo: Path = typer.Option(paths.ROOT / "perf" / "slos" / "example.y
 
 
 @perf_app.command("sweep")
-def perf_sweep(model: str = typer.Argument(..., help="Entry model with a sweep plan (perf/sweep.py PLANS)."),
+def perf_sweep(model: str = typer.Argument(..., help="Entry model with a sweep plan (perf/sweep.py PLANS) or a "
+                                          "model of `tritonrepo add`."),
                target: str = typer.Option("cpu", "--target", "-t", help="Target whose config is varied."),
                measurement_ms: int = typer.Option(3000, help="perf_analyzer measurement window."),
                hardware: Optional[str] = typer.Option(None, help="Profile folder name (default: the target)."),
@@ -649,8 +735,6 @@ def perf_sweep(model: str = typer.Argument(..., help="Entry model with a sweep p
 
     from .perf import sweep
 
-    if model not in sweep.PLANS:
-        _fail(TritonRepoError(f"no sweep plan for {model!r}; known: {sorted(sweep.PLANS)}"))
     try:
         profile = sweep.run(model, target=target, measurement_ms=measurement_ms, hardware=hardware,
                             only=tuple(only or ()), out_dir=out_dir)

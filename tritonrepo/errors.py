@@ -49,6 +49,10 @@ class ValidationError(TritonRepoError):
         super().__init__(f"{artifact} failed numeric validation ({len(self.failures)} check(s)):\n{body}")
 
 
+class AddError(TritonRepoError):
+    """``tritonrepo add`` cannot serve the model as asked (no batch axis, an op or dtype Triton lacks...)."""
+
+
 class RenderDriftError(TritonRepoError):
     """Committed config.pbtxt files differ from what the specs render: run `tritonrepo render`."""
 

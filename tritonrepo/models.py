@@ -1,4 +1,6 @@
-"""The models this repository serves, as specs. Adding a model = adding its specs here (and its export step).
+"""The models this repository serves, as specs. A model with its own pre/post-processing is added here (with its export
+step); a plain model (Hugging Face, ONNX, TorchScript, SavedModel) is added with `tritonrepo add`, whose spec file
+model_repository/<name>/model.yaml ``all_specs()`` reads too (tritonrepo/added.py, docs/adding-a-model.md).
 
 Per-target tuning: the values here are defaults; ``with_tuning`` applies the best variant of each measured sweep
 (perf/tuned/<target>.json, written by ``tritonrepo perf apply``) over them. GPU values are starting points sized
@@ -345,7 +347,10 @@ def all_specs() -> list[AnySpec]:
         "UTF-8 text -> WordPiece ids and attention mask (HF tokenizers, truncation at 256 tokens)")]
     for precision in SBERT_PRECISIONS:
         specs += [_encoder_spec(precision), _sbert_ensemble(precision)]
-    return with_tuning(specs + _ner_specs() + _rerank_specs() + _transnet_specs())
+    from .added import load_all  # models of `tritonrepo add`: model_repository/<name>/model.yaml
+
+    added = [s for m in load_all() for s in m.specs()]
+    return with_tuning(specs + _ner_specs() + _rerank_specs() + _transnet_specs() + added)
 
 
 def spec(name: str) -> AnySpec:

@@ -9,18 +9,18 @@ from pathlib import Path
 from . import render
 from .errors import ToolNotFoundError
 from .models import all_specs
-from .specs import Backend, ModelSpec
+from .specs import AnySpec, Backend, ModelSpec
 
 log = logging.getLogger(__name__)
 
 ENSEMBLES_SRC = Path(__file__).resolve().parents[1] / "ensembles"
 
 
-def install_python_models(repository: Path) -> list[Path]:
+def install_python_models(repository: Path, specs: list[AnySpec] | None = None) -> list[Path]:
     """Copy each Python-backend model's module from ensembles/ to <model>/1/model.py, and each DALI pipeline module to
-    <model>/1/dali.py (the DALI backend serializes it at load)."""
+    <model>/1/dali.py (the DALI backend serializes it at load). ``specs``: all of the repository's by default."""
     placed = []
-    for spec in all_specs():
+    for spec in all_specs() if specs is None else specs:
         if not isinstance(spec, ModelSpec):
             continue
         for module, filename in ((spec.python_model, "model.py"), (spec.dali_pipeline, "dali.py")):
@@ -30,6 +30,17 @@ def install_python_models(repository: Path) -> list[Path]:
                 shutil.copy2(ENSEMBLES_SRC / f"{module}.py", dest)
                 placed.append(dest)
     return placed
+
+
+def with_dependencies(names: list[str], repository: Path) -> set[str]:
+    """The models and, for those the specs know (the repository's and its added models'), what they need loaded
+    beside them, BLS callees included (explicit model control loads an ensemble's steps, not what a model calls)."""
+    from .added import load_all
+    from .specs import dependencies
+
+    specs = all_specs() + [s for m in load_all(repository) for s in m.specs()]
+    known = {s.name for s in specs}
+    return set(names).union(*(dependencies(specs, n) for n in names if n in known))
 
 
 def missing_artifacts(repository: Path, target: str = "cpu") -> list[str]:
@@ -53,7 +64,7 @@ def build(repository: Path, *, force_export: bool = False, ner_export=None, tran
     ``ner_export``: a ``tritonrepo.export.ner.NerExport`` (default: the full CoNLL-2003 fine-tuning recipe);
     ``transnet_export``: a ``tritonrepo.export.transnetv2.TransNetExport`` (default: validated on all of test.mp4);
     ``rerank_export``: a ``tritonrepo.export.rerank.RerankExport`` (default: the full headline -> article recipe)."""
-    from .export import ner, rerank, sbert, transnetv2
+    from .export import added, ner, rerank, sbert, transnetv2
 
     render.write(repository, all_specs())
     install_python_models(repository)
@@ -67,6 +78,7 @@ def build(repository: Path, *, force_export: bool = False, ner_export=None, tran
     ner.install(repository, ner_cfg.out_dir)
     rerank.install(repository, rerank_cfg.out_dir)
     transnetv2.install(repository, shots_cfg.out_dir)
+    reports["added"] = added.install_all(repository, repository)  # models of `tritonrepo add`, from their sources
     missing = missing_artifacts(repository)
     if missing:
         raise ToolNotFoundError(f"repository incomplete after build, missing: {missing}")

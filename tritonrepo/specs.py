@@ -22,6 +22,7 @@ class Backend(str, enum.Enum):
     PYTHON = "python"  # Python backend; the model's code comes from ensembles/<python_model>.py
     ONNXRUNTIME = "onnxruntime_onnx"  # native ONNX Runtime backend (NGC image)
     TENSORRT = "tensorrt_plan"  # native TensorRT backend (NGC image)
+    TENSORFLOW = "tensorflow_savedmodel"  # native TensorFlow backend (NGC image); added SavedModels on GPU targets
     DALI = "dali"  # DALI backend (NGC image); the pipeline is dali.py in the version folder, serialized at load
     ENSEMBLE = "ensemble"
 

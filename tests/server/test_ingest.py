@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -150,6 +151,14 @@ def test_server_killed_and_restarted_mid_run_every_asset_gets_one_result(model_r
     assert sorted(results) == [(EMBED, 150), (ENTITIES, 150)]
 
 
+def _done(db) -> int:
+    """Assets done so far, 0 before the ingestion process has created its ledger and schema."""
+    try:
+        return SqliteStore(db, readonly=True).counts()["done"] if db.exists() else 0
+    except sqlite3.OperationalError:  # the file exists, its tables not yet
+        return 0
+
+
 def test_ingest_process_sigkilled_and_rerun_loses_nothing_and_computes_nothing_twice(server, tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -165,7 +174,7 @@ def test_ingest_process_sigkilled_and_rerun_loses_nothing_and_computes_nothing_t
            "--url", server.grpc_url, "--concurrency", "4", "--workers", "4", "--log-file", str(tmp_path / "log")]
 
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not db.exists() or SqliteStore(db, readonly=True).counts()["done"] < 10:
+    while _done(db) < 10:
         assert proc.poll() is None, "the ingestion finished before it could be killed"
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
