@@ -57,6 +57,11 @@ def _grid(instances, delays, threads) -> tuple[Variant, ...]:
                  for i, d, t in itertools.product(instances, delays, threads))
 
 
+# Preferred batch sizes: the batcher waits up to the queue delay to form one of them (2 single-threaded instances,
+# the best CPU shape of the encoders so far)
+PREFERRED = tuple(Variant(instances=2, max_queue_delay_us=d, preferred_batch_sizes=p,
+                          parameters=(("intra_op_threads", "1"),)) for d, p in ((1000, (8, 16)), (2000, (16, 32))))
+
 # The untuned starting point every sweep is measured against: one instance, no dynamic batching, ONNX Runtime's
 # default threads, no length sorting (what a first config.pbtxt for this model would hold).
 UNTUNED = Variant(instances=1, max_queue_delay_us=0, dynamic=False, label="untuned",
@@ -66,7 +71,8 @@ UNTUNED = Variant(instances=1, max_queue_delay_us=0, dynamic=False, label="untun
 PLANS: dict[str, SweepPlan] = {
     f"sbert{suffix}": SweepPlan(swept=f"sbert_encoder{suffix}", entry=f"sbert{suffix}", input_tensor="TEXT",
                                 inputs="conll-test-sentences",
-                                variants=(UNTUNED, *_grid(instances=(1, 2), delays=(0, 1000), threads=(1, 2))))
+                                variants=(UNTUNED, *_grid(instances=(1, 2), delays=(0, 1000), threads=(1, 2)),
+                                          *PREFERRED))
     for suffix in ("", "_int8")
 } | {
     f"ner{suffix}": SweepPlan(swept=f"ner_encoder{suffix}", entry=f"ner{suffix}", input_tensor="QUERY",

@@ -26,6 +26,8 @@ class Variant:
     instances: int
     max_queue_delay_us: int
     max_batch_size: int | None = None  # None: keep the spec's
+    preferred_batch_sizes: tuple[int, ...] | None = None  # None: keep the spec's; the batcher waits (up to the
+    # queue delay) to form one of these sizes
     parameters: tuple[tuple[str, str], ...] = ()  # merged over the spec's (e.g. intra_op_threads)
     dynamic: bool = True  # False: no dynamic batching (each request runs alone)
     label: str | None = None
@@ -36,13 +38,16 @@ class Variant:
             return self.label
         extra = "".join(f"-{k}={v}" for k, v in self.parameters)
         mb = f"-mb{self.max_batch_size}" if self.max_batch_size else ""
-        return f"i{self.instances}-d{self.max_queue_delay_us}{mb}{extra}"
+        pref = f"-p{','.join(map(str, self.preferred_batch_sizes))}" if self.preferred_batch_sizes else ""
+        return f"i{self.instances}-d{self.max_queue_delay_us}{mb}{pref}{extra}"
 
     def apply(self, dep: Deployment) -> Deployment:
         max_batch = self.max_batch_size or dep.batching.max_batch_size
         if self.dynamic:
+            preferred = dep.batching.preferred_batch_sizes if self.preferred_batch_sizes is None \
+                else self.preferred_batch_sizes
             batching = dataclasses.replace(dep.batching, max_queue_delay_us=self.max_queue_delay_us,
-                                           max_batch_size=max_batch)
+                                           max_batch_size=max_batch, preferred_batch_sizes=preferred)
         else:
             batching = Batching(max_batch_size=max_batch, dynamic=False)
         params = dict(dep.parameters) | dict(self.parameters)
@@ -50,7 +55,9 @@ class Variant:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Variant":
-        return cls(**{**d, "parameters": tuple(tuple(p) for p in d.get("parameters", ()))})
+        preferred = d.get("preferred_batch_sizes")
+        return cls(**{**d, "parameters": tuple(tuple(p) for p in d.get("parameters", ())),
+                      "preferred_batch_sizes": tuple(preferred) if preferred is not None else None})
 
 
 def load(folder: Path = TUNED) -> dict[str, dict[str, Variant]]:

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 from tritonclient.grpc import model_config_pb2 as mc
@@ -25,6 +26,19 @@ def test_variant_config_is_the_json_the_load_api_takes():
     assert cfg.instance_group[0].count == 2 and cfg.max_batch_size == 64
     assert cfg.dynamic_batching.max_queue_delay_microseconds == 4000
     assert json.loads(variant_config(plan, v, "cpu"))["max_batch_size"] == 64
+
+
+def test_preferred_batch_sizes_are_a_sweep_axis():
+    plan = PLANS["sbert_int8"]
+    v = Variant(instances=2, max_queue_delay_us=2000, preferred_batch_sizes=(16, 32),
+                parameters=(("intra_op_threads", "1"),))
+    assert v.name == "i2-d2000-p16,32-intra_op_threads=1" and v in plan.variants
+    cfg = json_format.Parse(variant_config(plan, v, "cpu"), mc.ModelConfig())
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [16, 32]
+    assert Variant.from_dict(json.loads(json.dumps(dataclasses.asdict(v)))) == v  # as perf/tuned/ stores it
+    kept = Variant(instances=1, max_queue_delay_us=0).apply(models.spec("sbert_encoder").deployment("t4"))
+    assert kept.batching.preferred_batch_sizes == models.spec("sbert_encoder").deployment("t4").batching \
+        .preferred_batch_sizes  # None keeps the spec's
 
 
 def test_best_is_the_highest_throughput_within_the_p95_bound():
