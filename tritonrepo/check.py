@@ -16,7 +16,6 @@ only serve as ensemble steps or BLS callees are exercised through their callers.
 from __future__ import annotations
 
 import json
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +25,6 @@ import numpy as np
 from .errors import ModelLoadError, RenderDriftError
 from .paths import MODEL_REPOSITORY, VIDEO_DIR
 from .targets import TARGETS
-
-log = logging.getLogger(__name__)
 
 REFERENCE = "reference.npz"
 WARMUP_TEXT = "Warm-up request from tritonrepo check: Reuters reports rain in Paris."
