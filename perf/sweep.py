@@ -50,6 +50,8 @@ class SweepPlan:
     # Then Poisson arrivals at these fractions of the variant's best closed-loop throughput within the bound: open
     # loop, so queueing from bursts shows in p95 (what independent users do, and what the planner should trust).
     rate_fractions: tuple[float, ...] = (0.5, 0.75, 0.9)
+    # the swept model's spec when it is not the repository's (perf/gpu_profile.py: the PyTorch GPU runtime)
+    spec: ModelSpec | None = None
 
 
 def _grid(instances, delays, threads) -> tuple[Variant, ...]:
@@ -122,7 +124,9 @@ def plan_for(name: str, repository: Path = MODEL_REPOSITORY) -> SweepPlan:
 
 
 def write_inputs(plan: SweepPlan, path: Path, limit: int = 2000, repository: Path = MODEL_REPOSITORY) -> Path:
-    """The plan's real input set as perf_analyzer --input-data JSON."""
+    """The plan's real input set as perf_analyzer --input-data JSON (``file:PATH``: one written beforehand)."""
+    if plan.inputs.startswith("file:"):
+        return Path(plan.inputs.removeprefix("file:"))
     if plan.inputs.startswith("reference:"):  # an added model: each row of its reference requests, one request each
         _, pairs = load_reference(repository / plan.entry / "1" / REFERENCE)
         rows = [{k: v[i] for k, v in request.items()} for request, _ in pairs
@@ -161,7 +165,7 @@ def write_inputs(plan: SweepPlan, path: Path, limit: int = 2000, repository: Pat
 
 def variant_config(plan: SweepPlan, variant: Variant, target: str, repository: Path = MODEL_REPOSITORY) -> str:
     """The swept model's config for this variant, as the JSON the repository load API takes."""
-    spec = added.spec_of(plan.swept, repository) or models.spec(plan.swept)
+    spec = plan.spec or added.spec_of(plan.swept, repository) or models.spec(plan.swept)
     if not isinstance(spec, ModelSpec):
         raise TritonRepoError(f"{plan.swept} is an ensemble; sweep one of its steps")
     varied = dataclasses.replace(spec, deployments=spec.deployments | {target: variant.apply(spec.deployment(target))})

@@ -1,0 +1,240 @@
+"""GPU profiles from a lent GPU host whose image has PyTorch but no tritonserver, TensorRT or CUDA build of ONNX
+Runtime (the device tool's H100/H200): the same sweeps as on the CPU, through the real Triton server and the real
+perf_analyzer carried there, with the encoders run by PyTorch on the GPU (``onnx_encoder``'s ``runtime: torch``).
+
+    tritonrepo perf gpu-pack                                   # here: .gpu/ (tools, wheels, repository, inputs)
+    python3 -m tritonrepo.perf.gpu_profile run --out DIR   # there: the checkout, .gpu/ in it (TRITONREPO_HOME)
+
+What is measured, and what is not:
+- Served: each text model's ensemble on the GPU target's committed config (tokenizer instances, ensemble) with the
+  swept encoder as a Python-backend model running the checkpoint's architecture in PyTorch fp16 on the GPU
+  (``KIND_GPU``). The deployed GPU configs run TensorRT FP16 plans (or ONNX Runtime CUDA), which this image cannot
+  run: these profiles stand in for them (marked ``proxy`` in the profile; ``perf apply`` refuses them).
+- Weights: seeded random weights of the checkpoint's architecture (config.json): the real ones (44 MiB in fp16 each)
+  do not fit beside the tools in what the device tool carries. Speed does not depend on weight values; the fp16
+  runtime's accuracy with the real weights is checked here (tests/server/test_torch_runtime.py).
+- Inputs: the CPU sweeps' real inputs (CoNLL test sentences, short queries, headline/article pairs), written here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+from tritonrepo.paths import ROOT
+
+PACK = ROOT / ".gpu"
+TARGET = "h100"  # the GPU target whose committed configs (tokenizers, ensembles, batching) the profiles start from
+MODELS = ("sbert", "rerank", "ner")  # in the order they are profiled: a budget cut drops the last
+CHECKPOINTS = {"sbert_encoder": ".assets/models/all-MiniLM-L6-v2", "rerank_encoder": ".assets/artifacts/rerank/model",
+               "ner_encoder": ".assets/artifacts/ner/model"}
+WHEELS = ("numpy==1.26.4", "tritonclient==2.73.0", "python-rapidjson==1.20", "protobuf==6.33.6", "grpcio==1.85.3")
+PROXY = ("encoder: Python backend, PyTorch fp16 on the GPU, seeded random weights of the checkpoint's architecture "
+         "(the deployed config runs a TensorRT FP16 plan, which this host cannot run)")
+log = logging.getLogger("gpu_profile")
+
+
+def plan(name: str, inputs: Path, gpu: bool = True, gpu_instances: bool = True):
+    """The CPU sweep's plan for ``name`` with the encoder on PyTorch fp16 on the GPU, and a GPU grid (``gpu=False``:
+    fp32 on the CPU, a rehearsal of the pack here; ``gpu_instances=False``: KIND_CPU instances that put the model on
+    cuda:0 themselves, should this Python backend refuse KIND_GPU)."""
+    from tritonrepo import models
+    from tritonrepo.specs import Backend, Deployment, Kind
+    from tritonrepo.tuning import Variant
+
+    from tritonrepo.perf import sweep
+
+    cpu = sweep.PLANS[name]
+    spec = models.spec(cpu.swept)
+    base = spec.deployment(TARGET)  # the GPU target's instance count and batching
+    head = "mean_pool_l2" if name.startswith("sbert") else "logits"
+    device = () if gpu_instances or not gpu else (("torch_device", "cuda:0"),)
+    torch = Deployment(backend=Backend.PYTHON, kind=Kind.GPU if gpu and gpu_instances else Kind.CPU, count=base.count,
+                       batching=base.batching, ragged_batching=True, parameters=(
+                           *device, ("runtime", "torch"), ("torch_head", head),
+                           ("torch_dtype", "float16" if gpu else "float32"),
+                           ("random_weights", "true"), ("sort_by_length", "true"), ("padding_tolerance", "0.5"),
+                           ("max_sub_batch", str(base.batching.max_batch_size))))
+    variants = (sweep.UNTUNED, *(Variant(instances=i, max_queue_delay_us=d) for i, d in ((1, 0), (2, 0), (2, 500))))
+    return dataclasses.replace(cpu, spec=dataclasses.replace(spec, deployments=spec.deployments | {TARGET: torch}),
+                               variants=variants, inputs=f"file:{inputs}", concurrencies=(1, 8, 64),
+                               rate_fractions=(0.5, 0.9))
+
+
+def pack(out: Path = PACK) -> Path:
+    """Everything the GPU host needs, under 64 MiB: Triton and perf_analyzer (xz), wheels the image lacks or has in
+    versions the stub or client cannot use (NumPy 1.x for the Python backend stub), the repository subset with
+    config.json checkpoints, and the real inputs."""
+    from tritonrepo.paths import MODEL_REPOSITORY, TOOLS
+    from tritonrepo.repository import with_dependencies
+
+    from tritonrepo.perf import sweep
+    from tritonrepo.perf.provenance import provenance
+
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "inputs").mkdir(parents=True)
+    repo = out / "repository"
+    for name in MODELS:
+        p = plan(name, out / "inputs" / f"{name}.json")
+        sweep.write_inputs(sweep.PLANS[name], out / "inputs" / f"{name}.json")
+        for model in with_dependencies([p.entry], MODEL_REPOSITORY):
+            shutil.copytree(MODEL_REPOSITORY / model, repo / model, ignore=shutil.ignore_patterns("*.onnx", "__pycache__"))
+        encoder = repo / p.swept
+        checkpoint = encoder / "1" / "checkpoint"
+        checkpoint.mkdir(parents=True)
+        shutil.copy(ROOT / CHECKPOINTS[p.swept] / "config.json", checkpoint)
+        shutil.copy(ROOT / "ensembles" / "onnx_encoder.py", encoder / "1" / "model.py")
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                    "--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
+                    "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
+                    "--platform", "manylinux1_x86_64", "-d", str(out / "wheels"), *WHEELS], check=True)
+    with tarfile.open(out / "tools.tar.xz", "w:xz") as tar:
+        triton = TOOLS / "triton"
+        for part in ("bin", "backends", "caches"):
+            tar.add(triton / part, f"triton/{part}", filter=lambda t: None if "__pycache__" in t.name else t)
+        for lib in (triton / "libs").iterdir():
+            if not lib.name.startswith("libpython3"):  # the stub links the host's libpython3.12
+                tar.add(lib, f"triton/libs/{lib.name}")
+        for python in ("3.11", "3.12"):  # the host's (3.12), and this machine's for a rehearsal
+            tar.add(triton / "python_backend_stubs" / python / "triton_python_backend_stub", f"stub-{python}")
+        tar.add(TOOLS / "perf_analyzer", "perf_analyzer")
+        tar.add(Path("/lib/x86_64-linux-gnu/libb64.so.0d").resolve(), "perf_analyzer/libb64.so.0d")
+    (out / "provenance.json").write_text(json.dumps(provenance()))  # the commit packed: the host has no .git
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    log.info("packed %s: %.1f MiB", out, size / 2**20)
+    return out
+
+
+def gpu_name() -> str:
+    """The GPU's name, driver and memory; "" without one."""
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30).stdout.strip()
+    except OSError:
+        return ""
+
+
+def hardware_of(name: str) -> str:
+    """``NVIDIA H100 80GB HBM3`` -> ``h100``: the profile folder the catalog's GPU types point at."""
+    return next((w.lower() for w in name.replace(",", " ").split() if w[:1] in "AHLT" and w[1:].isdigit()), "gpu")
+
+
+def install_tools(pack_dir: Path, into: Path) -> None:
+    with tarfile.open(pack_dir / "tools.tar.xz") as tar:
+        tar.extractall(into, filter="fully_trusted")
+    shutil.copy(into / f"stub-{sys.version_info.major}.{sys.version_info.minor}", into / "triton" / "backends" / "python" / "triton_python_backend_stub")
+    from tritonrepo.server import TritonServer
+    from tritonrepo.paths import TritonTools
+
+    os.environ["TRITONREPO_TRITON_DIR"] = str(into / "triton")
+    stub = into / "triton" / "backends" / "python" / "triton_python_backend_stub"
+    env = TritonServer.environment(TritonTools.locate())
+    missing = subprocess.run(["ldd", str(stub)], capture_output=True, text=True, env=env).stdout
+    log.info("the Python backend stub's libraries: %s",
+             [line.strip() for line in missing.splitlines() if "not found" in line or "python" in line])
+    os.environ["TRITONREPO_PERF_ANALYZER_DIR"] = str(into / "perf_analyzer")
+
+
+def encoder_batches(pack_dir: Path, out: Path, seconds: float = 1.0) -> None:
+    """The encoders alone in PyTorch on the GPU (no Triton): sequences/s per batch size, fp16 and fp32, at the real
+    inputs' median token length: what the GPU itself does, beside what the served pipeline reaches."""
+    import torch
+    import transformers
+
+    rows = []
+    for encoder in CHECKPOINTS:
+        config = transformers.AutoConfig.from_pretrained(str(pack_dir / "repository" / encoder / "1" / "checkpoint"))
+        for dtype in (torch.float16, torch.float32):
+            model = transformers.AutoModel.from_config(config, dtype=dtype).cuda().eval()
+            for batch in (1, 8, 32, 128):
+                ids = torch.randint(1000, 2000, (batch, 32), device="cuda")
+                with torch.inference_mode():
+                    model(input_ids=ids)
+                    torch.cuda.synchronize()
+                    n, t0 = 0, time.perf_counter()
+                    while time.perf_counter() - t0 < seconds:
+                        model(input_ids=ids)
+                        n += 1
+                    torch.cuda.synchronize()
+                    elapsed = time.perf_counter() - t0
+                rows.append({"encoder": encoder, "dtype": str(dtype).removeprefix("torch."), "batch": batch,
+                             "tokens": 32, "ms_per_batch": round(1000 * elapsed / n, 3),
+                             "sequences_per_s": round(batch * n / elapsed, 1)})
+                log.info("%s", rows[-1])
+            del model
+            torch.cuda.empty_cache()
+    (out / "gpu-encoders.json").write_text(json.dumps({"gpu": gpu_name(), "torch": torch.__version__,
+                                                       "rows": rows}, indent=2))
+
+
+def run(pack_dir: Path, out: Path, budget_s: float, names: tuple[str, ...] = MODELS, only: tuple[str, ...] = ()) -> None:
+    t0 = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    gpu = gpu_name()  # none: a rehearsal on this machine's CPU, to check the pack before spending device time
+    hardware = hardware_of(gpu) if gpu else "rehearsal"
+    log.info("GPU: %s -> profiles/%s; python %s", gpu or "none", hardware, sys.version.split()[0])
+    install_tools(pack_dir, Path("/tmp/gpu-tools"))
+    from tritonrepo import render
+
+    from tritonrepo.perf import sweep
+    from tritonrepo.perf.provenance import versions
+
+    gpu_kind = bool(gpu)
+    for name in names:
+        spent = time.monotonic() - t0
+        if spent > budget_s * 0.8:
+            log.warning("budget: %s not profiled (%.0f s of %.0f spent)", name, spent, budget_s)
+            continue
+        for gpu_instances in (True, False) if gpu_kind else (False,):
+            p = plan(name, pack_dir / "inputs" / f"{name}.json", bool(gpu), gpu_instances)
+            config = pack_dir / "repository" / p.swept / "configs" / f"{TARGET}.pbtxt"  # the encoder at server start
+            config.write_text(render.to_text(render.model_config(p.spec, TARGET), TARGET))
+            try:
+                profile = sweep.run(name, target=TARGET, plan=p, repository=pack_dir / "repository",
+                                    out_dir=out / "profiles", hardware=hardware, measurement_ms=1000, only=only)
+                break
+            except Exception:
+                log.exception("%s: sweep failed (KIND_GPU instances: %s)", name, gpu_instances)
+                gpu_kind = gpu_kind and not gpu_instances  # KIND_GPU refused: the next models go straight to KIND_CPU
+        else:
+            continue
+        profile["proxy"] = PROXY + ("" if gpu_kind else "; KIND_CPU instances holding the model on cuda:0")
+        origin = profile["provenance"]
+        origin["machine"]["gpu"] = gpu
+        origin["versions"] |= versions("torch", "transformers")
+        origin["commit"] = json.loads((pack_dir / "provenance.json").read_text())["commit"]  # what was packed
+        Path(profile.pop("path")).write_text(json.dumps(profile, indent=2))
+        log.info("%s: best %s, untuned %s, gain %s", name, profile["best"], profile["untuned"],
+                 profile["gain_vs_untuned"])
+    if gpu and time.monotonic() - t0 < budget_s - 60:
+        encoder_batches(pack_dir, out)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("pack")
+    r = sub.add_parser("run")
+    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--budget-s", type=float, default=420)
+    r.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    r.add_argument("--only", nargs="*", default=(), help="just these variants (a rehearsal)")
+    args = parser.parse_args()
+    if args.command == "pack":
+        pack()
+    else:
+        run(PACK, args.out, args.budget_s, tuple(args.models), tuple(args.only))
+
+
+if __name__ == "__main__":
+    main()
