@@ -9,7 +9,8 @@ Inputs
   instances, each with its p95 target and peak requests/s.
 
 Capacity of one instance of a type for a model = the highest throughput among all measured (variant, load) rows
-(closed-loop concurrency or open-loop Poisson rate) whose p95 meets the target, on the type's hardware. A CPU type without its own profile is *estimated* from the
+(closed-loop concurrency, or an open-loop Poisson rate the server took: ``perf_analyzer.usable``) whose p95 meets the
+target, on the type's hardware. A CPU type without its own profile is *estimated* from the
 ``cpu`` profile, scaled linearly by vCPUs (p95 taken as measured); such options carry the estimate and its
 assumption. GPU types without a profile of their GPU are listed as unmeasured, never estimated. Count =
 ceil(sum over the service's models of peak x headroom / capacity): co-located models share an instance's capacity in
@@ -29,6 +30,7 @@ import yaml
 from tritonrepo.errors import TritonRepoError
 from tritonrepo.paths import ROOT
 
+from .perf_analyzer import usable
 from .sweep import load_label
 
 PROFILES = ROOT / "perf" / "profiles"
@@ -181,7 +183,7 @@ def load_profile(model: str, hardware: str, profiles: Path = PROFILES) -> dict |
 
 
 def best_row(profile: dict, p95_ms: float) -> tuple[str, dict] | None:
-    rows = [(v["variant"], r) for v in profile["variants"] for r in v["rows"] if r["p95_ms"] <= p95_ms]
+    rows = [(v["variant"], r) for v in profile["variants"] for r in v["rows"] if r["p95_ms"] <= p95_ms and usable(r)]
     return max(rows, key=lambda vr: vr[1]["infer_per_s"]) if rows else None
 
 

@@ -173,7 +173,10 @@ def variant_config(plan: SweepPlan, variant: Variant, target: str, repository: P
 
 
 def sweep_variant(client, server_url: str, plan: SweepPlan, variant: Variant, data: Path, target: str,
-                  measurement_ms: int, repository: Path = MODEL_REPOSITORY) -> list[dict]:
+                  measurement_ms: int, repository: Path = MODEL_REPOSITORY,
+                  closed_rows: list[dict] | None = None) -> list[dict]:
+    """The variant's closed-loop range, then its Poisson rates (``closed_rows``: the range measured before; only the
+    rates are measured)."""
     try:
         client.load_model(plan.swept, config=variant_config(plan, variant, target, repository))
     except InferenceServerException as e:
@@ -191,7 +194,8 @@ def sweep_variant(client, server_url: str, plan: SweepPlan, variant: Variant, da
                  row["p95_ms"])
         return row
 
-    for c in plan.concurrencies:
+    rows += closed_rows or []
+    for c in plan.concurrencies if closed_rows is None else ():
         row = measure(f"c={c}", concurrency=c)
         if row is None or row["p95_ms"] > plan.p95_bound_ms:
             break  # higher concurrency only queues more
@@ -211,7 +215,7 @@ def load_label(row: dict) -> str:
 def best(variants: list[dict], p95_bound_ms: float) -> dict | None:
     """The variant and load (concurrency or Poisson rate) with the highest throughput whose p95 is within the bound."""
     candidates = [(row["infer_per_s"], v["variant"], row) for v in variants for row in v["rows"]
-                  if row["p95_ms"] <= p95_bound_ms]
+                  if row["p95_ms"] <= p95_bound_ms and perf_analyzer.usable(row)]
     if not candidates:
         return None
     throughput, name, row = max(candidates, key=lambda c: c[0])
@@ -221,9 +225,14 @@ def best(variants: list[dict], p95_bound_ms: float) -> dict | None:
 
 def run(name: str, *, target: str = "cpu", plan: SweepPlan | None = None, repository: Path = MODEL_REPOSITORY,
         out_dir: Path = PROFILES, measurement_ms: int = 3000, hardware: str | None = None,
-        only: tuple[str, ...] = ()) -> dict:
-    """Sweep the plan's variants (``only``: just those named, e.g. a short sweep) and write the profile."""
+        only: tuple[str, ...] = (), rates_only: bool = False) -> dict:
+    """Sweep the plan's variants (``only``: just those named, e.g. a short sweep) and write the profile
+    (``rates_only``: keep the profile's closed-loop rows and measure its variants' Poisson rates again)."""
     plan = plan or plan_for(name, repository)
+    path = out_dir / (hardware or target) / f"{plan.entry}.json"
+    previous = {v["variant"]: v for v in json.loads(path.read_text())["variants"]} if rates_only else {}
+    if rates_only:  # the variants that profile holds
+        plan = dataclasses.replace(plan, variants=tuple(v for v in plan.variants if v.name in previous))
     if only:
         unknown = set(only) - {v.name for v in plan.variants}
         if unknown:
@@ -238,7 +247,9 @@ def run(name: str, *, target: str = "cpu", plan: SweepPlan | None = None, reposi
         with TritonServer(repository, model_config_name=target, explicit_models=needed) as server:
             client = grpcclient.InferenceServerClient(server.grpc_url)
             for variant in plan.variants:
-                rows = sweep_variant(client, server.grpc_url, plan, variant, data, target, measurement_ms, repository)
+                kept = [r for r in previous[variant.name]["rows"] if not r.get("request_rate")] if rates_only else None
+                rows = sweep_variant(client, server.grpc_url, plan, variant, data, target, measurement_ms, repository,
+                                     closed_rows=kept)
                 results.append({"variant": variant.name, "config": dataclasses.asdict(variant), "rows": rows})
             client.close()
     top = best(results, plan.p95_bound_ms)
@@ -250,7 +261,10 @@ def run(name: str, *, target: str = "cpu", plan: SweepPlan | None = None, reposi
         # throughput of the best variant over the untuned config's, both within the same p95 bound
         "gain_vs_untuned": round(top["infer_per_s"] / untuned["infer_per_s"], 2) if top and untuned else None,
     }
-    path = out_dir / (hardware or target) / f"{plan.entry}.json"
+    if rates_only:  # the closed-loop rows keep their provenance; the rates get theirs
+        before = json.loads(path.read_text())
+        profile |= {"provenance": before["provenance"], "wall_s": before["wall_s"],
+                    "rates_remeasured": {"provenance": origin, "wall_s": profile["wall_s"]}}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(profile, indent=2))
     profile["path"] = str(path)

@@ -729,7 +729,9 @@ def perf_sweep(model: str = typer.Argument(..., help="Entry model with a sweep p
                hardware: Optional[str] = typer.Option(None, help="Profile folder name (default: the target)."),
                apply: bool = typer.Option(False, "--apply", help="Write the best variant back (perf apply)."),
                only: Optional[list[str]] = typer.Option(None, "--only", help="Sweep just these variants (names)."),
-               out_dir: Path = typer.Option(paths.ROOT / "perf" / "profiles", help="Profiles root folder.")):
+               out_dir: Path = typer.Option(paths.ROOT / "perf" / "profiles", help="Profiles root folder."),
+               rates_only: bool = typer.Option(False, "--rates-only", help="Keep the profile's closed-loop rows; "
+                                               "measure its variants' Poisson rates again.")):
     """Sweep a model's config variants with perf_analyzer on real inputs; write perf/profiles/<hw>/<model>.json."""
     from rich.table import Table
 
@@ -737,7 +739,7 @@ def perf_sweep(model: str = typer.Argument(..., help="Entry model with a sweep p
 
     try:
         profile = sweep.run(model, target=target, measurement_ms=measurement_ms, hardware=hardware,
-                            only=tuple(only or ()), out_dir=out_dir)
+                            only=tuple(only or ()), out_dir=out_dir, rates_only=rates_only)
     except TritonRepoError as e:
         _fail(e)
     table = Table(title=f"{model} on {target}: throughput at p95 <= {profile['p95_bound_ms']:.0f} ms "

@@ -50,8 +50,13 @@ def test_best_is_the_highest_throughput_within_the_p95_bound():
     assert best(variants, 100) == {"variant": "b", "concurrency": 8, "request_rate": 0.0, "load": "c8",
                                    "infer_per_s": 300, "p95_ms": 80}
     assert best(variants, 5) is None
-    variants[1]["rows"].append({"concurrency": 0, "request_rate": 350, "infer_per_s": 349, "p95_ms": 90})
+    poisson = {"concurrency": 0, "request_rate": 350, "infer_per_s": 349, "p95_ms": 90}
+    variants[1]["rows"].append(poisson)
+    assert best(variants, 100)["load"] == "c8"  # sent by perf_analyzer's sync workers: not open loop
+    poisson["open_loop"] = True
     assert best(variants, 100)["load"] == "poisson 350/s"  # open-loop rows count too
+    poisson["infer_per_s"] = 250  # ... when the server took the rate offered
+    assert best(variants, 100)["load"] == "c8"
 
 
 def test_every_plan_sweeps_a_real_step_of_its_entry():
