@@ -62,9 +62,17 @@ class TorchSession:
         self.torch, self.head, self.device = torch, head, device
         self.model = model.to(device).eval()
         self.input_names = input_names
+        # an index past a table is a device-side assert on a GPU, which breaks the CUDA context for every later
+        # request: refuse such input before it gets there
+        self.limits = {name: size for name, size in (("input_ids", config.vocab_size),
+                                                     ("token_type_ids", getattr(config, "type_vocab_size", None)))
+                       if size and name in input_names}
 
     def run(self, output_names, feeds):
         torch = self.torch
+        for name, size in self.limits.items():
+            if feeds[name].size and feeds[name].max() >= size:
+                raise ValueError(f"{name} holds {feeds[name].max()}, past the model's table of {size}")
         with torch.inference_mode():
             inputs = {k: torch.from_numpy(np.ascontiguousarray(feeds[k])).to(self.device) for k in self.input_names}
             out = self.model(**inputs)

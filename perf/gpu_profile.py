@@ -2,8 +2,9 @@
 Runtime (the device tool's H100/H200): the same sweeps as on the CPU, through the real Triton server and the real
 perf_analyzer carried there, with the encoders run by PyTorch on the GPU (``onnx_encoder``'s ``runtime: torch``).
 
-    tritonrepo perf gpu-pack                                   # here: .gpu/ (tools, wheels, repository, inputs)
-    python3 -m tritonrepo.perf.gpu_profile run --out DIR   # there: the checkout, .gpu/ in it (TRITONREPO_HOME)
+    .venv/bin/python -m tritonrepo.perf.gpu_profile pack    # here: .gpu/ (tools, wheels, repository, inputs)
+    bash scripts/gpu-profile.sh OUT_DIR [BUDGET_S]          # there, in a copy of the checkout holding .gpu/
+    .venv/bin/python -m tritonrepo.perf.gpu_profile run --out DIR   # here, without a GPU: a rehearsal of the pack
 
 What is measured, and what is not:
 - Served: each text model's ensemble on the GPU target's committed config (tokenizer instances, ensemble) with the
@@ -14,6 +15,9 @@ What is measured, and what is not:
   do not fit beside the tools in what the device tool carries. Speed does not depend on weight values; the fp16
   runtime's accuracy with the real weights is checked here (tests/server/test_torch_runtime.py).
 - Inputs: the CPU sweeps' real inputs (CoNLL test sentences, short queries, headline/article pairs), written here.
+- Grid: the untuned config (one instance, no dynamic batching) and dynamic batching with 1 or 2 instances and 0 or
+  500 us of queue delay, closed loop at 1, 8 and 64 in flight, then Poisson at 50/90% of each variant's best; 1 s
+  windows. Models run in the order of ``MODELS`` until the budget is spent.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -125,7 +130,8 @@ def gpu_name() -> str:
 
 def hardware_of(name: str) -> str:
     """``NVIDIA H100 80GB HBM3`` -> ``h100``: the profile folder the catalog's GPU types point at."""
-    return next((w.lower() for w in name.replace(",", " ").split() if w[:1] in "AHLT" and w[1:].isdigit()), "gpu")
+    found = re.search(r"\b([ABHLT]\d+[GS]?)\b", name)
+    return found.group(1).lower() if found else "gpu"
 
 
 def install_tools(pack_dir: Path, into: Path) -> None:
@@ -142,38 +148,6 @@ def install_tools(pack_dir: Path, into: Path) -> None:
     log.info("the Python backend stub's libraries: %s",
              [line.strip() for line in missing.splitlines() if "not found" in line or "python" in line])
     os.environ["TRITONREPO_PERF_ANALYZER_DIR"] = str(into / "perf_analyzer")
-
-
-def encoder_batches(pack_dir: Path, out: Path, seconds: float = 1.0) -> None:
-    """The encoders alone in PyTorch on the GPU (no Triton): sequences/s per batch size, fp16 and fp32, at the real
-    inputs' median token length: what the GPU itself does, beside what the served pipeline reaches."""
-    import torch
-    import transformers
-
-    rows = []
-    for encoder in CHECKPOINTS:
-        config = transformers.AutoConfig.from_pretrained(str(pack_dir / "repository" / encoder / "1" / "checkpoint"))
-        for dtype in (torch.float16, torch.float32):
-            model = transformers.AutoModel.from_config(config, dtype=dtype).cuda().eval()
-            for batch in (1, 8, 32, 128):
-                ids = torch.randint(1000, 2000, (batch, 32), device="cuda")
-                with torch.inference_mode():
-                    model(input_ids=ids)
-                    torch.cuda.synchronize()
-                    n, t0 = 0, time.perf_counter()
-                    while time.perf_counter() - t0 < seconds:
-                        model(input_ids=ids)
-                        n += 1
-                    torch.cuda.synchronize()
-                    elapsed = time.perf_counter() - t0
-                rows.append({"encoder": encoder, "dtype": str(dtype).removeprefix("torch."), "batch": batch,
-                             "tokens": 32, "ms_per_batch": round(1000 * elapsed / n, 3),
-                             "sequences_per_s": round(batch * n / elapsed, 1)})
-                log.info("%s", rows[-1])
-            del model
-            torch.cuda.empty_cache()
-    (out / "gpu-encoders.json").write_text(json.dumps({"gpu": gpu_name(), "torch": torch.__version__,
-                                                       "rows": rows}, indent=2))
 
 
 def run(pack_dir: Path, out: Path, budget_s: float, names: tuple[str, ...] = MODELS, only: tuple[str, ...] = ()) -> None:
@@ -207,7 +181,9 @@ def run(pack_dir: Path, out: Path, budget_s: float, names: tuple[str, ...] = MOD
                 gpu_kind = gpu_kind and not gpu_instances  # KIND_GPU refused: the next models go straight to KIND_CPU
         else:
             continue
-        profile["proxy"] = PROXY + ("" if gpu_kind else "; KIND_CPU instances holding the model on cuda:0")
+        profile["inputs"] = f"{sweep.PLANS[name].inputs} (written by pack: {p.inputs})"
+        profile["proxy"] = (PROXY + ("" if gpu_kind else "; KIND_CPU instances holding the model on cuda:0") if gpu
+                            else "rehearsal: the encoder in PyTorch fp32 on this machine's CPU")
         origin = profile["provenance"]
         origin["machine"]["gpu"] = gpu
         origin["versions"] |= versions("torch", "transformers")
@@ -215,8 +191,6 @@ def run(pack_dir: Path, out: Path, budget_s: float, names: tuple[str, ...] = MOD
         Path(profile.pop("path")).write_text(json.dumps(profile, indent=2))
         log.info("%s: best %s, untuned %s, gain %s", name, profile["best"], profile["untuned"],
                  profile["gain_vs_untuned"])
-    if gpu and time.monotonic() - t0 < budget_s - 60:
-        encoder_batches(pack_dir, out)
 
 
 def main() -> None:

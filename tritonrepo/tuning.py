@@ -72,6 +72,9 @@ def load(folder: Path = TUNED) -> dict[str, dict[str, Variant]]:
 def record(profile: dict, profile_path: Path, folder: Path = TUNED) -> Path:
     """Write the profile's best variant as its swept model's tuned deployment on the profile's target."""
     top = profile.get("best")
+    if profile.get("proxy"):
+        raise ValueError(f"{profile_path}: measured with a stand-in for the {profile['target']} config "
+                         f"({profile['proxy']}); its best variant is not that config's")
     if not top:
         raise ValueError(f"{profile_path}: no variant met p95 <= {profile.get('p95_bound_ms')} ms; nothing to apply")
     variant = next(v for v in profile["variants"] if v["variant"] == top["variant"])

@@ -36,7 +36,8 @@ def profiles(tmp_path):
 
 def test_capacity_is_the_best_row_within_the_p95_target(profiles):
     cap = planner.capacity(ModelSlo(model="m", p95_ms=30, peak_rps=1), _inst("t", 1, gpu="T4"), profiles)
-    assert (cap.infer_per_s, cap.variant, cap.load, cap.estimate) == (1000, "g", "c8", None)
+    assert (cap.infer_per_s, cap.variant, cap.load) == (1000, "g", "c8")
+    assert cap.estimate.startswith("closed loop (c8): no open-loop rate measured within p95 30 ms")
     cap = planner.capacity(ModelSlo(model="m", p95_ms=30, peak_rps=1), _inst("c", 1, vcpus=8), profiles)
     assert cap.infer_per_s == 150 * 4 and cap.variant == "fast" and "scaled x4" in cap.estimate
 
@@ -144,3 +145,21 @@ def test_a_sagemaker_package_is_sized_for_its_own_model_not_an_alternative(profi
     assert own.model == "m" and placement.rps_per_instance == pytest.approx(own.infer_per_s)
     _profile(profiles, instance.profile, "m_int8", {"q": [(1, own.infer_per_s * 3, 9)]}, cores=2)  # a better alt
     assert deploy.placement_from_plan(slo, "s", profiles).rps_per_instance == pytest.approx(own.infer_per_s)
+
+
+def test_open_loop_rows_plan_when_they_qualify_and_only_when_delivered(profiles):
+    path = profiles / "t4" / "m.json"
+    profile = json.loads(path.read_text())
+    rate = {"concurrency": 0, "request_rate": 800, "infer_per_s": 790, "p95_ms": 25}  # below the closed loop's 1000
+    profile["variants"][0]["rows"].append(rate)
+    path.write_text(json.dumps(profile))
+    t4 = _inst("t", 1, gpu="T4")
+    assert planner.capacity(ModelSlo(model="m", p95_ms=30, peak_rps=1), t4, profiles).load == "c8"  # sync workers
+    rate["open_loop"] = True
+    path.write_text(json.dumps(profile))
+    cap = planner.capacity(ModelSlo(model="m", p95_ms=30, peak_rps=1), t4, profiles)
+    assert (cap.load, cap.infer_per_s, cap.estimate) == ("poisson 800/s", 790, None)  # what independent users see
+    assert planner.capacity(ModelSlo(model="m", p95_ms=20, peak_rps=1), t4, profiles).load == "c8"  # none within
+    rate["infer_per_s"] = 600  # the server did not take the rate offered: not that rate's p95
+    path.write_text(json.dumps(profile))
+    assert planner.capacity(ModelSlo(model="m", p95_ms=30, peak_rps=1), t4, profiles).load == "c8"
