@@ -123,8 +123,9 @@ def run(model: str, url: str, input_data: Path, *, concurrency: int | None = Non
         load = ["--request-rate-range", f"{request_rate:g}:{request_rate:g}", "--request-distribution", "poisson",
                 "--async"]  # open loop: arrivals do not wait for answers (see PerfRow.open_loop)
         what = f"Poisson rate {request_rate:g}/s"
-        # a window must hold requests at slow rates (whole videos: < 1/s), or perf_analyzer records none and fails
-        measurement_ms = max(measurement_ms, int(20_000 / request_rate))
+        # a window must hold enough arrivals that the share delivered (usable()) is not Poisson noise: ~200 keep
+        # its sd near 7% (20 at 20 pairs/s in 1 s would be 22%)
+        measurement_ms = max(measurement_ms, int(200_000 / request_rate))
     try:
         return _run(model, url, input_data, load, what, measurement_ms, stability_pct, max_trials, timeout_s)
     except _Unstable:

@@ -230,6 +230,8 @@ def run(name: str, *, target: str = "cpu", plan: SweepPlan | None = None, reposi
     (``rates_only``: keep the profile's closed-loop rows and measure its variants' Poisson rates again)."""
     plan = plan or plan_for(name, repository)
     path = out_dir / (hardware or target) / f"{plan.entry}.json"
+    if rates_only and not path.exists():
+        raise TritonRepoError(f"{name}: no profile at {path} to measure the rates of; sweep it first")
     previous = {v["variant"]: v for v in json.loads(path.read_text())["variants"]} if rates_only else {}
     if rates_only:  # the variants that profile holds
         plan = dataclasses.replace(plan, variants=tuple(v for v in plan.variants if v.name in previous))

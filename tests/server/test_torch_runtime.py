@@ -65,7 +65,7 @@ def test_pytorch_runtime_reproduces_sentence_transformers_in_fp32_and_fp16(torch
     tokenizer = Tokenizer.from_file(str(model_repository / "sbert_tokenizer" / "1" / "tokenizer.json"))
     tokenizer.enable_truncation(models.SBERT_MAX_TOKENS)
     _, pairs = load_reference(model_repository / "sbert" / "1" / "reference.npz")
-    texts = [t.decode() for request, _ in pairs for t in request["TEXT"]]
+    texts = [t.decode() for request, _ in pairs for t in request["TEXT"].reshape(-1)]
     expected = np.concatenate([answer["EMBEDDING"] for _, answer in pairs])
     client = grpcclient.InferenceServerClient(server.grpc_url)
     cosines = {}
