@@ -16,9 +16,11 @@ What is measured, and what is not:
   runtime's accuracy with the real weights is checked here (tests/server/test_torch_runtime.py).
 - Inputs: the CPU sweeps' real inputs (CoNLL test sentences, short queries, headline/article pairs), written here.
 - Grid: the untuned config (one instance, no dynamic batching) and dynamic batching with 1 or 2 instances and no
-  queue delay, closed loop at 1, 8, 32 and 128 in flight (a range stops at the model's p95 bound), then open-loop
-  Poisson at 50/90% of each variant's best; 1 s windows. Models run in the order of ``MODELS`` until the budget is
-  spent. (The H200 profiles of 2026-11-26 also had 2 instances with 500 us delay and ended at 64 in flight.)
+  queue delay, closed loop at 1, 8, 32 and 128 in flight (a range stops at the model's p95 bound), then each
+  variant's open-loop capacity search (``sweep.capacity_search``, 3 Poisson rates); 1 s windows. Models run in the
+  order of ``MODELS`` until the budget is spent. (The committed profiles had Poisson rates at 50/90% of each
+  variant's closed-loop best instead of the search; the H200 ``rerank`` one also 2 instances with 500 us delay,
+  closed loop to 64 in flight, and Poisson rows from synchronous workers.)
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def plan(name: str, inputs: Path, gpu: bool = True, gpu_instances: bool = True):
     variants = (sweep.UNTUNED, *(Variant(instances=i, max_queue_delay_us=d) for i, d in ((1, 0), (2, 0))))
     return dataclasses.replace(cpu, spec=dataclasses.replace(spec, deployments=spec.deployments | {TARGET: torch}),
                                variants=variants, inputs=f"file:{inputs}", concurrencies=(1, 8, 32, 128),
-                               rate_fractions=(0.5, 0.9))
+                               rate_probes=3)
 
 
 def pack(out: Path = PACK) -> Path:

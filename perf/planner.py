@@ -30,7 +30,7 @@ import yaml
 from tritonrepo.errors import TritonRepoError
 from tritonrepo.paths import ROOT
 
-from .perf_analyzer import usable
+from . import sweep
 from .sweep import load_label
 
 PROFILES = ROOT / "perf" / "profiles"
@@ -183,13 +183,8 @@ def load_profile(model: str, hardware: str, profiles: Path = PROFILES) -> dict |
 
 
 def best_row(profile: dict, p95_ms: float) -> tuple[str, dict] | None:
-    """The highest-throughput row within ``p95_ms``: among the open-loop (Poisson) rows when one qualifies, since
-    independent users arrive open loop (a closed loop slows its own arrivals when latency grows, so the same p95 comes
-    with more throughput: 412/s at p95 73 ms closed loop against 311/s at p95 91 ms open loop for sbert_int8 here);
-    else among the closed-loop rows."""
-    rows = [(v["variant"], r) for v in profile["variants"] for r in v["rows"] if r["p95_ms"] <= p95_ms and usable(r)]
-    rows = [vr for vr in rows if vr[1].get("request_rate")] or rows
-    return max(rows, key=lambda vr: vr[1]["infer_per_s"]) if rows else None
+    """The profile's highest-throughput row within ``p95_ms``, open loop first (``sweep.best_row``)."""
+    return sweep.best_row(profile["variants"], p95_ms)
 
 
 def capacity(slo: ModelSlo, instance: Instance, profiles: Path = PROFILES) -> Capacity | str:

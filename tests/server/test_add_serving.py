@@ -180,7 +180,7 @@ def test_an_added_model_is_swept_on_its_reference_requests(repo, tmp_path):
     assert (text.entry, text.swept, text.input_tensor, text.inputs) == ("tiny_cls", "tiny_cls_model", "TEXT",
                                                                         "conll-test-sentences")
     # tensors: the reference requests kept at export
-    plan = dataclasses.replace(sweep.plan_for("pool_ts", repo), concurrencies=(1, 4), rate_fractions=())
+    plan = dataclasses.replace(sweep.plan_for("pool_ts", repo), concurrencies=(1, 4), rate_probes=0)
     assert (plan.swept, plan.inputs, plan.input_tensor) == ("pool_ts", "reference:pool_ts", ("features",))
     data = sweep.write_inputs(plan, tmp_path / "in.json", repository=repo).read_text()
     assert data.count('"features"') == 15  # every row of the 8 requests (1-3 rows each), one request per row

@@ -57,15 +57,25 @@ def test_profiles_go_to_the_folder_the_catalog_names_for_the_gpu(gpu, folder):
     assert folder in catalog or folder == "gpu"
 
 
-def test_committed_gpu_profiles_are_labelled_stand_ins_that_perf_apply_refuses(tmp_path):
-    paths = sorted((ROOT / "perf" / "profiles" / "h200").glob("*.json"))
-    assert paths, "the H200 profiles are committed"
+@pytest.mark.parametrize("folder, gpu", [("h100", "H100"), ("h200", "H200")])
+def test_committed_gpu_profiles_are_labelled_stand_ins_that_perf_apply_refuses(folder, gpu, tmp_path):
+    paths = sorted((ROOT / "perf" / "profiles" / folder).glob("*.json"))
+    assert {p.stem for p in paths} == set(gpu_profile.MODELS), f"every text model has a {gpu} profile"
     for path in paths:
         profile = json.loads(path.read_text())
-        assert "H200" in profile["provenance"]["machine"]["gpu"] and "PyTorch fp16" in profile["proxy"]
+        assert gpu in profile["provenance"]["machine"]["gpu"] and "PyTorch fp16" in profile["proxy"]
         assert profile["target"] == gpu_profile.TARGET and profile["best"]["infer_per_s"] > 0
         with pytest.raises(ValueError, match="stand-in"):
             tuning.record(profile, path, folder=tmp_path)
-    p5e = next(i for i in planner.load_catalog() if i.name == "p5e.48xlarge")
-    cap = planner.capacity(planner.ModelSlo(model="sbert", p95_ms=100, peak_rps=100), p5e)
-    assert isinstance(cap, planner.Capacity) and "proxy config" in cap.estimate and "x8 for 8 GPUs" in cap.estimate
+
+
+def test_gpu_types_plan_from_their_gpus_profile_with_the_stand_in_named():
+    catalog = {i.name: i for i in planner.load_catalog()}
+    slo = planner.ModelSlo(model="sbert", p95_ms=100, peak_rps=100)
+    one = planner.capacity(slo, catalog["p5.4xlarge"])  # one H100: the profile as measured
+    eight = planner.capacity(slo, catalog["p5.48xlarge"])
+    assert isinstance(one, planner.Capacity) and "proxy config" in one.estimate and "GPUs" not in one.estimate
+    assert one.load.startswith("poisson")  # open loop: the sweep's Poisson rows are sent with --async now
+    assert eight.infer_per_s == pytest.approx(8 * one.infer_per_s) and "x8 for 8 GPUs" in eight.estimate
+    p5e = planner.capacity(slo, catalog["p5e.48xlarge"])
+    assert isinstance(p5e, planner.Capacity) and "proxy config" in p5e.estimate

@@ -5,7 +5,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 from google.protobuf import json_format
 
 from tritonrepo import models
-from tritonrepo.perf.sweep import PLANS, Variant, best, variant_config
+import pytest
+
+from tritonrepo.perf.sweep import PLANS, Variant, best, capacity_search, rate_candidates, variant_config
 
 
 def test_variant_changes_only_what_it_names():
@@ -57,6 +59,47 @@ def test_best_is_the_highest_throughput_within_the_p95_bound():
     assert best(variants, 100)["load"] == "poisson 350/s"  # open-loop rows count too
     poisson["infer_per_s"] = 250  # ... when the server took the rate offered
     assert best(variants, 100)["load"] == "c8"
+    poisson.update(request_rate=260, infer_per_s=258)  # and come first: what independent users get
+    assert best(variants, 100)["load"] == "poisson 260/s"
+
+
+def _server(capacity: float, runs: list):
+    """A server that holds the p95 bound up to ``capacity`` arrivals/s and delivers what it is offered."""
+    def measure(rate):
+        runs.append(rate)
+        return {"request_rate": rate, "infer_per_s": min(rate, capacity * 1.1), "open_loop": True,
+                "p95_ms": 20.0 if rate <= capacity else 400.0}
+    return measure
+
+
+@pytest.mark.parametrize("capacity, closed_best, saturation", [(300, 400, 450), (80, 400, 450), (520, 400, 600),
+                                                                (1000, 400, 450)])
+def test_capacity_search_finds_the_highest_rate_within_the_bound(capacity, closed_best, saturation):
+    runs = []
+    found = capacity_search(_server(capacity, runs), closed_best, saturation, 100, probes=6)
+    assert found <= capacity and found <= saturation and len(runs) <= 6
+    assert runs[0] == 0.75 * closed_best and max(runs) <= saturation
+    if capacity < saturation:  # bracketed within 5%, or the probes ran out
+        assert found >= 0.95 * capacity or len(runs) == 6
+    else:
+        assert found == saturation  # no arrival rate beats the closed loop's saturation
+    assert capacity_search(_server(capacity, []), closed_best, saturation, 100, probes=0) == 0
+
+
+def test_capacity_search_counts_failed_and_undelivered_rates_as_failures():
+    assert capacity_search(lambda rate: None, 100, 120, 50, probes=3) == 0
+    late = lambda rate: {"request_rate": rate, "infer_per_s": rate * 0.7, "open_loop": True, "p95_ms": 10}
+    assert capacity_search(late, 100, 120, 50, probes=3) == 0  # the server fell behind: the p95 means nothing
+
+
+def test_rates_are_searched_for_the_top_variants_and_the_untuned_config():
+    def result(name, tput, p95=10):
+        return {"variant": name, "rows": [{"concurrency": 4, "infer_per_s": tput, "p95_ms": p95}]}
+
+    plan = dataclasses.replace(PLANS["ner_int8"], rate_variants=2)
+    results = [result("untuned", 50), result("a", 300), result("b", 200), result("c", 250), result("d", 900, p95=99)]
+    assert rate_candidates(results, plan) == ["a", "c", "untuned"]  # d is outside the 30 ms bound
+    assert rate_candidates(results, dataclasses.replace(plan, rate_probes=0)) == []
 
 
 def test_every_plan_sweeps_a_real_step_of_its_entry():
