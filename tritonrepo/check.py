@@ -24,6 +24,7 @@ import numpy as np
 
 from .errors import ModelLoadError, RenderDriftError
 from .paths import MODEL_REPOSITORY, VIDEO_DIR
+from .specs import ONE_INSTANCE_QUEUE
 from .targets import TARGETS
 
 REFERENCE = "reference.npz"
@@ -102,10 +103,10 @@ def _lint_model(model: str, target: str, cfg, where: str) -> list[Finding]:
             add("error", f"preferred_batch_size {sizes} outside 1..max_batch_size {cfg.max_batch_size}")
         if sizes != sorted(set(sizes)):
             add("warning", f"preferred_batch_size {sizes} not strictly increasing")
-        if batching.default_queue_policy.max_queue_size and sum(g.count or 1 for g in cfg.instance_group) == 1:
-            add("warning", "one instance behind a bounded queue (max_queue_size): with the Python backend on "
-                           "CPU this stalled direct requests (p95 ~505 ms at concurrency 1); use 2 instances or "
-                           "drop the bound")
+        policy = batching.default_queue_policy
+        if (policy.max_queue_size or policy.default_timeout_microseconds) and \
+                sum(g.count or 1 for g in cfg.instance_group) == 1:
+            add("warning", f"one instance: {ONE_INSTANCE_QUEUE}")
     elif cfg.max_batch_size > 1 and not cfg.HasField("sequence_batching") and cfg.platform != "ensemble":
         add("warning", f"max_batch_size {cfg.max_batch_size} without dynamic batching: requests run one by one "
                        "unless clients send batches")

@@ -31,7 +31,7 @@ SENTENCE_EMBEDDING = Tensor(name="sentence_embedding", dtype="FP32", dims=(SBERT
 
 # GPU starting points: (encoder instances, max batch, preferred batch sizes, queue delay us, tokenizer instances)
 _GPU_TUNING = {
-    "t4": (1, 128, (32, 64), 2000, 4),
+    "t4": (2, 128, (32, 64), 2000, 4),  # 2 instances: the bounded queue needs them (specs.ONE_INSTANCE_QUEUE)
     "a10g": (2, 128, (32, 64, 128), 1000, 4),
     "l4": (2, 128, (32, 64, 128), 1000, 4),
     "a100": (2, 256, (64, 128, 256), 1000, 8),
@@ -73,8 +73,8 @@ def _encoder_deployments(precision: str, gpu_tuning: dict, request_batch: int, c
         if precision == "int8":
             # The int8 graph (MatMulNBits, int8 compute) targets ORT's CPU kernels: on GPU hosts the int8 variant runs
             # on the host's CPUs through the native ORT backend. GPU serving uses the fp32 graph with TensorRT FP16.
-            deployments[target] = Deployment(
-                backend=Backend.ONNXRUNTIME, kind=Kind.CPU, count=1, model_filename=filename,
+            deployments[target] = Deployment(  # 2 instances: the bounded queue needs them (specs.ONE_INSTANCE_QUEUE)
+                backend=Backend.ONNXRUNTIME, kind=Kind.CPU, count=2, model_filename=filename,
                 batching=Batching(max_batch_size=max(max_batch, request_batch), max_queue_delay_us=1000,
                                   max_queue_size=ENCODER_MAX_QUEUE), response_cache=response_cache)
         else:  # a TensorRT plan built for the target's GPU from the fp32 graph (export/tensorrt.py), FP16,
@@ -137,7 +137,7 @@ TRUNCATED_TOKENS = Tensor(name="truncated", dtype="BOOL", dims=(1,))
 
 # Short queries (~10 tokens) cost little per row: bigger batches, shorter queue delays than SBERT.
 _NER_GPU_TUNING = {
-    "t4": (1, 256, (32, 64), 500, 2),
+    "t4": (2, 256, (32, 64), 500, 2),  # 2 instances: the bounded queue needs them (specs.ONE_INSTANCE_QUEUE)
     "a10g": (2, 256, (32, 64, 128), 500, 4),
     "l4": (2, 256, (32, 64, 128), 500, 4),
     "a100": (2, 512, (64, 128, 256), 300, 8),
@@ -215,7 +215,7 @@ SCORE = Tensor(name="SCORE", dtype="FP32", dims=(1,))
 RERANK_REQUEST_BATCH = 64  # (query, passage) pairs per request; clients split larger calls
 # Pairs are long (~256 tokens): smaller batches and a longer queue delay than the query models.
 _RERANK_GPU_TUNING = {
-    "t4": (1, 64, (16, 32), 2000, 4),
+    "t4": (2, 64, (16, 32), 2000, 4),  # 2 instances: the bounded queue needs them (specs.ONE_INSTANCE_QUEUE)
     "a10g": (2, 64, (16, 32, 64), 1000, 4),
     "l4": (2, 64, (16, 32, 64), 1000, 4),
     "a100": (2, 128, (32, 64, 128), 1000, 8),

@@ -50,6 +50,8 @@ class Variant:
                                            max_batch_size=max_batch, preferred_batch_sizes=preferred)
         else:
             batching = Batching(max_batch_size=max_batch, dynamic=False)
+        if self.instances == 1:  # one instance behind a bounded queue stalls (specs.ONE_INSTANCE_QUEUE)
+            batching = dataclasses.replace(batching, max_queue_size=0, queue_timeout_us=0)
         params = dict(dep.parameters) | dict(self.parameters)
         return dataclasses.replace(dep, count=self.instances, batching=batching, parameters=tuple(params.items()))
 

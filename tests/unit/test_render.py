@@ -97,7 +97,7 @@ def test_video_models_render_decoupled_sequence_and_dali_configs():
 def test_queue_policy_and_response_cache_render_where_the_specs_ask():
     toy = ModelSpec(name="toy", inputs=(Tensor(name="X", dtype="FP32", dims=(4,)),),
                     outputs=(Tensor(name="Y", dtype="FP32", dims=(4,)),), python_model="toy",
-                    deployments={t: Deployment(backend=Backend.PYTHON, response_cache=True, batching=Batching(
+                    deployments={t: Deployment(backend=Backend.PYTHON, count=2, response_cache=True, batching=Batching(
                         max_batch_size=8, max_queue_size=4, queue_timeout_us=50_000)) for t in TARGETS})
     policy = render.model_config(toy, "cpu").dynamic_batching.default_queue_policy
     assert (policy.max_queue_size, policy.default_timeout_microseconds) == (4, 50_000)

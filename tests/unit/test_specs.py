@@ -59,6 +59,24 @@ def test_ragged_batching_only_for_python_models():
         spec(deployments={t: cpu() for t in TARGETS} | {"t4": native})
 
 
+@pytest.mark.parametrize("policy", [dict(max_queue_size=64), dict(queue_timeout_us=50_000)])
+def test_one_instance_behind_a_queue_policy_is_refused(policy):
+    """Triton's batcher can miss the one instance freeing up under a queue policy (specs.ONE_INSTANCE_QUEUE)."""
+    bounded = Batching(max_batch_size=8, **policy)
+    with pytest.raises(SpecError, match="toy@cpu.*needs 2 or more instances"):
+        spec(deployments={t: cpu() for t in TARGETS} | {"cpu": dataclasses.replace(cpu(), batching=bounded)})
+    spec(deployments={t: cpu() for t in TARGETS} | {"cpu": dataclasses.replace(cpu(count=2), batching=bounded)})
+
+
+def test_a_one_instance_variant_drops_the_queue_bound_it_could_not_keep():
+    from tritonrepo.tuning import Variant
+
+    dep = models.spec("sbert_encoder_int8").deployment("cpu")
+    assert dep.count == 2 and dep.batching.max_queue_size
+    assert Variant(instances=1, max_queue_delay_us=0).apply(dep).batching.max_queue_size == 0
+    assert Variant(instances=2, max_queue_delay_us=0).apply(dep).batching.max_queue_size == dep.batching.max_queue_size
+
+
 def test_every_target_needs_a_deployment():
     with pytest.raises(SpecError, match=r"missing targets \['a100'"):
         spec(deployments={t: cpu() for t in TARGETS if t != "a100"})
