@@ -300,9 +300,9 @@ def run(name: str, *, target: str = "cpu", plan: SweepPlan | None = None, reposi
                 rows = ([r for r in previous[variant.name]["rows"] if not r.get("request_rate")] if rates_only else
                         sweep_variant(client, server.grpc_url, plan, variant, data, target, measurement_ms, repository))
                 results.append({"variant": variant.name, "config": dataclasses.asdict(variant), "rows": rows})
-            by_name = {v.name: v for v in plan.variants}
-            for result in results:  # then open loop, for the variants worth it
-                if result["variant"] in rate_candidates(results, plan):
+            by_name, searched = {v.name: v for v in plan.variants}, rate_candidates(results, plan)
+            for result in results:  # then open loop, for the variants worth it (ranked on closed loop alone)
+                if result["variant"] in searched:
                     result["rows"] = sweep_variant(client, server.grpc_url, plan, by_name[result["variant"]], data,
                                                    target, measurement_ms, repository, closed_rows=result["rows"])
             client.close()
