@@ -213,7 +213,7 @@ def sweep_variant(client, server_url: str, plan: SweepPlan, variant: Variant, da
 def capacity_search(measure, closed_best: float, saturation: float, p95_bound_ms: float, probes: int) -> float:
     """The highest Poisson rate served within the bound (p95 within it, the rate delivered: ``usable``), as MLPerf's
     server scenario searches for it: a first rate at 75% of the closed-loop best within the bound (open loop gives
-    12-38% less here), up by 25% while rates pass (never past the closed loop's saturation throughput, which no
+    15-46% less here), up by 25% while rates pass (never past the closed loop's saturation throughput, which no
     arrival rate can beat), then halving the bracket, until it is within 5% or ``probes`` rates were measured.
     ``measure(rate)`` returns the row (None: no measurement, a failure). Returns the highest passing rate (0: none)."""
     passed, failed = 0.0, None

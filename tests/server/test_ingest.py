@@ -200,7 +200,7 @@ def test_overload_rejections_slow_the_pipeline_down_instead_of_failing_it(model_
         shutil.copytree(model_repository / name, repo / name, ignore=shutil.ignore_patterns("configs"))
     spec = models.spec("sbert_encoder_int8")
     dep = spec.deployment("cpu")
-    tight = dataclasses.replace(dep, count=1, batching=dataclasses.replace(dep.batching, max_queue_size=1))
+    tight = dataclasses.replace(dep, count=2, batching=dataclasses.replace(dep.batching, max_queue_size=1))
     rendered = render.render_spec(dataclasses.replace(spec, deployments={**spec.deployments, "cpu": tight}))
     (repo / "sbert_encoder_int8" / "config.pbtxt").write_text(rendered["sbert_encoder_int8/config.pbtxt"])
     db = tmp_path / "s.db"

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.server
 def _encoder(repo, model_repository, name: str, weights: bool, **params: str) -> None:
     spec = models.spec("sbert_encoder")
     cpu = spec.deployment("cpu")
-    deployment = dataclasses.replace(cpu, count=1, parameters=(
+    single = dataclasses.replace(cpu.batching, max_queue_size=0)  # one instance: no queue bound (ONE_INSTANCE_QUEUE)
+    deployment = dataclasses.replace(cpu, count=1, batching=single, parameters=(
         ("runtime", "torch"), ("torch_head", "mean_pool_l2"), ("sort_by_length", "true"), *params.items()))
     spec = dataclasses.replace(spec, name=name, deployments=spec.deployments | {"cpu": deployment})
     (repo / name / "configs").mkdir(parents=True)
