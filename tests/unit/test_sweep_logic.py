@@ -79,8 +79,8 @@ def test_capacity_search_finds_the_highest_rate_within_the_bound(capacity, close
     found = capacity_search(_server(capacity, runs), closed_best, saturation, 100, probes=6)
     assert found <= capacity and found <= saturation and len(runs) <= 6
     assert runs[0] == 0.75 * closed_best and max(runs) <= saturation
-    if capacity < saturation:  # bracketed within 5%, or the probes ran out
-        assert found >= 0.95 * capacity or len(runs) == 6
+    if capacity < saturation:  # bracketed to within 5%, or within 10% when the probes ran out first
+        assert found >= (0.95 if len(runs) < 6 else 0.9) * capacity
     else:
         assert found == saturation  # no arrival rate beats the closed loop's saturation
     assert capacity_search(_server(capacity, []), closed_best, saturation, 100, probes=0) == 0
