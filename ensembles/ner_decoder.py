@@ -94,7 +94,7 @@ class TritonPythonModel:
         self.strategy = params.get("aggregation_strategy", "simple")
         if self.strategy not in STRATEGIES:
             raise pb_utils.TritonModelException(f"aggregation_strategy {self.strategy!r}: one of {STRATEGIES}")
-        path = Path(args["model_repository"]) / args["model_version"] / "labels.json"
+        path = Path(args["model_repository"]) / args["model_version"] / params.get("model_filename", "labels.json")
         self.labels = json.loads(path.read_text(encoding="utf-8"))
         self.input_names = [t["name"] for t in config["input"]]
         self.output_name = config["output"][0]["name"]

@@ -20,13 +20,9 @@ Parameters: ``model_filename`` (in the version folder), ``intra_op_threads`` (0 
 ``sort_by_length`` (true/false), ``padding_tolerance`` (default 0.1), ``max_sub_batch`` (default 64),
 ``allow_spinning`` (ORT intra-op thread spinning, default 0).
 
-``runtime: torch`` runs the Hugging Face checkpoint the graph was exported from with PyTorch instead (``TorchSession``),
-on the instance's GPU when it has one: the GPU profiles of hosts whose image has no CUDA build of ONNX Runtime
-(perf/gpu_profile.py). Parameters: ``checkpoint`` (folder in the version folder: config.json, model.safetensors),
-``torch_head`` (``mean_pool_l2``: sentence embeddings; ``logits``), ``torch_dtype`` (default float16),
-``torch_device`` (default: the instance's GPU for ``KIND_GPU``, else cpu),
-``random_weights`` (true: a checkpoint without weights gets seeded random ones of the same architecture, for
-throughput measurements only; otherwise missing weights fail the load).
+``torch_encoder`` (shipped beside this file where it is used) subclasses this model to run the Hugging Face
+checkpoint in PyTorch instead: the GPU profiles of hosts without a CUDA build of ONNX Runtime. The repository's
+models never name it: the serving images have no PyTorch.
 """
 
 import json
@@ -34,55 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-
-
-class TorchSession:
-    """The ``run(output_names, feeds)`` of an ONNX Runtime session, over a Hugging Face checkpoint in PyTorch: the
-    exported graph's computation (``mean_pool_l2``: the SBERT export's pooling and L2 norm; ``logits``: the model's
-    logits, one score per row for a single-label classifier)."""
-
-    def __init__(self, checkpoint, input_names, output_names, head, dtype, device, random_weights):
-        import torch
-        import transformers
-
-        if head not in ("mean_pool_l2", "logits") or len(output_names) != 1:
-            raise pb_utils.TritonModelException(f"torch runtime: head {head!r} with outputs {output_names} is not "
-                                                "one of mean_pool_l2 or logits with one output")
-        config = transformers.AutoConfig.from_pretrained(str(checkpoint))
-        cls = transformers.AutoModel if head == "mean_pool_l2" else (
-            transformers.AutoModelForTokenClassification if output_names == ["logits"]
-            else transformers.AutoModelForSequenceClassification)
-        if (checkpoint / "model.safetensors").exists():
-            model = cls.from_pretrained(str(checkpoint), dtype=getattr(torch, dtype))
-        elif random_weights:
-            torch.manual_seed(0)
-            model = cls.from_config(config, dtype=getattr(torch, dtype))
-        else:
-            raise pb_utils.TritonModelException(f"torch runtime: no model.safetensors in {checkpoint}")
-        self.torch, self.head, self.device = torch, head, device
-        self.model = model.to(device).eval()
-        self.input_names = input_names
-        # an index past a table is a device-side assert on a GPU, which breaks the CUDA context for every later
-        # request: refuse such input before it gets there
-        self.limits = {name: size for name, size in (("input_ids", config.vocab_size),
-                                                     ("token_type_ids", getattr(config, "type_vocab_size", None)))
-                       if size and name in input_names}
-
-    def run(self, output_names, feeds):
-        torch = self.torch
-        for name, size in self.limits.items():
-            if feeds[name].size and feeds[name].max() >= size:
-                raise ValueError(f"{name} holds {feeds[name].max()}, past the model's table of {size}")
-        with torch.inference_mode():
-            inputs = {k: torch.from_numpy(np.ascontiguousarray(feeds[k])).to(self.device) for k in self.input_names}
-            out = self.model(**inputs)
-            if self.head == "mean_pool_l2":
-                mask = inputs["attention_mask"].unsqueeze(-1).to(out.last_hidden_state.dtype)
-                pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1e-4)
-                result = torch.nn.functional.normalize(pooled.float(), p=2, dim=1)
-            else:
-                result = out.logits.float()
-            return [result.cpu().numpy()]
 
 
 class TritonPythonModel:
@@ -95,15 +42,12 @@ class TritonPythonModel:
         self.sort = params.get("sort_by_length", "false").lower() == "true" and "attention_mask" in self.input_names
         self.padding_tolerance = float(params.get("padding_tolerance", "0.1"))
         self.max_sub_batch = int(params.get("max_sub_batch", "64"))
-        self.runtime = "PyTorch" if params.get("runtime", "onnxruntime") == "torch" else "ONNX Runtime"
-        if self.runtime == "PyTorch":
-            gpu = args.get("model_instance_kind") == "GPU"
-            device = params.get("torch_device") or (f"cuda:{args['model_instance_device_id']}" if gpu else "cpu")
-            self.session = TorchSession(version / params.get("checkpoint", "checkpoint"), self.input_names,
-                                        self.output_names, params.get("torch_head", "logits"),
-                                        params.get("torch_dtype", "float16"), device,
-                                        params.get("random_weights", "false").lower() == "true")
-            return
+        self.session = self._open_session(version, params, args)
+
+    runtime = "ONNX Runtime"
+
+    def _open_session(self, version, params, args):
+        """The session whose ``run(output_names, feeds)`` answers a batch."""
         import onnxruntime as ort
 
         path = version / params.get("model_filename", "model.onnx")
@@ -114,13 +58,14 @@ class TritonPythonModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Spinning intra-op threads burn the cores that Triton, the tokenizer and the clients need between batches.
         options.add_session_config_entry("session.intra_op.allow_spinning", params.get("allow_spinning", "0"))
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        graph_in = {i.name for i in self.session.get_inputs()}
-        graph_out = {o.name for o in self.session.get_outputs()}
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        graph_in = {i.name for i in session.get_inputs()}
+        graph_out = {o.name for o in session.get_outputs()}
         if set(self.input_names) != graph_in or not set(self.output_names) <= graph_out:
             raise pb_utils.TritonModelException(
                 f"{path.name}: config tensors {self.input_names} -> {self.output_names} do not match the ONNX graph's "
                 f"{sorted(graph_in)} -> {sorted(graph_out)}; re-run `tritonrepo build`")
+        return session
 
     def _gather(self, requests):
         """Concatenate every request's inputs along the batch axis, right-padding ragged dimensions with 0.

@@ -6,17 +6,17 @@ same L (its longest row, rounded up to ``pad_to_multiple_of``); L never depends 
 batch, so a request always gives the same tensors (the encoder's response cache relies on it; the encoders batch
 requests of different L themselves).
 
-Parameters: ``max_length`` (tokens, truncation), ``pad_to_multiple_of``, ``max_text_bytes`` (longer texts are
-rejected with INVALID_ARG), ``max_chars_per_token`` (default 100). Texts are cut at max_length x max_chars_per_token
-characters before tokenizing: a WordPiece token never spans more than 100 characters (longer words become [UNK]), so
+Parameters: ``model_filename`` (the tokenizer, default tokenizer.json), ``max_length`` (tokens, truncation),
+``pad_to_multiple_of``, ``max_text_bytes`` (longer texts are rejected with INVALID_ARG), ``max_chars_per_token``
+(default 100). Texts are cut at max_length x max_chars_per_token characters before tokenizing: a WordPiece token never spans more than 100 characters (longer words become [UNK]), so
 the first max_length tokens are unchanged, and a 1 MB text costs ~8 ms instead of ~560 ms of this shared instance.
 (Only a text with runs of thousands of blanks could differ from tokenizing it whole.)
 Bad input (not UTF-8, over ``max_text_bytes``) fails that request only, with a message naming the row.
 The empty string is valid: it encodes to [CLS] [SEP], exactly as sentence-transformers does.
 
 Pair mode (a config with two inputs, query and passage, e.g. the reranker's): each row is encoded as
-``[CLS] query [SEP] passage [SEP]`` by ``tritonrepo.ensembles.pair_encoding`` (the query cut to ``max_query_tokens``,
-default 64, the passage to the rest of ``max_length``), and output 2 is the token types INT64 [rows, L].
+``[CLS] query [SEP] passage [SEP]`` by ``pair_encoding`` (shipped beside this file; the query cut to
+``max_query_tokens``, default 64, the passage to the rest of ``max_length``), and output 2 is the token types INT64 [rows, L].
 
 Token classification (NER) configs declare three more outputs, in this order: the character offsets INT32
 [rows, L, 2] of each token in the original text (Unicode code points, (0, 0) for special and padding tokens), the
@@ -33,7 +33,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
-from tritonrepo.ensembles.pair_encoding import encode_pairs
+from .pair_encoding import encode_pairs
 
 
 def _error(message):
@@ -55,7 +55,7 @@ class TritonPythonModel:
         self.max_query_tokens = int(params.get("max_query_tokens", "64"))
         self.max_chars_per_token = int(params.get("max_chars_per_token", "100"))
         self.max_chars = self.max_length * self.max_chars_per_token
-        path = Path(args["model_repository"]) / args["model_version"] / "tokenizer.json"
+        path = Path(args["model_repository"]) / args["model_version"] / params.get("model_filename", "tokenizer.json")
         self.tokenizer = Tokenizer.from_file(str(path))
         self.tokenizer.no_padding()
         if self.pairs:  # encode_pairs truncates query and passage itself

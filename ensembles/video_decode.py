@@ -3,8 +3,8 @@
 Decoupled: one request (``VIDEO`` UINT8 [1, bytes]) gets one response per decoded chunk (``FRAMES`` UINT8
 [1, k, 27, 48, 3]) and a final empty one, so no response holds more than a chunk. It is the CPU implementation of the
 interface the GPU targets serve with Triton's DALI backend (``video_decode_dali.py``): VP8/VP9/MJPEG through DALI's
-CPU decoder, everything else through FFmpeg (``tritonrepo.ensembles.video_io``). A video that cannot be decoded gets
-an INVALID_ARG error naming the reason; the model keeps serving.
+CPU decoder, everything else through FFmpeg (``video_io``, shipped beside this file). A video that cannot be decoded
+gets an INVALID_ARG error naming the reason; the model keeps serving.
 
 Parameters: ``dali_codecs`` (comma-separated, default ``vp8,vp9,mjpeg``), ``decode_threads`` (FFmpeg, 0 = auto).
 """
@@ -14,7 +14,7 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from tritonrepo.ensembles import video_io
+from . import video_io
 
 
 def _error(message, invalid=True):

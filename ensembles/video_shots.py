@@ -28,8 +28,8 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from tritonrepo.ensembles import video_io
-from tritonrepo.ensembles.shot_tracker import ShotTracker
+from . import video_io
+from .shot_tracker import ShotTracker
 
 SHOT_MODELS = ("transnetv2", "transnetv2_int8")
 DECODERS = ("ffmpeg", "dali", "model")

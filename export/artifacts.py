@@ -32,32 +32,44 @@ def cached(report: Path, fingerprint: str) -> dict | None:
     return None
 
 
+def runtime_version() -> str:
+    """The ONNX Runtime that validates: int8 kernels give different numbers from one release to the next, so an
+    export is valid for the release it was validated with (the one the serving images pin, constraints.txt)."""
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
 def up_to_date(out_dir: Path, fingerprint: str, force: bool, what: str) -> dict | None:
-    """The validation report of an earlier export of this recipe in ``out_dir`` (None if forced, absent or stale)."""
+    """The validation report of an earlier export of this recipe in ``out_dir`` (None if forced, absent, stale, or
+    validated with another ONNX Runtime)."""
     report = None if force else cached(out_dir / "validation.json", fingerprint)
+    if report and report.get("onnxruntime") != runtime_version():
+        log.info("%s artifacts in %s were validated with ONNX Runtime %s, this is %s: validating again", what,
+                 out_dir, report.get("onnxruntime"), runtime_version())
+        return None
     if report:
         log.info("%s artifacts up to date in %s", what, out_dir)
     return report
 
 
 def publish_validated(work: Path, out_dir: Path, report: dict, what: str) -> dict:
-    """Write the validation report beside the staged artifacts, then publish them in one rename."""
+    """Write the validation report (with the ONNX Runtime that validated) beside the staged artifacts, then publish
+    them in one rename."""
+    report["onnxruntime"] = runtime_version()
     (work / "validation.json").write_text(json.dumps(report, indent=2))
     publish(work, out_dir)
     log.info("%s export validated: fp32 %s | int8 %s", what, report["fp32"], report["int8"])
     return report
 
 
-def install(repository: Path, artifacts: Path, files, what: str, optional=()) -> list[Path]:
-    """Copy validated artifacts (model, filename) into the repository's version folders; ``optional`` filenames are
-    skipped when absent (built only where they can be validated, e.g. fp16 on a GPU host)."""
+def install(repository: Path, artifacts: Path, files, what: str) -> list[Path]:
+    """Copy validated artifacts (model, filename) into the repository's version folders."""
     from tritonrepo.paths import require
 
     require(artifacts / "validation.json", f"validated {what} artifacts (run `tritonrepo export {what.lower()}`)")
     placed = []
     for model, filename in files:
-        if filename in optional and not (artifacts / filename).exists():
-            continue
         dest = repository / model / "1" / filename
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(artifacts / filename, dest)

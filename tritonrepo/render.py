@@ -14,7 +14,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from .errors import RenderDriftError
-from .specs import AnySpec, Backend, EnsembleSpec, ModelSpec, Tensor, check_repository
+from .specs import AnySpec, Backend, EnsembleSpec, ModelSpec, Tensor, TensorRTAccelerator, check_repository
 from .targets import DEFAULT_TARGET, TARGETS
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,27 @@ def model_config(spec: AnySpec, target: str) -> mc.ModelConfig:
             cfg.cc_model_filenames[TARGETS[target].compute_capability] = dep.model_filename
     for key, value in dep.parameters:
         cfg.parameters[key].string_value = value
+    if dep.accelerator:
+        _tensorrt_accelerator(cfg, dep.accelerator)
     return cfg
+
+
+def _shapes(profile, i: int) -> str:
+    return ",".join(f"{entry[0]}:{'x'.join(map(str, entry[i]))}" for entry in profile)
+
+
+def _tensorrt_accelerator(cfg: mc.ModelConfig, acc: TensorRTAccelerator) -> None:
+    """ONNX Runtime's TensorRT execution provider, with the keys the r24.10 onnxruntime backend reads."""
+    gpu = cfg.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+    gpu.parameters.update({
+        "precision_mode": acc.precision,
+        "max_workspace_size_bytes": str(acc.workspace_mib << 20),
+        "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": acc.cache_path,
+        "trt_profile_min_shapes": _shapes(acc.profile, 1),
+        "trt_profile_opt_shapes": _shapes(acc.profile, 2),
+        "trt_profile_max_shapes": _shapes(acc.profile, 3),
+    })
 
 
 def to_text(cfg: mc.ModelConfig, target: str) -> str:

@@ -2,33 +2,60 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 import shutil
 from pathlib import Path
 
-from . import render
+from . import deployable, render
 from .errors import ToolNotFoundError
 from .models import all_specs
-from .specs import AnySpec, Backend, ModelSpec
+from .specs import AnySpec, ModelSpec
+from .targets import TARGETS
 
 log = logging.getLogger(__name__)
 
 ENSEMBLES_SRC = Path(__file__).resolve().parents[1] / "ensembles"
 
 
+def server_side_modules(module: str) -> list[str]:
+    """``module`` and the modules of ensembles/ it imports relatively (``from . import x``, ``from .x import y``),
+    transitively, imports inside functions included: what its version folder must hold beside it."""
+    found, todo = [], [module]
+    while todo:
+        name = todo.pop(0)
+        if name in found:
+            continue
+        found.append(name)
+        for node in ast.walk(ast.parse((ENSEMBLES_SRC / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                todo += [node.module] if node.module else [alias.name for alias in node.names]
+    return found
+
+
+def install_python_module(version: Path, module: str, filename: str = "model.py") -> list[Path]:
+    """Copy ``ensembles/<module>.py`` to ``version/<filename>`` and its helpers beside it under their own names: a
+    version folder then runs on the serving image's packages alone (the stub imports ``model.py`` as
+    ``<version>.model``, so relative imports resolve inside the folder)."""
+    version.mkdir(parents=True, exist_ok=True)
+    main, *helpers = server_side_modules(module)
+    placed = [version / filename, *(version / f"{h}.py" for h in helpers)]
+    for name, dest in zip((main, *helpers), placed):
+        shutil.copy2(ENSEMBLES_SRC / f"{name}.py", dest)
+    return placed
+
+
 def install_python_models(repository: Path, specs: list[AnySpec] | None = None) -> list[Path]:
-    """Copy each Python-backend model's module from ensembles/ to <model>/1/model.py, and each DALI pipeline module to
-    <model>/1/dali.py (the DALI backend serializes it at load). ``specs``: all of the repository's by default."""
+    """Install each Python-backend model's module from ensembles/ as <model>/1/model.py, and each DALI pipeline
+    module as <model>/1/dali.py (the DALI backend serializes it at load), each with its helpers beside it.
+    ``specs``: all of the repository's by default."""
     placed = []
     for spec in all_specs() if specs is None else specs:
         if not isinstance(spec, ModelSpec):
             continue
         for module, filename in ((spec.python_model, "model.py"), (spec.dali_pipeline, "dali.py")):
             if module:
-                dest = repository / spec.name / "1" / filename
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(ENSEMBLES_SRC / f"{module}.py", dest)
-                placed.append(dest)
+                placed += install_python_module(repository / spec.name / "1", module, filename)
     return placed
 
 
@@ -41,21 +68,6 @@ def with_dependencies(names: list[str], repository: Path) -> set[str]:
     specs = all_specs() + [s for m in load_all(repository) for s in m.specs()]
     known = {s.name for s in specs}
     return set(names).union(*(dependencies(specs, n) for n in names if n in known))
-
-
-def missing_artifacts(repository: Path, target: str = "cpu") -> list[str]:
-    """Files a target's configs expect in the version folders that are not there."""
-    missing = []
-    for spec in all_specs():
-        if not isinstance(spec, ModelSpec):
-            (repository / spec.name / "1").mkdir(parents=True, exist_ok=True)  # ensembles need an empty version
-            continue
-        dep = spec.deployment(target)
-        wanted = {Backend.PYTHON: ["model.py"], Backend.DALI: ["dali.py"]}.get(dep.backend, [])
-        if dep.model_filename:
-            wanted.append(dep.model_filename)
-        missing += [f"{spec.name}/1/{f}" for f in wanted if not (repository / spec.name / "1" / f).exists()]
-    return missing
 
 
 def build(repository: Path, *, force_export: bool = False, ner_export=None, transnet_export=None,
@@ -79,8 +91,11 @@ def build(repository: Path, *, force_export: bool = False, ner_export=None, tran
     rerank.install(repository, rerank_cfg.out_dir)
     transnetv2.install(repository, shots_cfg.out_dir)
     reports["added"] = added.install_all(repository, repository)  # models of `tritonrepo add`, from their sources
-    missing = missing_artifacts(repository)
-    if missing:
-        raise ToolNotFoundError(f"repository incomplete after build, missing: {missing}")
+    for spec in all_specs():  # ensembles need an (empty) version folder
+        (repository / spec.name / "1").mkdir(parents=True, exist_ok=True)
+    problems = [f for target in TARGETS for f in deployable.check(repository, target)]
+    if problems:
+        raise ToolNotFoundError("repository incomplete after build:\n" + "\n".join(
+            f"{f.model} ({f.where}): {f.message}" for f in problems))
     log.info("model repository ready at %s", repository)
     return reports

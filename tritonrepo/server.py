@@ -73,24 +73,34 @@ class TritonServer:
         sagemaker_port: int = 0,
         env: dict[str, str] | None = None,
         extra_args: list[str] | None = None,
+        python: Path | None = None,
+        command: list[str] | None = None,
+        launcher: list[str] | None = None,
     ):
         self.repository = Path(repository).resolve()
         self.model_config_name = model_config_name
         self.http_port = http_port or free_port()
         self.grpc_port = grpc_port or free_port()
         self.metrics_port = metrics_port or free_port()
-        self.log_file = Path(log_file) if log_file else RUNS / f"tritonserver-{self.grpc_port}.log"
+        self.log_file = Path(log_file).resolve() if log_file else RUNS / f"tritonserver-{self.grpc_port}.log"
         self.explicit_models = explicit_models
         self.log_verbose = log_verbose
         # Triton's local response cache for models whose config enables it (0: off, e.g. for benchmarks, whose
         # repeated inputs would all be cache hits)
         self.response_cache_mb = response_cache_mb
         # Triton trace of every request (timestamps per model, with the client's request_id): `tritonrepo trace`
-        self.trace_file = Path(trace_file) if trace_file else None
+        self.trace_file = Path(trace_file).resolve() if trace_file else None
         # SageMaker's endpoint (POST /invocations, GET /ping) instead of the HTTP/gRPC APIs: readiness is its /ping
         self.sagemaker_port = sagemaker_port
         self.env = dict(env or {})
         self.extra_args = list(extra_args or [])
+        # the interpreter whose packages the Python-backend models see (default: the one running us); the deployment
+        # rehearsal gives the serving images' packages alone (paths.IMAGE_PYTHON)
+        self.python = Path(python) if python else Path(sys.executable)
+        # a deployment's own command line (``tritonserver --model-repository=... ...``, e.g. the compose service's) run
+        # instead of the options above, with this machine's install layout and free ports appended
+        self.command = list(command) if command else None
+        self.launcher = list(launcher or [])  # argv prefix, e.g. a mount namespace that makes the repository read-only
         self.process: subprocess.Popen | None = None
         self._interrupted = threading.Event()  # set by serve_forever's signal handlers, also while starting
 
@@ -109,7 +119,14 @@ class TritonServer:
 
     # -- process ----------------------------------------------------------------------------------------------------
     def argv(self, tools: TritonTools) -> list[str]:
+        if self.command:  # this machine's layout, free ports on loopback
+            return [*self.launcher, str(tools.tritonserver), *self.command[1:],
+                    f"--backend-directory={tools.backend_dir}", f"--cache-directory={tools.cache_dir}",
+                    *(f"--{api}-{key}={value}" for api, port in (("http", self.http_port), ("grpc", self.grpc_port),
+                                                                  ("metrics", self.metrics_port))
+                      for key, value in (("address", "127.0.0.1"), ("port", port)))]
         argv = [
+            *self.launcher,
             str(tools.tritonserver),
             f"--model-repository={self.repository}",
             f"--backend-directory={tools.backend_dir}",
@@ -138,11 +155,11 @@ class TritonServer:
         return argv + self.extra_args
 
     @staticmethod
-    def environment(tools: TritonTools) -> dict[str, str]:
+    def environment(tools: TritonTools, python: Path | None = None) -> dict[str, str]:
         env = dict(os.environ)
-        # The Python backend stub runs `python3` from PATH: the interpreter running us (the project venv) comes first,
-        # so the Python models see the venv's packages (numpy, tokenizers, onnxruntime).
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        # The Python backend stub runs `python3` from PATH: the given interpreter (default the one running us, the
+        # project venv) comes first, so the Python models see its packages (numpy, tokenizers, onnxruntime).
+        env["PATH"] = os.pathsep.join([str(Path(python or sys.executable).parent), env.get("PATH", "")])
         libs = [str(tools.lib_dir), sysconfig.get_config_var("LIBDIR") or "", env.get("LD_LIBRARY_PATH", "")]
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in libs if p)
         env.setdefault("OMP_NUM_THREADS", "1")  # ORT sets its own thread pools; keep OpenMP users from oversubscribing
@@ -154,8 +171,11 @@ class TritonServer:
         argv = self.argv(tools)
         log.info("starting tritonserver: %s (log: %s)", " ".join(argv), self.log_file)
         with open(self.log_file, "wb") as out:
-            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                            env=self.environment(tools) | self.env, start_new_session=True)
+            # cwd: the log's folder, not a checkout: the stubs' interpreters put the working directory on sys.path,
+            # and a checkout's would hand the models the dev package, which no serving image has
+            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=self.log_file.parent,
+                                            env=self.environment(tools, self.python) | self.env,
+                                            start_new_session=True)
         try:
             self._wait_ready(timeout_s)
         except BaseException:

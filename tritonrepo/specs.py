@@ -100,6 +100,29 @@ class Sequence:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TensorRTAccelerator:
+    """ONNX Runtime's TensorRT execution provider on a native ``onnxruntime_onnx`` GPU model: at load, TensorRT
+    builds an engine from the validated ONNX graph for whatever NVIDIA GPU the host has (no per-GPU build step), and
+    caches it in ``cache_path`` (a writable volume on the GPU host) for the next start. ``profile``: per input, the
+    (min, opt, max) shapes the engine covers; inputs outside it would make ONNX Runtime rebuild the engine while
+    serving, so max is the model's max_batch_size and token limit."""
+
+    precision: str = "FP16"  # precision_mode: FP32, FP16 or INT8
+    workspace_mib: int = 2048
+    cache_path: str
+    profile: tuple[tuple[str, tuple[int, ...], tuple[int, ...], tuple[int, ...]], ...]
+
+    def check(self, model: str) -> None:
+        if self.precision not in ("FP32", "FP16", "INT8"):
+            raise _fail(model, "accelerator.precision", f"{self.precision!r} is not FP32, FP16 or INT8")
+        if not self.cache_path.startswith("/"):
+            raise _fail(model, "accelerator.cache_path", f"{self.cache_path!r} must be an absolute path in the image")
+        for name, lo, opt, hi in self.profile:
+            if not (len(lo) == len(opt) == len(hi) and all(a <= b <= c for a, b, c in zip(lo, opt, hi))):
+                raise _fail(model, "accelerator.profile", f"'{name}': need min <= opt <= max, got {lo} {opt} {hi}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Deployment:
     """How a model runs on one hardware target."""
 
@@ -117,6 +140,7 @@ class Deployment:
     # Triton's response cache (used when the server runs with --cache-config): only for models whose output depends
     # on the input tensors alone, since the cache key ignores request parameters.
     response_cache: bool = False
+    accelerator: TensorRTAccelerator | None = None  # native ONNX Runtime on KIND_GPU only
 
     def check(self, model: str, target: str) -> None:
         where = f"{model}@{target}"
@@ -139,6 +163,15 @@ class Deployment:
             raise _fail(where, "response_cache", "not for decoupled or sequence models")
         if self.backend is Backend.DALI and self.batching.max_batch_size == 0:
             raise _fail(where, "batching", "DALI pipelines need max_batch_size > 0")
+        if self.accelerator:
+            if self.backend is not Backend.ONNXRUNTIME or self.kind is not Kind.GPU:
+                raise _fail(where, "accelerator", "the TensorRT accelerator is for onnxruntime_onnx on KIND_GPU")
+            self.accelerator.check(where)
+            names = [name for name, *_ in self.accelerator.profile]
+            if any(lo[0] < 1 or hi[0] > self.batching.max_batch_size for _, lo, _, hi in self.accelerator.profile):
+                raise _fail(where, "accelerator.profile", f"batch sizes must lie in 1..{self.batching.max_batch_size}")
+            if len(set(names)) != len(names):
+                raise _fail(where, "accelerator.profile", f"inputs named twice: {names}")
 
 
 class _Signature:
@@ -181,6 +214,10 @@ class ModelSpec(_Signature):
                 raise _fail(self.name, "python_model", f"target '{target}' uses the Python backend but no module")
             if dep.backend is Backend.DALI and not self.dali_pipeline:
                 raise _fail(self.name, "dali_pipeline", f"target '{target}' uses the DALI backend but no pipeline")
+            profiled = {name for name, *_ in dep.accelerator.profile} if dep.accelerator else set(self.input_names)
+            if profiled != set(self.input_names):
+                raise _fail(self.name, "accelerator.profile", f"target '{target}' profiles {sorted(profiled)}, "
+                            f"the inputs are {list(self.input_names)}")
 
     def deployment(self, target: str) -> Deployment:
         return self.deployments[target]
@@ -295,5 +332,5 @@ def check_repository(specs: list[AnySpec]) -> None:
 
 __all__ = [
     "AnySpec", "Backend", "Batching", "DEFAULT_TARGET", "Deployment", "EnsembleSpec", "Kind", "ModelSpec",
-    "Sequence", "Step", "Tensor", "check_repository", "dependencies",
+    "Sequence", "Step", "Tensor", "TensorRTAccelerator", "check_repository", "dependencies",
 ]

@@ -1,15 +1,16 @@
 """On a GPU host with TensorRT 10 (`pip install tensorrt-cu12==10.5.*`): the text encoders' plans for this GPU's
-target build from the validated ONNX files and pass their gates against ONNX Runtime fp32. Skips without a GPU
-(conftest hook) or without TensorRT."""
+target build from the built repository's validated ONNX files, pass their gates against ONNX Runtime fp32, and only
+then become the target's configs, in a copy of the repository. Skips without a GPU (conftest hook) or TensorRT."""
 
 import pytest
 
+from tritonrepo import deployable
 from tritonrepo.targets import GPU_TARGETS, TARGETS
 
 pytestmark = pytest.mark.gpu
 
 
-def test_plans_for_this_gpu_build_and_pass_their_gates(sbert_artifacts, ner_export, tmp_path, monkeypatch):
+def test_plans_for_this_gpu_build_pass_their_gates_and_switch_the_configs(model_repository, tmp_path):
     pytest.importorskip("tensorrt")
     torch = pytest.importorskip("torch")
     from tritonrepo.export import tensorrt
@@ -18,8 +19,10 @@ def test_plans_for_this_gpu_build_and_pass_their_gates(sbert_artifacts, ner_expo
     target = next((t for t in GPU_TARGETS if TARGETS[t].compute_capability == cc), None)
     if target is None:
         pytest.skip(f"no target for compute capability {cc}")
-    monkeypatch.setattr(tensorrt, "ARTIFACTS", tmp_path)
-    report = tensorrt.export_plans(target, sources={"sbert_encoder": sbert_artifacts / "model.fp32.onnx",
-                                                    "ner_encoder": ner_export.out_dir / "model.fp32.onnx"})
+    out = tmp_path / "repository"
+    report = tensorrt.export_plans(target, model_repository, out)
     assert set(report) == set(tensorrt.PLANNED)
-    assert all((tmp_path / target / m / TARGETS[target].plan_filename).exists() for m in report)
+    for model in report:
+        assert (out / model / "1" / TARGETS[target].plan_filename).exists()
+        assert 'platform: "tensorrt_plan"' in (out / model / "configs" / f"{target}.pbtxt").read_text()
+    assert not deployable.check(out, target)

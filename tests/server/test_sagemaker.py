@@ -1,5 +1,7 @@
 """SageMaker packaging, served the way SageMaker's Triton container serves it (its `serve` script's arguments, only
-/ping and /invocations open), and invoked through the HTTP transport."""
+/ping and /invocations open) with the image's packages alone and the unpacked archive read-only (the deployment
+rehearsal, conftest.as_deployed), and invoked through the HTTP transport. Every target's archive of every entry
+model holds every file its configs name."""
 
 import json
 import tarfile
@@ -7,11 +9,12 @@ import tarfile
 import numpy as np
 import pytest
 
-from tritonrepo import models, render
+from tritonrepo import deployable, models, render
 from tritonrepo.clients import EmbeddingClient, NerClient
 from tritonrepo.clients.sagemaker import InvocationsClient
-from tritonrepo.deploy import Placement, package_sagemaker, sagemaker_server
-from tritonrepo.errors import InvalidInputError, ServerUnavailableError
+from tritonrepo.deploy import Placement, package_sagemaker, sagemaker_server, stage_sagemaker
+from tritonrepo.errors import InvalidInputError, ServerUnavailableError, ToolNotFoundError
+from tritonrepo.targets import TARGETS
 
 pytestmark = pytest.mark.server
 
@@ -26,6 +29,27 @@ def _package(model: str, repository, tmp_path):
         names = tar.getnames()
         tar.extractall(unpacked, filter="data")
     return files, unpacked, names, json.loads(files["endpoint"].read_text())
+
+
+def _serve(unpacked, env, as_deployed, log_file):
+    kw = as_deployed(unpacked)
+    return sagemaker_server(unpacked, env | kw.pop("env"), log_file=log_file, **kw)
+
+
+ENTRY_MODELS = ["sbert", "sbert_int8", "ner", "ner_int8", "rerank", "rerank_int8", "video_shots", "video_shots_live"]
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_every_targets_archive_of_every_entry_model_holds_what_its_configs_name(model_repository, tmp_path, target):
+    for model in ENTRY_MODELS:
+        staged = tmp_path / model
+        packed = stage_sagemaker(model, target, staged, model_repository)  # refuses what would not load
+        assert sorted(p.name for p in staged.iterdir()) == sorted(packed) and not deployable.check(staged, target)
+    config = (tmp_path / "sbert" / "sbert_encoder" / "config.pbtxt").read_text()
+    assert f"target: {target})" in config and (tmp_path / "sbert" / "sbert_encoder" / "1" / "model.fp32.onnx").exists()
+    (tmp_path / "sbert" / "sbert_encoder" / "1" / "model.fp32.onnx").unlink()
+    with pytest.raises(ToolNotFoundError, match="sbert_encoder/1/model.fp32.onnx.*missing"):
+        stage_sagemaker("sbert", target, tmp_path / "broken", tmp_path / "sbert")
 
 
 def test_archive_holds_the_model_and_its_steps_as_top_level_folders(model_repository, tmp_path):
@@ -47,10 +71,10 @@ def test_archive_holds_the_model_and_its_steps_as_top_level_folders(model_reposi
     assert target["ResourceId"] == "endpoint/ner-int8/variant/AllTraffic" and target["MinCapacity"] == 2
 
 
-def test_ensemble_endpoint_answers_invocations_as_the_grpc_server_does(model_repository, triton, tmp_path):
+def test_ensemble_endpoint_answers_invocations_as_the_grpc_server_does(model_repository, triton, tmp_path, as_deployed):
     _, unpacked, _, endpoint = _package("sbert_int8", model_repository, tmp_path)
     env = endpoint["CreateModel"]["PrimaryContainer"]["Environment"]
-    with sagemaker_server(unpacked, env, log_file=tmp_path / "log") as server:  # loads the ensemble's steps itself
+    with _serve(unpacked, env, as_deployed, tmp_path / "log") as server:  # loads the ensemble's steps itself
         client = InvocationsClient(f"http://127.0.0.1:{server.sagemaker_port}", retry=_fast())
         vectors = client.embed(TEXTS)
         with pytest.raises(InvalidInputError, match="missing required input"):
@@ -60,11 +84,12 @@ def test_ensemble_endpoint_answers_invocations_as_the_grpc_server_does(model_rep
         np.testing.assert_allclose(vectors, grpc.embed(TEXTS), atol=1e-6)
 
 
-def test_bls_endpoint_loads_what_it_calls_and_refuses_bad_input(model_repository, triton, tmp_path, sample_media):
+def test_bls_endpoint_loads_what_it_calls_and_refuses_bad_input(model_repository, triton, tmp_path, sample_media,
+                                                               as_deployed):
     _, unpacked, _, endpoint = _package("video_shots", model_repository, tmp_path)
     env = endpoint["CreateModel"]["PrimaryContainer"]["Environment"]
     assert "--load-model=transnetv2_int8" in env["SAGEMAKER_TRITON_ADDITIONAL_ARGS"]
-    with sagemaker_server(unpacked, env, log_file=tmp_path / "log") as server:
+    with _serve(unpacked, env, as_deployed, tmp_path / "log") as server:
         client = InvocationsClient(f"http://127.0.0.1:{server.sagemaker_port}", retry=_fast())
         result = client.shots(sample_media["h264.mp4"])
         with pytest.raises(InvalidInputError, match="not a video"):
@@ -75,10 +100,10 @@ def test_bls_endpoint_loads_what_it_calls_and_refuses_bad_input(model_repository
         InvocationsClient(f"http://127.0.0.1:{port}", retry=_fast()).embed(["the server is gone"])
 
 
-def test_ner_endpoint_gives_the_grpc_entities(model_repository, triton, tmp_path):
+def test_ner_endpoint_gives_the_grpc_entities(model_repository, triton, tmp_path, as_deployed):
     _, unpacked, _, endpoint = _package("ner_int8", model_repository, tmp_path)
     env = endpoint["CreateModel"]["PrimaryContainer"]["Environment"]
-    with sagemaker_server(unpacked, env, log_file=tmp_path / "log") as server:
+    with _serve(unpacked, env, as_deployed, tmp_path / "log") as server:
         found = InvocationsClient(f"http://127.0.0.1:{server.sagemaker_port}").entities(TEXTS)
     with NerClient(triton.grpc_url, "ner_int8") as grpc:
         assert found == grpc.entities(TEXTS)

@@ -1,4 +1,4 @@
-"""``onnx_encoder``'s PyTorch runtime (the encoder of the GPU profiles, perf/gpu_profile.py), served by the real
+"""The ``torch_encoder`` Python model (the encoder of the GPU profiles, perf/gpu_profile.py), served by the real
 tritonserver on the CPU with the real all-MiniLM-L6-v2 weights: its embeddings against sentence-transformers' (the
 SBERT export's reference requests), in fp32 and in the fp16 the GPU profiles run; and its refusals."""
 
@@ -14,23 +14,23 @@ from tritonclient.utils import InferenceServerException
 from tritonrepo import models, render
 from tritonrepo.check import load_reference
 from tritonrepo.paths import SBERT_WEIGHTS
+from tritonrepo.repository import install_python_module
 from tritonrepo.server import TritonServer
 
 pytestmark = pytest.mark.server
 
 
-def _encoder(repo, model_repository, name: str, weights: bool, **params: str) -> None:
+def _encoder(repo, name: str, weights: bool, **params: str) -> None:
     spec = models.spec("sbert_encoder")
     cpu = spec.deployment("cpu")
     single = dataclasses.replace(cpu.batching, max_queue_size=0)  # one instance: no queue bound (ONE_INSTANCE_QUEUE)
     deployment = dataclasses.replace(cpu, count=1, batching=single, parameters=(
-        ("runtime", "torch"), ("torch_head", "mean_pool_l2"), ("sort_by_length", "true"), *params.items()))
+        ("torch_head", "mean_pool_l2"), ("sort_by_length", "true"), *params.items()))
     spec = dataclasses.replace(spec, name=name, deployments=spec.deployments | {"cpu": deployment})
     (repo / name / "configs").mkdir(parents=True)
     (repo / name / "configs" / "cpu.pbtxt").write_text(render.to_text(render.model_config(spec, "cpu"), "cpu"))
     version = repo / name / "1"
-    version.mkdir()
-    shutil.copy(model_repository / "sbert_encoder" / "1" / "model.py", version)
+    install_python_module(version, "torch_encoder")
     (version / "checkpoint").mkdir()
     shutil.copy(SBERT_WEIGHTS / "config.json", version / "checkpoint")
     if weights:
@@ -40,9 +40,9 @@ def _encoder(repo, model_repository, name: str, weights: bool, **params: str) ->
 @pytest.fixture(scope="module")
 def torch_server(model_repository, tmp_path_factory):
     repo = tmp_path_factory.mktemp("torch_runtime")
-    _encoder(repo, model_repository, "torch_fp32", True, torch_dtype="float32")
-    _encoder(repo, model_repository, "torch_fp16", True, torch_dtype="float16")
-    _encoder(repo, model_repository, "torch_random", False, torch_dtype="float32", random_weights="true")
+    _encoder(repo, "torch_fp32", True, torch_dtype="float32")
+    _encoder(repo, "torch_fp16", True, torch_dtype="float16")
+    _encoder(repo, "torch_random", False, torch_dtype="float32", random_weights="true")
     with TritonServer(repo, model_config_name="cpu", explicit_models=["torch_fp32", "torch_fp16", "torch_random"],
                       log_file=repo / "tritonserver.log") as server:
         yield server, repo
@@ -95,7 +95,7 @@ def test_bad_token_input_is_refused_and_the_model_keeps_serving(torch_server):
 
 def test_missing_weights_fail_the_load_unless_random_weights_are_asked_for(torch_server, model_repository):
     server, repo = torch_server
-    _encoder(repo, model_repository, "torch_no_weights", False, torch_dtype="float32")
+    _encoder(repo, "torch_no_weights", False, torch_dtype="float32")
     client = grpcclient.InferenceServerClient(server.grpc_url)
     with pytest.raises(InferenceServerException, match="no model.safetensors"):
         client.load_model("torch_no_weights")

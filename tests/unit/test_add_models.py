@@ -22,7 +22,8 @@ FEATURES = Tensor(name="features", dtype="FP32", dims=(-1, 4))
 def _onnx(path, nodes, inputs, outputs, opset=17, domains=()):
     graph = helper.make_graph(nodes, "g", inputs, outputs)
     imports = [helper.make_opsetid("", opset), *(helper.make_opsetid(d, 1) for d in domains)]
-    onnx.save(helper.make_model(graph, opset_imports=imports), str(path))
+    # IR 10: what ONNX Runtime 1.19 (the NGC image's backend) and 1.23 (the Python models') read; onnx 1.23 writes 14
+    onnx.save(helper.make_model(graph, opset_imports=imports, ir_version=10), str(path))
     return path
 
 

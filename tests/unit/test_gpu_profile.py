@@ -26,7 +26,7 @@ def test_the_encoder_runs_in_pytorch_on_the_gpu_with_the_targets_batching(name, 
         cfg = _config(plan, variant)
         params = {k: v.string_value for k, v in cfg.parameters.items()}
         assert cfg.backend == "python" and not cfg.platform
-        assert params["runtime"] == "torch" and params["torch_dtype"] == "float16"
+        assert plan.spec.python_model == "torch_encoder" and params["torch_dtype"] == "float16"
         assert params["random_weights"] == "true" and "torch_device" not in params
         assert [g.kind for g in cfg.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
         assert cfg.max_batch_size == deployed.batching.max_batch_size

@@ -5,7 +5,7 @@ subwords, O gaps) is exercised on each text, so the decoder must agree with the 
 four aggregation strategies, with offsets into texts full of unicode, extra spaces and punctuation.
 """
 
-import importlib.util
+import importlib
 import json
 import sys
 import types
@@ -15,7 +15,6 @@ import pytest
 
 from tritonrepo import models
 from tritonrepo.paths import SBERT_WEIGHTS
-from tritonrepo.repository import ENSEMBLES_SRC
 
 TEXTS = [
     "Taylor Swift Eras tour Tokyo",
@@ -32,10 +31,7 @@ TEXTS = [
 
 def _load(name):
     sys.modules.setdefault("triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
-    spec = importlib.util.spec_from_file_location(name, ENSEMBLES_SRC / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"tritonrepo.ensembles.{name}")  # a package member: its helpers import relatively
 
 
 @pytest.fixture(scope="module")

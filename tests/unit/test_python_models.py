@@ -1,22 +1,18 @@
 """The Python-backend models' pure logic, imported outside Triton with a stand-in for its utils module."""
 
-import importlib.util
+import importlib
 import sys
 import types
 
 import numpy as np
 import pytest
 
-from tritonrepo.repository import ENSEMBLES_SRC
 
 
 @pytest.fixture(scope="module")
 def encoder_module():
     sys.modules.setdefault("triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
-    spec = importlib.util.spec_from_file_location("onnx_encoder", ENSEMBLES_SRC / "onnx_encoder.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("tritonrepo.ensembles.onnx_encoder")
 
 
 @pytest.mark.parametrize("tolerance", [0.0, 0.1, 0.5])

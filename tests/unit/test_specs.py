@@ -5,7 +5,7 @@ import pytest
 from tritonrepo import models
 from tritonrepo.errors import SpecError
 from tritonrepo.specs import (
-    Backend, Batching, Deployment, EnsembleSpec, Kind, ModelSpec, Step, Tensor, check_repository,
+    Backend, Batching, Deployment, EnsembleSpec, Kind, ModelSpec, Step, Tensor, TensorRTAccelerator, check_repository,
 )
 from tritonrepo.targets import TARGETS
 
@@ -128,3 +128,18 @@ def test_response_cache_is_refused_where_a_response_is_not_one_answer():
                      response_cache=True)
     with pytest.raises(SpecError, match="response_cache"):
         seq.check("m", "cpu")
+
+
+def test_the_tensorrt_accelerator_is_for_native_ort_on_gpus_with_a_profile_of_the_inputs():
+    acc = TensorRTAccelerator(cache_path="/tmp/trt", profile=(("X", (1, 4), (4, 4), (8, 4)),))
+    gpu = Deployment(backend=Backend.ONNXRUNTIME, kind=Kind.GPU, batching=Batching(max_batch_size=8), accelerator=acc)
+    spec(deployments={t: gpu if TARGETS[t].is_gpu else cpu() for t in TARGETS})  # accepted
+    with pytest.raises(SpecError, match="toy@t4.*accelerator.*onnxruntime_onnx on KIND_GPU"):
+        spec(deployments={t: dataclasses.replace(gpu, kind=Kind.CPU) if TARGETS[t].is_gpu else cpu() for t in TARGETS})
+    for bad, match in ((dataclasses.replace(acc, profile=(("X", (1, 4), (16, 4), (8, 4)),)), "min <= opt <= max"),
+                       (dataclasses.replace(acc, profile=(("X", (1, 4), (4, 4), (16, 4)),)), r"batch sizes .* 1\.\.8"),
+                       (dataclasses.replace(acc, cache_path="engines"), "absolute path"),
+                       (dataclasses.replace(acc, profile=(("Z", (1, 4), (4, 4), (8, 4)),)), r"profiles \['Z'\]")):
+        with pytest.raises(SpecError, match=match):
+            spec(deployments={t: dataclasses.replace(gpu, accelerator=bad) if TARGETS[t].is_gpu else cpu()
+                              for t in TARGETS})

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tritonrepo import models, render
+from tritonrepo import deployable, models, render
 from tritonrepo.errors import ToolNotFoundError
 from tritonrepo.export import tensorrt
 from tritonrepo.targets import GPU_TARGETS, TARGETS
@@ -15,15 +15,44 @@ def test_plans_are_named_per_compute_capability():
         "h100": "model.sm90.plan"}
 
 
-@pytest.mark.parametrize("model", tensorrt.PLANNED)
-def test_gpu_configs_serve_the_targets_plan_through_cc_model_filenames(model):
+@pytest.mark.parametrize("model", ["sbert_encoder", "ner_encoder", "rerank_encoder"])
+def test_gpu_configs_run_the_fp32_graph_through_the_tensorrt_provider_with_a_profile_and_a_cache(model):
     for target in GPU_TARGETS:
         cfg = render.model_config(models.spec(model), target)
-        cc = TARGETS[target].compute_capability
-        assert cfg.platform == "tensorrt_plan" and dict(cfg.cc_model_filenames) == {cc: TARGETS[target].plan_filename}
-        assert cfg.default_model_filename == TARGETS[target].plan_filename
-        assert not cfg.optimization.execution_accelerators.gpu_execution_accelerator  # no ORT accelerator left
-    assert render.model_config(models.spec(model), "cpu").backend == "python"  # CPU keeps ONNX Runtime
+        assert cfg.platform == "onnxruntime_onnx" and cfg.default_model_filename == "model.fp32.onnx"
+        assert not cfg.cc_model_filenames and cfg.instance_group[0].kind == cfg.instance_group[0].KIND_GPU
+        (acc,) = cfg.optimization.execution_accelerators.gpu_execution_accelerator
+        params = dict(acc.parameters)
+        assert acc.name == "tensorrt" and params["precision_mode"] == "FP16"
+        assert params["trt_engine_cache_enable"] == "1"
+        assert params["trt_engine_cache_path"] == f"{models.TRT_ENGINE_CACHE}/{model}"
+        names = [i.name for i in cfg.input]
+        assert [s.split(":")[0] for s in params["trt_profile_max_shapes"].split(",")] == names
+        assert params["trt_profile_min_shapes"].split(",")[0] == f"{names[0]}:1x1"
+        assert params["trt_profile_max_shapes"].split(",")[0].startswith(f"{names[0]}:{cfg.max_batch_size}x")
+    assert render.model_config(models.spec(model), "cpu").backend == "python"  # CPU keeps ONNX Runtime in Python
+
+
+@pytest.mark.parametrize("model", tensorrt.PLANNED)
+def test_a_plan_config_is_written_only_by_activate_and_names_the_targets_plan(model, tmp_path):
+    source = tmp_path / "source"
+    render.write(source, models.all_specs())
+    (source / model / "1").mkdir(parents=True)
+    (source / model / "1" / "model.fp32.onnx").write_bytes(b"onnx")
+    out = tmp_path / "out"
+    (out / "stale").mkdir(parents=True)
+    tensorrt.stage(source, out)
+    assert not (out / "stale").exists() and (out / model / "1" / "model.fp32.onnx").read_bytes() == b"onnx"
+    tensorrt.activate(out, model, "a10g")
+    cfg = render.parse((out / model / "configs" / "a10g.pbtxt").read_text())
+    assert cfg.platform == "tensorrt_plan" and dict(cfg.cc_model_filenames) == {"8.6": "model.sm86.plan"}
+    assert not cfg.optimization.execution_accelerators.gpu_execution_accelerator
+    assert "onnxruntime_onnx" in (source / model / "configs" / "a10g.pbtxt").read_text()  # the source untouched
+    problems = [f.where for f in deployable.check(out, "a10g") if f.model == model]
+    assert problems == [f"{model}/1/model.sm86.plan"]  # named by the plan config until the plan is there
+    (out / model / "1" / "model.sm86.plan").write_bytes(b"plan")
+    assert not [f for f in deployable.check(out, "a10g") if f.model == model]
+    assert render.model_config(models.spec(model), "a10g").platform == "onnxruntime_onnx"  # the specs unchanged
 
 
 def test_profiles_follow_the_targets_batching_and_the_tokenizer_limits():
@@ -62,8 +91,9 @@ def test_validation_gates_pass_close_outputs_and_name_the_failure():
     assert tensorrt.compare("ner_encoder", logits, logits[:, :8], int8=True)[0].startswith("ner_encoder: output shape")
 
 
-def test_building_refuses_without_the_targets_gpu():
+def test_building_refuses_without_the_targets_gpu_before_writing_anything(tmp_path):
     with pytest.raises(ToolNotFoundError):
-        tensorrt.export_plans("a10g")
+        tensorrt.export_plans("a10g", tmp_path, tmp_path / "out")
     with pytest.raises(ToolNotFoundError, match="no GPU"):
-        tensorrt.export_plans("cpu")
+        tensorrt.export_plans("cpu", tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
