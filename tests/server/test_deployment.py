@@ -161,3 +161,25 @@ def test_every_onnx_file_a_gpu_target_serves_natively_runs_in_the_ngc_images_onn
     results = [json.loads(line) for line in out.splitlines()]
     assert {version for _, version, _ in results} == {deployable.NGC_ONNXRUNTIME}
     assert [(path, status) for path, _, status in results if status != "ok"] == []
+
+
+def test_build_makes_what_every_target_names_and_check_says_so(tmp_path, sbert_artifacts, ner_export, rerank_export,
+                                                                transnet_artifacts):
+    from typer.testing import CliRunner
+
+    from tritonrepo.cli import app
+    from tritonrepo.repository import build
+
+    repo = tmp_path / "repo"
+    build(repo, ner_export=ner_export, rerank_export=rerank_export)  # refuses to finish an incomplete repository
+    assert (repo / "video_shots" / "1" / "video_io.py").exists() and (repo / "rerank_tokenizer" / "1" /
+                                                                        "pair_encoding.py").exists()
+    for target in sorted(TARGETS):
+        result = CliRunner().invoke(app, ["check", "-r", str(repo), "--target", target, "--lint-only"])
+        assert result.exit_code == 0 and "check passed" in result.output, result.output
+    (repo / "transnetv2" / "1" / "model.fp32.onnx").unlink()
+    result = CliRunner().invoke(app, ["check", "-r", str(repo), "--target", "h100", "--lint-only"],
+                                env={"COLUMNS": "300"})  # the table's rows unwrapped
+    assert result.exit_code == 1 and "transnetv2/1/model.fp32.onnx" in result.output
+    result = CliRunner().invoke(app, ["check", "-r", str(repo), "--target", "v100", "--lint-only"])
+    assert result.exit_code == 1 and "unknown target 'v100'" in result.output
