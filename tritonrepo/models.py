@@ -59,8 +59,8 @@ def _tokenizer_spec(name: str, max_tokens: int, outputs: tuple[Tensor, ...], gpu
                      deployments=deployments, python_model="text_tokenizer")
 
 
-# Where ONNX Runtime's TensorRT provider keeps the engines it builds at load (the compose stack mounts a volume here;
-# elsewhere the first start on a host builds them, ~1 min per encoder).
+# Where ONNX Runtime's TensorRT provider keeps the engines it builds at load (the compose stack mounts a volume here,
+# so only the first start on a host builds them).
 TRT_ENGINE_CACHE = "/tmp/trt-engines"
 
 
