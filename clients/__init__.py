@@ -12,8 +12,9 @@
     from tritonrepo.clients import RerankClient
     RerankClient("triton:8001").rerank("biden xi summit", passages, top_k=5)  # [Hit(doc=3, score=7.2), ...]
 
-    from tritonrepo.clients import SqliteStore, ingest, read_manifest  # resumable, deduplicated ingestion
-    store = SqliteStore("ingest.db"); store.add(read_manifest("manifest.jsonl")); asyncio.run(ingest(store))
+    from tritonrepo.clients import IngestConfig, SqliteStore, ingest, read_manifest  # resumable, deduplicated
+    store = SqliteStore("ingest.db"); store.add(read_manifest("data/manifest.jsonl"))
+    asyncio.run(ingest(store, IngestConfig(roots=("data",))))  # local files are read inside these folders only
 """
 
 from .embedding import AsyncEmbeddingClient, EmbeddingClient

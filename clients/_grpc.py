@@ -14,7 +14,7 @@ from tritonclient.utils import InferenceServerException
 
 from tritonrepo.errors import (
     ClientError, DeadlineExceededError, InvalidInputError, ModelNotFoundError, ServerInternalError,
-    ServerOverloadedError, ServerUnavailableError,
+    ServerOverloadedError, ServerUnavailableError, StubRestartError,
 )
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,8 @@ def translate(e: InferenceServerException, model: str) -> ClientError:
         cls = ModelNotFoundError
     elif "exceeds maximum queue size" in lowered or "timeout expired" in lowered:  # queue full, queued too long
         cls = ServerOverloadedError
+    elif status in ("INTERNAL", "UNKNOWN") and "stub process" in lowered and "not healthy" in lowered:
+        cls = StubRestartError  # python_backend's answer while it restarts a dead stub
     return cls(message, model=model, status=status or None)
 
 
@@ -70,7 +72,8 @@ def traced(trace_id: str | None, parameters: dict | None = None) -> dict:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retries of retriable errors (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED), all within one deadline."""
+    """Retries of retriable errors (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, a Python-backend stub being
+    restarted), all within one deadline."""
 
     attempts: int = 3
     backoff_s: float = 0.05

@@ -20,10 +20,13 @@ import asyncio
 import base64
 import email.utils
 import io
+import ipaddress
 import json
 import logging
+import math
 import os
 import time
+import urllib.parse
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +37,16 @@ import numpy as np
 from tritonrepo.errors import ClientError, InvalidInputError
 
 from ._grpc import RetryPolicy
+from .fetch import redact
 
 log = logging.getLogger(__name__)
 
 PROMPT = ("Write one factual sentence describing this news image or video frame for a search index: who or what is "
           "shown, the setting and the action. Do not guess names. No preamble.")
 PROMPT_VERSION = "v1"  # bump whenever PROMPT changes: it is part of every caption's cache key
+# Photos and video frames above this many pixels are refused before decoding (a small file can declare a huge image:
+# a decompression bomb); 50 MP holds any camera's photo (a 45 MP full-frame sensor, 8K video is 33 MP).
+MAX_PIXELS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,9 @@ class CaptionConfig:
     phash_distance: int = 6  # keyframes this close (of 64 bits) share one caption
     price: Price | None = None  # None: PRICES[(provider, model)]
 
+    def __post_init__(self):
+        check_provider_url(self.base_url)
+
     @property
     def key(self) -> str:
         """Cache key of a caption: provider, model and prompt version (a new one re-captions)."""
@@ -91,6 +101,30 @@ class CaptionConfig:
             raise InvalidInputError(f"no price for {self.provider}/{self.model}: add it to clients.captions.PRICES "
                                     f"or give CaptionConfig(price=Price(...))")
         return price
+
+
+def check_provider_url(url: str) -> None:
+    """The API key goes with every request: only ``https://``, or plain ``http://`` to this machine (127.0.0.0/8, ::1,
+    localhost: a local gateway or test server)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        parts, host = None, ""
+    if parts and host and (parts.scheme == "https" or parts.scheme == "http" and _loopback(host)):
+        return
+    raise InvalidInputError(f"caption base URL {redact(url)!r} refused: the API key is sent to it, so it must be "
+                            "https://, or http:// only to a loopback host (127.0.0.0/8, ::1, localhost)")
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
 
 
 @dataclass(frozen=True)
@@ -154,7 +188,7 @@ class OpenAICompatible:
         key = os.environ.get(config.api_key_env)
         if not key:
             raise InvalidInputError(f"set the API key in the environment variable {config.api_key_env} (captions from "
-                                    f"{config.base_url})")
+                                    f"{redact(config.base_url)})")
         self._headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         self._session = None
 
@@ -171,22 +205,23 @@ class OpenAICompatible:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout_s))
         url = self.config.base_url.rstrip("/") + "/chat/completions"
+        shown = redact(url)
         headers = self._headers | ({"X-Request-ID": trace_id} if trace_id else {})
         try:
             async with self._session.post(url, json=self.body(jpeg), headers=headers) as r:
                 text = await r.text(errors="replace")
                 status, wait = r.status, retry_after_seconds(r.headers.get("Retry-After"))
         except asyncio.TimeoutError as e:
-            raise CaptionError(f"POST {url}: no answer within {self.config.timeout_s:g} s", retriable=True,
+            raise CaptionError(f"POST {shown}: no answer within {self.config.timeout_s:g} s", retriable=True,
                                status="timeout") from e
         except aiohttp.ClientError as e:
-            raise CaptionError(f"POST {url}: {type(e).__name__}: {e}", retriable=True, status="connection") from e
+            raise CaptionError(f"POST {shown}: {type(e).__name__}: {e}", retriable=True, status="connection") from e
         if status in (401, 403):
-            raise CaptionAuthError(f"POST {url}: HTTP {status}: the provider refused the key in "
+            raise CaptionAuthError(f"POST {shown}: HTTP {status}: the provider refused the key in "
                                    f"{self.config.api_key_env}: {text[:300]}", retriable=False, status=str(status))
         if status != 200:
             retriable = status in (408, 409, 429) or status >= 500
-            raise CaptionError(f"POST {url}: HTTP {status}: {text[:300]}", retriable=retriable, retry_after=wait,
+            raise CaptionError(f"POST {shown}: HTTP {status}: {text[:300]}", retriable=retriable, retry_after=wait,
                                status=str(status))
         try:
             answer = json.loads(text)
@@ -196,7 +231,7 @@ class OpenAICompatible:
             if not isinstance(content, str) or not content.strip():
                 raise ValueError("empty caption")
         except (ValueError, KeyError, IndexError, TypeError) as e:
-            raise CaptionError(f"POST {url}: malformed chat completion ({type(e).__name__}: {e}): {text[:200]}",
+            raise CaptionError(f"POST {shown}: malformed chat completion ({type(e).__name__}: {e}): {text[:200]}",
                                retriable=True, status="malformed") from e
         return content.strip(), *tokens
 
@@ -360,6 +395,7 @@ def keyframes(video: bytes | Path, indices: list[int], max_side: int = 512) -> d
         raise VideoError(f"not a video FFmpeg can read: {e}") from e
     with container:
         stream = container.streams.video[0]
+        _check_pixels(stream.codec_context.width, stream.codec_context.height, "video frame", VideoError)
         stream.thread_type = "AUTO"
         try:
             for n, frame in enumerate(container.decode(stream)):
@@ -375,17 +411,32 @@ def keyframes(video: bytes | Path, indices: list[int], max_side: int = 512) -> d
 
 
 def load_image(data: bytes, max_side: int = 512) -> np.ndarray:
-    """A photo's RGB pixels scaled to fit ``max_side``; anything Pillow cannot read is bad input."""
+    """A photo's RGB pixels scaled to fit ``max_side``; anything Pillow cannot read is bad input. The size is read
+    from the header first (``Image.open`` decodes nothing): over ``MAX_PIXELS`` is refused, and a JPEG is decoded at
+    the smallest 1/2, 1/4 or 1/8 scale still covering the thumbnail (its DCT scaling), not at full size."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        _check_pixels(width, height, "image")
+        scale = min(1.0, max_side / max(width, height, 1))
+        image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))  # JPEG: at least this size
         image.load()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # Pillow's own guard, at twice its MAX_IMAGE_PIXELS
+        raise InvalidInputError(f"image over the {MAX_PIXELS / 1e6:g}-megapixel limit (captions.MAX_PIXELS): "
+                                f"{e}") from e
+    except (UnidentifiedImageError, OSError) as e:
         raise InvalidInputError(f"not an image Pillow can read: {e}") from e
     image = image.convert("RGB")
     image.thumbnail((max_side, max_side))
     return np.asarray(image)
+
+
+def _check_pixels(width: int, height: int, what: str, error: type[Exception] = InvalidInputError) -> None:
+    if width * height > MAX_PIXELS:
+        raise error(f"{what} of {width}x{height} = {width * height / 1e6:.1f} megapixels is over the "
+                    f"{MAX_PIXELS / 1e6:g}-megapixel limit (captions.MAX_PIXELS)")
 
 
 def jpeg(pixels: np.ndarray, quality: int = 85) -> bytes:

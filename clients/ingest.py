@@ -5,7 +5,10 @@
 Manifest: JSON lines, one asset each: ``{"id": "a1", "kind": "text", "uri": "docs/a1.txt"}``,
 ``{"id": "c7", "kind": "text", "text": "Photo caption ..."}``, ``{"id": "v3", "kind": "video", "uri":
 "https://.../v3.mp4"}`` or ``{"id": "p2", "kind": "image", "uri": "photos/p2.jpg"}`` (``uri``: a local path,
-``file://`` or ``http(s)://``; ``trace_id`` optional).
+``file://`` or ``http(s)://``; ``trace_id`` optional). Local paths are read only inside the manifest's folder and
+the other ``roots`` (``--allow-root``), URLs only from public addresses or ``allow_hosts``, within a deadline and the
+kind's size limit (``clients.fetch``); anything else is dead-lettered with the rule it broke. URLs appear in logs,
+errors and dead letters without their query (signed URLs carry credentials there).
 
 Tasks: text -> chunks of sentences -> embeddings (``sbert_int8``) and entities (``ner_int8``); video -> shots
 (``video_shots``); with a caption provider (``IngestConfig.captions``, ``clients.captions``): video -> the middle frame
@@ -34,8 +37,6 @@ import json
 import logging
 import re
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -47,7 +48,7 @@ import tritonclient.grpc.aio as aiogrpc
 from tritonclient.utils import InferenceServerException
 
 from tritonrepo.errors import (
-    ClientError, InvalidInputError, ModelNotFoundError, ServerOverloadedError, TritonRepoError,
+    ClientError, InvalidInputError, ModelNotFoundError, ServerOverloadedError, StubRestartError,
 )
 
 from ._grpc import RetryPolicy, channel_args, translate
@@ -56,6 +57,7 @@ from .captions import (
     middle_frames, phash,
 )
 from .embedding import AsyncEmbeddingClient
+from .fetch import FetchError, confine, fetch_url, local_path, redact
 from .metrics import IngestMetrics
 from .ner import AsyncNerClient
 from .store import Asset, Outcome, SqliteStore, Store
@@ -68,14 +70,6 @@ KINDS = ("text", "video", "image")
 # exceed 128 tokens (400 chars: 5 of 1,370; 500: 6 of 1,237; number-heavy sports tables are the dense ones).
 CHUNK_CHARS = 300
 RECENT_RESULTS = 512  # results kept in memory for duplicates that arrive before the store has them
-
-
-class FetchError(TritonRepoError):
-    """An asset's bytes could not be read. ``permanent``: retrying will not help (missing file, HTTP 4xx)."""
-
-    def __init__(self, message: str, permanent: bool):
-        super().__init__(message)
-        self.permanent = permanent
 
 
 # ---- manifest and text chunks ------------------------------------------------------------------------------------
@@ -103,7 +97,7 @@ def _manifest_asset(line: str, where: str, seen: set[str], base: Path) -> Asset:
         problems.append(f"kind must be one of {list(KINDS)}, got {d.get('kind')!r}")
     if (d.get("uri") is None) == (d.get("text") is None) or (d.get("kind") != "text" and d.get("text")):
         problems.append("give exactly one of uri or text (videos and images need a uri)")
-    asset_id = str(d.get("id") or d.get("uri") or "")
+    asset_id = str(d.get("id") or _uri_id(d.get("uri")) or "")
     if not asset_id:
         problems.append("no id (and no uri to use as one)")
     elif asset_id in seen:
@@ -116,6 +110,14 @@ def _manifest_asset(line: str, where: str, seen: set[str], base: Path) -> Asset:
         uri = str(base / uri)  # relative paths are relative to the manifest
     return Asset(id=asset_id, kind=d["kind"], uri=uri, text=d.get("text"),
                  trace_id=d.get("trace_id") or uuid.uuid4().hex[:16])
+
+
+def _uri_id(uri) -> str | None:
+    """An asset's id taken from its uri: the uri itself, or, when a query (credentials of a signed URL) would go into
+    every log line, the redacted uri with a hash of the whole one (distinct URLs keep distinct ids)."""
+    if not isinstance(uri, str) or redact(uri) == uri:
+        return uri
+    return f"{redact(uri)}#{hashlib.sha256(uri.encode()).hexdigest()[:16]}"
 
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
@@ -217,10 +219,15 @@ class IngestConfig:
     assets_in_flight: int = 16  # assets being fetched/processed at once (workers; bounds memory)
     text_timeout_s: float = 30.0  # per attempt
     video_timeout_s: float = 900.0
-    fetch_timeout_s: float = 60.0
+    fetch_timeout_s: float = 60.0  # per socket operation
+    fetch_deadline_s: float = 300.0  # a whole download (256 MiB needs ~0.9 MB/s), redirects included
+    # folders local paths may be read from: the manifest's folder and each --allow-root (none: no local files)
+    roots: tuple[Path, ...] = ()
+    allow_hosts: tuple[str, ...] = ()  # hosts fetched from although they resolve to private/loopback/... addresses
     retry: RetryPolicy = RetryPolicy(attempts=15, backoff_s=0.25, max_backoff_s=15.0)  # ~75 s of retries on average
     max_text_bytes: int = 8 << 20
-    max_fetch_bytes: int = MAX_REQUEST_BYTES  # URLs; larger local videos go through the live model in segments
+    # videos: the cap on a URL's download; a larger local file streams from disk in segments through the live model
+    max_fetch_bytes: int = MAX_REQUEST_BYTES
     max_image_bytes: int = 32 << 20
     captions: CaptionConfig | None = None  # None: no captions (videos get shots only; images are not processed)
 
@@ -327,28 +334,31 @@ class Processor:
 
     async def _fetch(self, asset: Asset) -> tuple[bytes | Path, str]:
         """The asset's bytes (or, for a local video over the request limit, its path) and their SHA-256."""
+        c = self.config
+        limit = {"text": c.max_text_bytes, "image": c.max_image_bytes}.get(asset.kind, c.max_fetch_bytes)
         if asset.text is not None:
             data = asset.text.encode("utf-8", "surrogatepass")  # lone surrogates fail at decode, with the position
+            if len(data) > limit:
+                raise FetchError(f"inline text of {len(data)} bytes is over the {limit}-byte ({limit / 2**20:g} MiB) "
+                                 "limit for text (IngestConfig.max_text_bytes)", permanent=True)
             return data, hashlib.sha256(data).hexdigest()
         uri = asset.uri
-        limit = {"text": self.config.max_text_bytes, "image": self.config.max_image_bytes}.get(
-            asset.kind, self.config.max_fetch_bytes)
-        if uri.startswith(("http://", "https://")):
-            for attempt in range(self.config.retry.attempts):
+        if uri.lower().startswith(("http://", "https://")):
+            for attempt in range(c.retry.attempts):
                 try:
                     data = await asyncio.to_thread(self._download, uri, limit)
                     return data, hashlib.sha256(data).hexdigest()
                 except FetchError as e:
-                    if e.permanent or attempt == self.config.retry.attempts - 1:
+                    if e.permanent or attempt == c.retry.attempts - 1:
                         raise
                     self.metrics.retries.labels("fetch", "http").inc()
-                    await asyncio.sleep(self.config.retry.delay(attempt))
-        path = Path(uri.removeprefix("file://"))
+                    await asyncio.sleep(c.retry.delay(attempt))
+        path = confine(local_path(uri), c.roots)  # resolved: what is read is what was checked
         try:
             size = path.stat().st_size
             if asset.kind != "video" and size > limit:
                 raise FetchError(f"{path}: {size} bytes, over the {limit}-byte limit for {asset.kind}", permanent=True)
-            if asset.kind == "video" and size > MAX_REQUEST_BYTES:
+            if asset.kind == "video" and size > min(limit, MAX_REQUEST_BYTES):  # streamed from disk in segments
                 return path, await asyncio.to_thread(_file_sha256, path)
             data = await asyncio.to_thread(path.read_bytes)
             return data, hashlib.sha256(data).hexdigest()
@@ -356,17 +366,9 @@ class Processor:
             raise FetchError(f"cannot read {path}: {e.strerror or e}", permanent=True) from e
 
     def _download(self, uri: str, limit: int) -> bytes:
-        try:
-            with urllib.request.urlopen(uri, timeout=self.config.fetch_timeout_s) as r:
-                data = r.read(limit + 1)
-        except urllib.error.HTTPError as e:
-            retriable = e.code >= 500 or e.code in (408, 429)
-            raise FetchError(f"GET {uri}: HTTP {e.code} {e.reason}", permanent=not retriable) from e
-        except (urllib.error.URLError, OSError) as e:
-            raise FetchError(f"GET {uri}: {getattr(e, 'reason', e)}", permanent=False) from e
-        if len(data) > limit:
-            raise FetchError(f"GET {uri}: over the {limit}-byte limit", permanent=True)
-        return data
+        c = self.config
+        return fetch_url(uri, limit=limit, deadline_s=c.fetch_deadline_s, timeout_s=c.fetch_timeout_s,
+                         allow_hosts=c.allow_hosts)
 
     async def _result(self, task: Task, content_hash: str, data: bytes | Path, asset: Asset) -> bytes:
         key = (content_hash, task.key)
@@ -397,7 +399,8 @@ class Processor:
             return await self._captions(data, asset, content_hash)
         if task.name == "shots":
             if isinstance(data, Path):  # over the request limit: segments through the live model (blocking client)
-                sync = ShotClient(self.config.url, self.config.shots_model, timeout_s=self.config.video_timeout_s)
+                sync = ShotClient(self.config.url, self.config.shots_model, timeout_s=self.config.video_timeout_s,
+                                  max_request_bytes=min(self.config.max_fetch_bytes, MAX_REQUEST_BYTES))
                 with sync:
                     found = await self._call(task.model, lambda: asyncio.to_thread(sync.shots, data), asset)
             else:
@@ -506,7 +509,7 @@ class Processor:
                     except InferenceServerException as e:
                         raise translate(e, model) from e
             except ClientError as e:
-                status = e.status or type(e).__name__
+                status = "STUB_RESTART" if isinstance(e, StubRestartError) else e.status or type(e).__name__
                 self.metrics.observe(model, time.perf_counter() - start, status)
                 if isinstance(e, ServerOverloadedError):
                     self.limit.overloaded()

@@ -10,15 +10,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from tritonrepo.errors import ServerUnavailableError
 
 
 class IngestMetrics:
-    """The pipeline's metrics in their own registry (serve it with ``prometheus_client.start_http_server(port,
-    registry=m.registry)`` or write it with ``write_to_textfile``)."""
+    """The pipeline's metrics in their own registry (serve them with ``serve`` or write them with
+    ``prometheus_client.write_to_textfile``)."""
 
     def __init__(self, registry: CollectorRegistry | None = None, keep_samples: bool = False):
         self.registry = registry or CollectorRegistry()
@@ -44,6 +44,12 @@ class IngestMetrics:
         self.caption_usd = Counter("ingest_caption_usd", "US$ paid for captions (provider price table)", registry=r)
         self.limit = Gauge("ingest_concurrency_limit", "Requests allowed in flight (adaptive: halves on overload)",
                            registry=r)
+
+    def serve(self, port: int, host: str = "127.0.0.1"):
+        """Serve the metrics for Prometheus at ``host:port`` (loopback unless another address is named: anyone who
+        reaches the port reads them); returns the HTTP server (``server_address``, ``shutdown()``)."""
+        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        return server
 
     def observe(self, model: str, seconds: float, outcome: str) -> None:
         self.requests.labels(model, outcome).inc()

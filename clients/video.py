@@ -10,7 +10,8 @@ or WebM, as HLS/DASH deliver them) with the stream's sequence id, and answers wi
 ``FRAMES_DONE``. Live requests are never retried: a replayed segment would enter the stream twice.
 
 Files larger than ``max_request_bytes`` are cut into segments by ``ffmpeg -c copy`` (no re-encode) and sent through
-the live model one after the other, so neither the request nor the server ever holds the whole file.
+the live model one after the other, so neither the request nor the server ever holds the whole file (nor the
+client, given a path: ffmpeg reads it from disk and one segment at a time is in memory).
 """
 
 from __future__ import annotations
@@ -145,9 +146,13 @@ class ShotClient(SyncClientBase):
 
     def shots(self, video: str | os.PathLike | bytes, *, probabilities: bool = False, shot_model: str | None = None,
               decoder: str | None = None, trace_id: str | None = None) -> ShotResult:
+        if not isinstance(video, (bytes, bytearray, memoryview)):
+            path = Path(video)
+            if path.is_file() and path.stat().st_size > self.max_request_bytes:
+                return self._shots_in_segments(path, shot_model)  # never read whole into memory
         data = read_video(video, self.model)
         if len(data) > self.max_request_bytes:
-            return self._shots_in_segments(data, video, shot_model)
+            return self._shots_in_segments(data, shot_model)
         inputs, outputs = _file_request(data, probabilities)
         kwargs = traced(trace_id, _params(shot_model, decoder))
         result = call_with_retry(
@@ -155,12 +160,13 @@ class ShotClient(SyncClientBase):
             model=self.model, deadline=Deadline(self.timeout_s), retry=self.retry)
         return _file_result(result, probabilities)
 
-    def _shots_in_segments(self, data: bytes, video, shot_model: str | None) -> ShotResult:
+    def _shots_in_segments(self, video: Path | bytes, shot_model: str | None) -> ShotResult:
+        """A file cut by ffmpeg into segments on disk, sent one at a time (bytes are written to a file first)."""
         with tempfile.TemporaryDirectory() as tmp:
-            source = Path(video) if not isinstance(video, (bytes, bytearray, memoryview)) else Path(tmp) / "input"
-            if not source.exists():
-                source.write_bytes(data)
-            log.info("%s: %d bytes > %d, sending it as segments through %s", self.model, len(data),
+            source = video if isinstance(video, Path) else Path(tmp) / "input"
+            if not isinstance(video, Path):
+                source.write_bytes(video)
+            log.info("%s: %d bytes > %d, sending it as segments through %s", self.model, source.stat().st_size,
                      self.max_request_bytes, self.live_model)
             stream = ShotStreamClient(self.url, self.live_model, timeout_s=self.timeout_s, shot_model=shot_model)
             with stream:

@@ -15,6 +15,10 @@ probabilities, or the most confident token's label); then IOB2 grouping: a B- ta
 entity, I- of the same type continues it, O ends it. Labels come from ``labels.json`` in the version folder (the
 trained model's id2label). The strategy is the config parameter ``aggregation_strategy`` (default ``simple``), or per
 request the request parameter of that name.
+
+Limits (config parameters), for clients that call this step directly: ``max_text_bytes`` per query (default 1 MiB,
+the tokenizer's) and ``max_tokens`` token positions per row (default 128, the tokenizer's max_length). A request over
+one gets INVALID_ARG naming the parameter.
 """
 
 import json
@@ -98,6 +102,8 @@ class TritonPythonModel:
         self.labels = json.loads(path.read_text(encoding="utf-8"))
         self.input_names = [t["name"] for t in config["input"]]
         self.output_name = config["output"][0]["name"]
+        self.max_text_bytes = int(params.get("max_text_bytes", str(1 << 20)))
+        self.max_tokens = int(params.get("max_tokens", "128"))
 
     def _strategy(self, request):
         try:
@@ -115,6 +121,13 @@ class TritonPythonModel:
         rows, width = logits.shape[0], logits.shape[1] if logits.ndim == 3 else -1
         if logits.ndim != 3 or logits.shape[2] != len(self.labels):
             return f"logits {list(logits.shape)} must be [rows, tokens, {len(self.labels)}]"
+        if width > self.max_tokens:
+            return (f"logits have {width} token positions; the limit is {self.max_tokens} (max_tokens parameter, the "
+                    "tokenizer's max_length)")
+        for i, raw in enumerate(queries):
+            if len(raw) > self.max_text_bytes:
+                return (f"QUERY: text {i} is {len(raw)} bytes; the limit is {self.max_text_bytes} bytes "
+                        "(max_text_bytes parameter)")
         if offsets.shape != (rows, width, 2) or kinds.shape != (rows, width) or len(queries) != rows:
             return (f"QUERY {len(queries)} rows, logits {list(logits.shape)}, offsets {list(offsets.shape)} and "
                     f"token_kind {list(kinds.shape)} do not line up")

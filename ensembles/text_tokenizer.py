@@ -73,7 +73,8 @@ class TritonPythonModel:
         for i, raw in enumerate(rows):
             if len(raw) > self.max_text_bytes:
                 raise ValueError(f"text {i} is {len(raw)} bytes; the limit is {self.max_text_bytes} bytes "
-                                 f"(the model reads only its first {self.max_length} tokens): send less text")
+                                 f"(max_text_bytes parameter; the model reads only its first {self.max_length} "
+                                 "tokens): send less text")
             try:
                 texts.append(raw.decode("utf-8"))
             except UnicodeDecodeError as e:

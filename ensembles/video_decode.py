@@ -6,7 +6,9 @@ interface the GPU targets serve with Triton's DALI backend (``video_decode_dali.
 CPU decoder, everything else through FFmpeg (``video_io``, shipped beside this file). A video that cannot be decoded
 gets an INVALID_ARG error naming the reason; the model keeps serving.
 
-Parameters: ``dali_codecs`` (comma-separated, default ``vp8,vp9,mjpeg``), ``decode_threads`` (FFmpeg, 0 = auto).
+Parameters: ``dali_codecs`` (comma-separated, default ``vp8,vp9,mjpeg``), ``decode_threads`` (FFmpeg, 0 = auto), and
+the limits of one request (``video_io.VideoLimits``): ``max_request_bytes``, ``max_frames``, ``max_pixels``,
+``max_seconds`` of work. A request over one gets INVALID_ARG naming the parameter; chunks already sent stay sent.
 """
 
 import json
@@ -28,15 +30,21 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.dali_codecs = {c for c in params.get("dali_codecs", ",".join(video_io.DALI_CPU_CODECS)).split(",") if c}
         self.threads = int(params.get("decode_threads", "0"))
+        try:
+            self.limits = video_io.VideoLimits.from_parameters(params)
+        except ValueError as e:
+            raise pb_utils.TritonModelException(f"video_decode: {e}") from None
 
     def execute(self, requests):
         for request in requests:
             sender = request.get_response_sender()
             try:
+                budget = video_io.Budget(self.limits.max_seconds)
                 data = pb_utils.get_input_tensor_by_name(request, "VIDEO").as_numpy().reshape(-1)
-                info = video_io.probe(data)
+                info = video_io.probe(data, self.limits)
                 decoder = video_io.decoder_for(info, self.dali_codecs)
-                for chunk in video_io.frames(data, info, decoder, self.threads):
+                decoded = video_io.frames(data, info, decoder, self.threads, limits=self.limits)
+                for chunk in video_io.checked(decoded, self.limits, budget):
                     sender.send(pb_utils.InferenceResponse(output_tensors=[
                         pb_utils.Tensor("FRAMES", np.ascontiguousarray(chunk[None]))]))
                 sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)

@@ -14,12 +14,19 @@ grow with the video's length (one chunk of full-resolution frames at a time, nev
 ``probe`` reads the container without decoding (every packet's timestamp), and refuses what no decoder should see,
 with the reason: empty input, bytes FFmpeg cannot parse, no video stream, a still image, a codec outside
 ``SUPPORTED_CODECS``, a file cut short of the frames its header declares.
+
+Server-side limits (``VideoLimits``, read from the models' config parameters of the same names): each refusal is a
+``LimitError`` naming the parameter and its value. ``probe`` checks the bytes, then the header's resolution and
+frame count (declared, or duration x rate) before reading the packets, then the packets it counts; ``ffmpeg_frames``
+checks each decoded frame's resolution (a stream may change it); ``checked`` counts the frames as they are decoded
+and stops a request that runs past its work budget (``max_seconds``).
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterator
 
@@ -29,7 +36,6 @@ HEIGHT, WIDTH = 27, 48
 SUPPORTED_CODECS = ("h264", "hevc", "mpeg2video", "mpeg4", "vp8", "vp9", "av1", "mjpeg")
 DALI_CPU_CODECS = ("vp8", "vp9", "mjpeg")
 _STILL_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif", "apng")
-MAX_FRAMES = 2_000_000  # ~18 h at 30 fps: beyond this a request is refused rather than tracked
 
 
 class _Buffer(io.RawIOBase):
@@ -65,6 +71,62 @@ class VideoError(ValueError):
     """Input that is not a decodable video; the message says what was wrong."""
 
 
+class LimitError(VideoError):
+    """A request over one of the model's limits; the message names the limit's parameter and its value."""
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    """What one request may ask (the config parameters of these names; the defaults are the specs',
+    tritonrepo.models.VIDEO_LIMITS and LIVE_LIMITS)."""
+
+    max_request_bytes: int = 256 << 20
+    max_frames: int = 1_000_000
+    max_pixels: int = 4096 * 2160
+    max_seconds: float = 600.0
+    max_stream_frames: int = 1_000_000_000  # video_shots_live: all segments of one stream
+
+    @classmethod
+    def from_parameters(cls, params: dict) -> "VideoLimits":
+        """The limits named in a config's ``parameters`` (name -> string), the defaults for the others."""
+        values = {}
+        for f in (f for f in fields(cls) if f.name in params):
+            kind, raw = type(f.default), params[f.name]
+            try:
+                values[f.name] = kind(raw)
+            except ValueError:
+                values[f.name] = 0
+            if values[f.name] <= 0:
+                raise ValueError(f"parameter {f.name}={raw!r}: a positive {kind.__name__} is needed")
+        return cls(**values)
+
+
+class Budget:
+    """The wall-clock seconds of work one request may take (``max_seconds``), counted from its start."""
+
+    def __init__(self, seconds: float, clock=time.monotonic):
+        self.seconds, self._clock = seconds, clock
+        self._deadline = clock() + seconds
+
+    def check(self, frames: int) -> None:
+        if self._clock() > self._deadline:
+            raise LimitError(f"stopped after {frames} frames: the request ran past its work budget of "
+                             f"{self.seconds:g} s (max_seconds parameter); send a shorter video")
+
+
+def checked(chunks: Iterator[np.ndarray], limits: VideoLimits, budget: Budget) -> Iterator[np.ndarray]:
+    """``chunks`` of decoded frames, counted against ``max_frames`` and the work budget as they come (whatever the
+    header said: a container may understate its frames)."""
+    done = 0
+    for chunk in chunks:
+        done += len(chunk)
+        if done > limits.max_frames:
+            raise LimitError(f"decoded more than {limits.max_frames} frames; the limit is {limits.max_frames} frames "
+                             "(max_frames parameter): split the video")
+        budget.check(done)
+        yield chunk
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     container: str
@@ -82,12 +144,16 @@ class VideoInfo:
         return f"{self.codec} {self.width}x{self.height} {self.pix_fmt} {rate}, {self.frames} frames ({self.container})"
 
 
-def probe(data: bytes | memoryview) -> VideoInfo:
-    """Read the container and every video packet's timestamp (no decoding). Raises VideoError."""
+def probe(data: bytes | memoryview, limits: VideoLimits = VideoLimits()) -> VideoInfo:
+    """Read the container and every video packet's timestamp (no decoding). Raises VideoError (LimitError over
+    ``limits``)."""
     import av
 
     if len(data) == 0:
         raise VideoError("empty video: 0 bytes")
+    if len(data) > limits.max_request_bytes:
+        raise LimitError(f"video is {len(data)} bytes; the limit is {limits.max_request_bytes} bytes "
+                         "(max_request_bytes parameter): send longer videos as segments through video_shots_live")
     try:
         container = av.open(_Buffer(data), mode="r")
     except (av.FFmpegError, UnicodeDecodeError) as e:
@@ -105,10 +171,6 @@ def probe(data: bytes | memoryview) -> VideoInfo:
         if codec not in SUPPORTED_CODECS:
             raise VideoError(f"unsupported video codec {codec!r}; supported: {', '.join(SUPPORTED_CODECS)}")
         declared = stream.frames
-        try:
-            pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size]
-        except av.FFmpegError as e:
-            raise VideoError(f"corrupt {fmt} container: {e}") from e
         base = float(stream.time_base) if stream.time_base else 0.0
         width, height = stream.codec_context.width, stream.codec_context.height
         pix_fmt = stream.codec_context.pix_fmt or "unknown"
@@ -116,12 +178,25 @@ def probe(data: bytes | memoryview) -> VideoInfo:
         # the video stream's own duration, else the container's (AV_TIME_BASE units; WebM/Matroska keep only that)
         declared_s = (float(stream.duration * stream.time_base) if stream.duration and stream.time_base
                       else (container.duration or 0) / 1e6)
+        check_pixels(width, height, limits, "video")
+        if declared > limits.max_frames:
+            raise _too_many(f"the {fmt} header declares {declared} frames", limits)
+        if not declared and round(declared_s * rate) > limits.max_frames:
+            raise _too_many(f"the {fmt} header declares {declared_s:.1f} s at {rate:g} fps, about "
+                            f"{round(declared_s * rate)} frames", limits)
+        pts = []
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.size:
+                    pts.append(packet.pts)
+                    if len(pts) > limits.max_frames:
+                        raise _too_many(f"the {fmt} container holds more than {limits.max_frames} frames", limits)
+        except av.FFmpegError as e:
+            raise VideoError(f"corrupt {fmt} container: {e}") from e
     if not pts:
         raise VideoError(f"the {codec} stream holds no frames (truncated or empty)")
     if declared and len(pts) < declared:
         raise VideoError(f"truncated: the {fmt} header declares {declared} frames, the data holds {len(pts)}")
-    if len(pts) > MAX_FRAMES:
-        raise VideoError(f"{len(pts)} frames is over the limit of {MAX_FRAMES}: split the video")
     times = np.sort(np.asarray(pts, dtype=np.float64))
     times = (times - times[0]) * base
     if rate > 0 and declared_s and times[-1] + 2 / rate < 0.9 * declared_s:  # containers without a frame count
@@ -135,8 +210,20 @@ def probe(data: bytes | memoryview) -> VideoInfo:
                      frames=len(pts), times=times.astype(np.float32), variable_rate=variable)
 
 
-def ffmpeg_frames(data: bytes | memoryview, chunk: int = 50, threads: int = 0) -> Iterator[np.ndarray]:
-    """Frames UINT8 [<=chunk, 27, 48, 3] decoded by FFmpeg (PyAV), scaled as the reference's ffmpeg command does."""
+def check_pixels(width: int, height: int, limits: VideoLimits, what: str) -> None:
+    if width * height > limits.max_pixels:
+        raise LimitError(f"{what} is {width}x{height} ({width * height} pixels); the limit is {limits.max_pixels} "
+                         "pixels a frame (max_pixels parameter): scale it down")
+
+
+def _too_many(found: str, limits: VideoLimits) -> LimitError:
+    return LimitError(f"{found}; the limit is {limits.max_frames} frames (max_frames parameter): split the video")
+
+
+def ffmpeg_frames(data: bytes | memoryview, chunk: int = 50, threads: int = 0,
+                  limits: VideoLimits = VideoLimits()) -> Iterator[np.ndarray]:
+    """Frames UINT8 [<=chunk, 27, 48, 3] decoded by FFmpeg (PyAV), scaled as the reference's ffmpeg command does.
+    Raises LimitError at a decoded frame over ``max_pixels``, before scaling it."""
     import av
 
     try:
@@ -157,7 +244,8 @@ def ffmpeg_frames(data: bytes | memoryview, chunk: int = 50, threads: int = 0) -
         out = np.empty((chunk, HEIGHT, WIDTH, 3), dtype=np.uint8)
         n = 0
         try:
-            for frame in container.decode(stream):
+            for i, frame in enumerate(container.decode(stream)):
+                check_pixels(frame.width, frame.height, limits, f"frame {i}")
                 graph.push(frame)
                 while True:
                     try:
@@ -202,11 +290,13 @@ def decoder_for(info: VideoInfo, dali_codecs: tuple[str, ...] | set[str]) -> str
     return "ffmpeg"
 
 
-def frames(data: bytes | memoryview, info: VideoInfo, decoder: str, threads: int = 0,
-           chunk: int = 50) -> Iterator[np.ndarray]:
+def frames(data: bytes | memoryview, info: VideoInfo, decoder: str, threads: int = 0, chunk: int = 50,
+           limits: VideoLimits = VideoLimits()) -> Iterator[np.ndarray]:
+    """Decoded frames in chunks. DALI decodes at the resolution ``probe`` checked in the header; FFmpeg checks each
+    frame (``checked`` counts them and keeps the work budget, on the consumer's side)."""
     if decoder == "dali":
         return dali_frames(data, info.frames)
-    return ffmpeg_frames(data, chunk=chunk, threads=threads)
+    return ffmpeg_frames(data, chunk=chunk, threads=threads, limits=limits)
 
 
 def decode_file(path: Path) -> np.ndarray:

@@ -18,6 +18,13 @@ constant rate only) go to that model through a decoupled BLS call; the rest deco
 
 Request parameters (``parameters`` of the inference request): ``shot_model`` overrides the configured model
 (``transnetv2`` or ``transnetv2_int8``); ``decoder`` forces ``ffmpeg``, ``dali`` or ``model``.
+
+Limits (config parameters, ``video_io.VideoLimits``), per request: ``max_request_bytes`` (the file, or the segment),
+``max_frames``, ``max_pixels`` (width x height, from the header before decoding and of each frame FFmpeg decodes),
+``max_seconds`` of work (decoding and inference, checked between chunks); per live stream ``max_stream_frames``
+(checked before a segment's frames join it). A request over one is refused with INVALID_ARG naming the parameter and
+its value, and the model goes on serving. A live segment stopped while decoding leaves the frames decoded so far in
+its stream.
 """
 
 import json
@@ -93,6 +100,10 @@ class TritonPythonModel:
         self.model_codecs = {c for c in params.get("decode_model_codecs", "").split(",") if c}
         self.dali_codecs = {c for c in params.get("dali_codecs", ",".join(video_io.DALI_CPU_CODECS)).split(",") if c}
         self.threads = int(params.get("decode_threads", "0"))
+        try:
+            self.limits = video_io.VideoLimits.from_parameters(params)
+        except ValueError as e:
+            raise pb_utils.TritonModelException(f"{config['name']}: {e}") from None
         sequence = config.get("sequence_batching")
         self.live = sequence is not None
         self.max_idle_s = int(sequence.get("max_sequence_idle_microseconds", 60_000_000)) / 1e6 if sequence else 0
@@ -116,10 +127,13 @@ class TritonPythonModel:
             return "model"
         return video_io.decoder_for(info, self.dali_codecs)
 
-    def _frames(self, data, info, decoder):
+    def _frames(self, data, info, decoder, budget):
+        """Decoded chunks, counted against the frame limit and the work budget as the consumer takes them."""
         if decoder == "model":
-            return self._model_frames(data)
-        return _prefetch(video_io.frames(data, info, decoder, self.threads))
+            chunks = self._model_frames(data)
+        else:
+            chunks = _prefetch(video_io.frames(data, info, decoder, self.threads, limits=self.limits))
+        return video_io.checked(chunks, self.limits, budget)
 
     @staticmethod
     def _model_frames(data):
@@ -153,14 +167,15 @@ class TritonPythonModel:
 
     # ---- whole files ------------------------------------------------------------------------------------------
     def _file(self, request):
+        budget = video_io.Budget(self.limits.max_seconds)
         data = pb_utils.get_input_tensor_by_name(request, "VIDEO").as_numpy().reshape(-1)
         want = pb_utils.get_input_tensor_by_name(request, "RETURN_PROBABILITIES")
         want = bool(want is not None and want.as_numpy().reshape(-1)[0])
         model, forced = self._options(request)
-        info = video_io.probe(data)
+        info = video_io.probe(data, self.limits)
         tracker = ShotTracker(keep_probabilities=want)
         windows, shots = [], []
-        for chunk in self._frames(data, info, self._decoder(info, forced)):
+        for chunk in self._frames(data, info, self._decoder(info, forced), budget):
             windows += tracker.push(chunk)
             shots += self._feed(tracker, windows, model, flush=False)
         windows += tracker.finish()
@@ -178,6 +193,7 @@ class TritonPythonModel:
 
     # ---- live streams -----------------------------------------------------------------------------------------
     def _live(self, request):
+        budget = video_io.Budget(self.limits.max_seconds)
         cid = request.correlation_id()
         start = pb_utils.get_input_tensor_by_name(request, "START")
         end = pb_utils.get_input_tensor_by_name(request, "END")
@@ -195,9 +211,15 @@ class TritonPythonModel:
         windows, shots = [], []
         try:
             if len(data) or not end:
-                info = video_io.probe(data)
+                info = video_io.probe(data, self.limits)
+                total = stream.tracker.frames_in + info.frames
+                if total > self.limits.max_stream_frames:
+                    raise video_io.LimitError(
+                        f"this segment's {info.frames} frames would take the stream to {total} frames; the limit is "
+                        f"{self.limits.max_stream_frames} frames a stream (max_stream_frames parameter): end this "
+                        "sequence and go on in a new one")
                 stream.fps = stream.fps or info.fps
-                for chunk in self._frames(data, info, self._decoder(info, forced)):
+                for chunk in self._frames(data, info, self._decoder(info, forced), budget):
                     windows += stream.tracker.push(chunk)
                     shots += self._feed(stream.tracker, windows, model, flush=False)
             if end:

@@ -60,7 +60,7 @@ def run(minutes: float = 10.0, documents: int = 100, captions: int = 200, concur
             TritonServer(MODEL_REPOSITORY, model_config_name="cpu", explicit_models=MODELS) as server:
         manifest, n_assets = sample_manifest(Path(tmp) / "data", documents=documents, captions=captions)
         metrics = IngestMetrics(keep_samples=True)
-        config = IngestConfig(url=server.grpc_url, concurrency=concurrency)
+        config = IngestConfig(url=server.grpc_url, concurrency=concurrency, roots=(manifest.parent,))
         rss_start = server_rss_mb(server)
         start = time.time()
         deadline = start + minutes * 60

@@ -177,10 +177,11 @@ def variant_config(plan: SweepPlan, variant: Variant, target: str, repository: P
 
 def sweep_variant(client, server_url: str, plan: SweepPlan, variant: Variant, data: Path, target: str,
                   measurement_ms: int, repository: Path = MODEL_REPOSITORY,
-                  closed_rows: list[dict] | None = None) -> list[dict]:
-    """The variant's closed-loop range; or, given that range (``closed_rows``), its open-loop capacity search."""
+                  closed_rows: list[dict] | None = None, headers: dict[str, str] | None = None) -> list[dict]:
+    """The variant's closed-loop range; or, given that range (``closed_rows``), its open-loop capacity search.
+    ``headers``: the server's admin key (TritonServer.admin_headers), which its model-repository API requires."""
     try:
-        client.load_model(plan.swept, config=variant_config(plan, variant, target, repository))
+        client.load_model(plan.swept, config=variant_config(plan, variant, target, repository), headers=headers)
     except InferenceServerException as e:
         raise TritonRepoError(f"could not load {plan.swept} as {variant.name}: {e.message()}") from e
     rows = []
@@ -298,13 +299,15 @@ def run(name: str, *, target: str = "cpu", plan: SweepPlan | None = None, reposi
             client = grpcclient.InferenceServerClient(server.grpc_url)
             for variant in plan.variants:  # closed loop (kept from the profile when only its rates are measured)
                 rows = ([r for r in previous[variant.name]["rows"] if not r.get("request_rate")] if rates_only else
-                        sweep_variant(client, server.grpc_url, plan, variant, data, target, measurement_ms, repository))
+                        sweep_variant(client, server.grpc_url, plan, variant, data, target, measurement_ms, repository,
+                                      headers=server.admin_headers))
                 results.append({"variant": variant.name, "config": dataclasses.asdict(variant), "rows": rows})
             by_name, searched = {v.name: v for v in plan.variants}, rate_candidates(results, plan)
             for result in results:  # then open loop, for the variants worth it (ranked on closed loop alone)
                 if result["variant"] in searched:
                     result["rows"] = sweep_variant(client, server.grpc_url, plan, by_name[result["variant"]], data,
-                                                   target, measurement_ms, repository, closed_rows=result["rows"])
+                                                   target, measurement_ms, repository, closed_rows=result["rows"],
+                                                   headers=server.admin_headers)
             client.close()
     top = best(results, plan.p95_bound_ms)
     untuned = best([r for r in results if r["variant"] == UNTUNED.name], plan.p95_bound_ms)

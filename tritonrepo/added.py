@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import SpecError
+from .models import MAX_TEXT_BYTES
 from .paths import MODEL_REPOSITORY
-from .specs import (AnySpec, Backend, Batching, Deployment, EnsembleSpec, Kind, ModelSpec, Step, Tensor,
+from .specs import (AnySpec, Backend, Batching, Deployment, EnsembleSpec, InputLimits, Kind, ModelSpec, Step, Tensor,
                     check_repository)
 from .targets import GPU_TARGETS
 
@@ -103,7 +104,8 @@ class AddedModel:
             # backends batch)
             return Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=1,
                               batching=Batching(max_batch_size=max(256, self.max_batch_size), max_queue_delay_us=200),
-                              parameters=(("max_length", str(self.max_tokens)), ("pad_to_multiple_of", str(pad))))
+                              parameters=(("max_length", str(self.max_tokens)), ("pad_to_multiple_of", str(pad))),
+                              limits=InputLimits(max_text_bytes=MAX_TEXT_BYTES))
 
         tok = ModelSpec(name=f"{self.name}_tokenizer", inputs=(text,), outputs=self.inputs,
                         python_model="text_tokenizer",

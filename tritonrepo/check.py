@@ -301,7 +301,7 @@ def serve(repository: Path, *, target: str = "cpu", models: list[str] | None = N
         for name in sorted(names, key=lambda n: (n in ensembles, n)):  # steps first: an ensemble loads its own
             try:
                 if not url:
-                    client.load_model(name)
+                    client.load_model(name, headers=server.admin_headers)
                 configs[name] = client.get_model_config(name, as_json=True)["config"]
             except InferenceServerException as e:
                 results.append(Served(name, "load failed", False, e.message()[:500]))

@@ -287,6 +287,9 @@ def serve(repository: Path = REPO_OPT,
           grpc_port: int = typer.Option(8001, help="gRPC port (0: any free port)."),
           http_port: int = typer.Option(8000, help="HTTP port (0: any free port)."),
           metrics_port: int = typer.Option(8002, help="Metrics port (0: any free port)."),
+          host: str = typer.Option("127.0.0.1", envvar="TRITONREPO_HOST",
+                                   help="Address the ports bind to (0.0.0.0: every interface). Loading models, "
+                                        "shared memory, trace and log settings stay restricted to this run's key."),
           log_file: Optional[Path] = typer.Option(None, help="Server log (default .runs/tritonserver-<port>.log)."),
           model: Optional[list[str]] = typer.Option(None, "--model", "-m",
                                                     help="Explicit model control: load only these."),
@@ -298,10 +301,12 @@ def serve(repository: Path = REPO_OPT,
 
     server = TritonServer(repository, model_config_name=target, grpc_port=grpc_port, http_port=http_port,
                           metrics_port=metrics_port, log_file=log_file, explicit_models=model,
-                          response_cache_mb=cache_mb, trace_file=trace_file)
+                          response_cache_mb=cache_mb, trace_file=trace_file, host=host)
+
     def ready(s: TritonServer) -> None:
+        listening = ", ".join(f"{a}:{p}" for a, p in sorted(s.listening()))
         typer.echo(f"tritonserver ready (target {target}): grpc {s.grpc_url}  http {s.http_url}  "
-                   f"metrics {s.metrics_url}\nlog: {s.log_file}\nCtrl-C to stop")
+                   f"metrics {s.metrics_url}\nlistening on {listening}\nlog: {s.log_file}\nCtrl-C to stop")
 
     try:
         code = server.serve_forever(on_ready=ready)

@@ -72,6 +72,7 @@ def sample_manifest(out: Path, *, documents: int = 200, captions: int = 200, vid
     sentences), headlines as inline captions, the packaged video clips, ``duplicates`` assets repeating another's
     content, and one asset of each bad kind (non-UTF-8 text, a missing file, bytes that are not a video)."""
     import json
+    import shutil
 
     from .paths import VIDEO_DIR
 
@@ -85,9 +86,12 @@ def sample_manifest(out: Path, *, documents: int = 200, captions: int = 200, vid
         rows.append({"id": f"doc{i:04d}", "kind": "text", "uri": f"docs/doc{i:04d}.txt"})
     headlines = [a[0] for a in conll_articles("train")[:captions]]
     rows += [{"id": f"caption{i:04d}", "kind": "text", "text": h} for i, h in enumerate(headlines)]
-    if videos:
-        rows += [{"id": p.stem, "kind": "video", "uri": str(p)} for p in
-                 (VIDEO_DIR / "bikes.mp4", VIDEO_DIR / "carphone_pristine.mp4") if p.exists()]
+    if videos:  # copied beside the manifest: ingestion reads local files only inside the manifest's folder
+        (out / "videos").mkdir(exist_ok=True)
+        for p in (VIDEO_DIR / "bikes.mp4", VIDEO_DIR / "carphone_pristine.mp4"):
+            if p.exists():
+                shutil.copyfile(p, out / "videos" / p.name)
+                rows.append({"id": p.stem, "kind": "video", "uri": f"videos/{p.name}"})
     originals = list(rows)
     rows += [{**originals[(i * 7) % len(originals)], "id": f"dup{i:04d}"} for i in range(duplicates)]
     (out / "docs" / "latin1.txt").write_bytes("Zürich café résumé".encode("latin-1"))

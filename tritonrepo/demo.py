@@ -108,8 +108,9 @@ def _ingest(url: str) -> dict:
     store = SqliteStore(folder / "ingest.db")
     store.add(read_manifest(manifest))
     metrics = IngestMetrics()
-    summary = asyncio.run(ingest(store, IngestConfig(url=url), metrics=metrics))
-    rerun = asyncio.run(ingest(store, IngestConfig(url=url)))
+    config = IngestConfig(url=url, roots=(manifest.parent,))  # local files: the manifest's folder only
+    summary = asyncio.run(ingest(store, config, metrics=metrics))
+    rerun = asyncio.run(ingest(store, config))
     return {"assets": n, "counts": summary.counts, "seconds": round(summary.seconds, 1),
             "computed": metrics.value("ingest_computed_total"), "dedup_hits": metrics.value("ingest_dedup_hits_total"),
             "retries": metrics.value("ingest_retries_total"), "rerun_processed": rerun.processed,

@@ -100,3 +100,10 @@ class ServerOverloadedError(ClientError):
 
 class ServerInternalError(ClientError):
     """The server failed while executing the request (INTERNAL / UNKNOWN)."""
+
+
+class StubRestartError(ServerInternalError):
+    """A Python-backend step's stub process died (killed, out of memory) and Triton is restarting it ("Stub process
+    '...' is not healthy."): the request never ran to completion, so a retry is safe once the stub is back."""
+
+    retriable = True

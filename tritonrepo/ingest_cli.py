@@ -54,11 +54,13 @@ class _Progress:
 
 
 def _config(url: str, concurrency: int, workers: int, embed_model: str, ner_model: str, shots_model: str,
-            captions=None):
+            manifest: Path, allow_root: list[Path], allow_host: list[str], fetch_deadline: float, captions=None):
     from .clients.ingest import IngestConfig
 
+    roots = (manifest.resolve().parent, *(Path(r).resolve() for r in allow_root))
     return IngestConfig(url=url, concurrency=concurrency, assets_in_flight=workers, embed_model=embed_model,
-                        ner_model=ner_model, shots_model=shots_model, captions=captions)
+                        ner_model=ner_model, shots_model=shots_model, captions=captions, roots=roots,
+                        allow_hosts=tuple(allow_host), fetch_deadline_s=fetch_deadline)
 
 
 def _captions(base_url: Optional[str], model: str, provider: str, key_env: str, rpm: float, tpm: float,
@@ -76,13 +78,20 @@ MODEL_OPTS = dict(
     ner_model=typer.Option("ner_int8", help="NER model."),
     shots_model=typer.Option("video_shots", help="Shot-boundary model."),
 )
+ALLOW_ROOT_OPT = typer.Option([], "--allow-root", help="A folder (repeat) local paths may be read from besides the "
+                              "manifest's own; anything else (.., absolute paths, symlinks out) is dead-lettered.")
+ALLOW_HOST_OPT = typer.Option([], "--allow-host", help="A host name or IP (repeat) URLs may be fetched from although "
+                              "it resolves to a loopback, private, link-local or other non-public address.")
+FETCH_DEADLINE_OPT = typer.Option(300.0, help="Seconds a whole URL download may take, redirects included.")
 
 
 def _summary(added: int, summary, store) -> None:
+    from .clients.fetch import redact
+
     typer.echo(f"{added} new assets, {summary.processed} processed in {summary.seconds:.1f} s; "
                f"ledger: {summary.counts}")
     for asset_id, source, error in store.dead_letters()[:20]:
-        typer.echo(f"  dead: {asset_id} ({source}): {error}")
+        typer.echo(f"  dead: {asset_id} ({redact(source)}): {error}")
 
 
 @ingest_app.command("run")
@@ -93,7 +102,11 @@ def ingest_run(manifest: Path = typer.Argument(..., help="JSON-lines manifest (c
                embed_model: str = MODEL_OPTS["embed_model"], ner_model: str = MODEL_OPTS["ner_model"],
                shots_model: str = MODEL_OPTS["shots_model"],
                retry_dead: bool = typer.Option(False, help="Also retry dead-lettered assets."),
+               allow_root: list[Path] = ALLOW_ROOT_OPT, allow_host: list[str] = ALLOW_HOST_OPT,
+               fetch_deadline: float = FETCH_DEADLINE_OPT,
                metrics_port: int = typer.Option(0, help="Serve the client metrics for Prometheus on this port."),
+               metrics_host: str = typer.Option("127.0.0.1", help="Address the metrics port binds (0.0.0.0: every "
+                                                "interface, e.g. for a Prometheus container)."),
                metrics_file: Optional[Path] = typer.Option(None, help="Write the client metrics here at the end."),
                log_file: Path = typer.Option(paths.RUNS / "ingest.log.jsonl", help="JSON log lines, one per event."),
                caption_url: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL (e.g. "
@@ -106,25 +119,29 @@ def ingest_run(manifest: Path = typer.Argument(..., help="JSON-lines manifest (c
                caption_concurrency: int = typer.Option(8, help="Caption requests in flight at most.")):
     """Ingest a manifest: embeddings + entities for text, shots for video, captions for images and shots (with
     --caption-url); resumable, deduplicated, retried."""
-    from prometheus_client import start_http_server, write_to_textfile
+    from prometheus_client import write_to_textfile
 
     from .clients.ingest import ingest, read_manifest
     from .clients.metrics import IngestMetrics
     from .clients.store import SqliteStore
 
+    try:
+        config = _config(url, concurrency, workers, embed_model, ner_model, shots_model, manifest, allow_root,
+                         allow_host, fetch_deadline, _captions(caption_url, caption_model, caption_provider,
+                                                               caption_key_env, caption_rpm, caption_tpm,
+                                                               caption_concurrency))
+    except TritonRepoError as e:
+        _fail(e)
     _json_logs(log_file)
     metrics = IngestMetrics()
     if metrics_port:
-        start_http_server(metrics_port, registry=metrics.registry)
+        metrics.serve(metrics_port, metrics_host)
     store = SqliteStore(store_path)
     try:
         added = store.add(read_manifest(manifest))
         counts = store.counts()
         progress = _Progress(counts["pending"] + (counts["dead"] if retry_dead else 0))
         with progress.bar:
-            config = _config(url, concurrency, workers, embed_model, ner_model, shots_model,
-                             _captions(caption_url, caption_model, caption_provider, caption_key_env, caption_rpm,
-                                       caption_tpm, caption_concurrency))
             summary = asyncio.run(ingest(store, config, metrics=metrics, retry_dead=retry_dead,
                                          on_progress=progress))
     except TritonRepoError as e:
@@ -169,6 +186,8 @@ def ingest_ray(manifest: Path = typer.Argument(..., help="JSON-lines manifest.")
                concurrency: int = typer.Option(8, help="Requests in flight per actor and endpoint."),
                embed_model: str = MODEL_OPTS["embed_model"], ner_model: str = MODEL_OPTS["ner_model"],
                shots_model: str = MODEL_OPTS["shots_model"],
+               allow_root: list[Path] = ALLOW_ROOT_OPT, allow_host: list[str] = ALLOW_HOST_OPT,
+               fetch_deadline: float = FETCH_DEADLINE_OPT,
                log_file: Path = typer.Option(paths.RUNS / "ingest.log.jsonl", help="JSON log lines (driver).")):
     """The same pipeline as a Ray Data job (map_batches over Triton endpoints); a local Ray unless RAY_ADDRESS."""
     from .clients.ingest import read_manifest
@@ -179,7 +198,8 @@ def ingest_ray(manifest: Path = typer.Argument(..., help="JSON-lines manifest.")
     store = SqliteStore(store_path)
     try:
         added = store.add(read_manifest(manifest))
-        config = _config(url[0], concurrency, batch_size, embed_model, ner_model, shots_model)
+        config = _config(url[0], concurrency, batch_size, embed_model, ner_model, shots_model, manifest, allow_root,
+                         allow_host, fetch_deadline)
         summary, per_url = ingest_on_ray(store, url, config, actors=actors, batch_size=batch_size)
     except TritonRepoError as e:
         _fail(e)
@@ -191,12 +211,13 @@ def ingest_ray(manifest: Path = typer.Argument(..., help="JSON-lines manifest.")
 @ingest_app.command("status")
 def ingest_status(store_path: Path = STORE_OPT):
     """The ledger's counts and the dead-letter list."""
+    from .clients.fetch import redact
     from .clients.store import SqliteStore
 
     store = SqliteStore(store_path)
     typer.echo(f"ledger: {store.counts()}")
     for asset_id, source, error in store.dead_letters():
-        typer.echo(f"dead: {asset_id} ({source}): {error}")
+        typer.echo(f"dead: {asset_id} ({redact(source)}): {error}")
 
 
 @ingest_app.command("sample")

@@ -13,8 +13,8 @@ import dataclasses
 
 from . import tuning
 from .errors import SpecError
-from .specs import (AnySpec, Backend, Batching, Deployment, EnsembleSpec, Kind, ModelSpec, Sequence, Step, Tensor,
-                    TensorRTAccelerator)
+from .specs import (AnySpec, Backend, Batching, Deployment, EnsembleSpec, InputLimits, Kind, ModelSpec, Sequence, Step,
+                    Tensor, TensorRTAccelerator)
 from .targets import GPU_TARGETS, TARGETS
 
 # ---- SBERT all-MiniLM-L6-v2 -----------------------------------------------------------------------------------
@@ -24,6 +24,10 @@ SBERT_REQUEST_BATCH = 64  # the ensemble's max_batch_size: clients split larger 
 # Requests an encoder queues before Triton rejects more (RESOURCE_EXHAUSTED-like "Exceeds maximum queue size"):
 # overload answers at once and clients back off (clients/ingest.py), instead of latency growing without bound.
 ENCODER_MAX_QUEUE = 256
+# One UTF-8 text (query, passage, document) a text model reads; longer ones are refused. The tokenizers read only the
+# first max_length tokens (at most 100 characters each), so this bounds the bytes a request copies and checks, not
+# the model's work (docs/search.md: passages of any length up to it are accepted).
+MAX_TEXT_BYTES = 1 << 20
 
 TEXT = Tensor(name="TEXT", dtype="BYTES", dims=(1,))
 EMBEDDING = Tensor(name="EMBEDDING", dtype="FP32", dims=(SBERT_DIM,))
@@ -50,6 +54,7 @@ def _tokenizer_spec(name: str, max_tokens: int, outputs: tuple[Tensor, ...], gpu
             backend=Backend.PYTHON, kind=Kind.CPU, count=count, model_filename="tokenizer.json",
             batching=Batching(max_batch_size=max_batch, max_queue_delay_us=delay_us),
             parameters=(("max_length", str(max_tokens)), ("pad_to_multiple_of", str(pad)), *parameters),
+            limits=InputLimits(max_text_bytes=MAX_TEXT_BYTES),
         )
 
     deployments = {"cpu": dep(1, 256, 200, 8)}
@@ -175,7 +180,10 @@ def _ner_decoder_spec() -> ModelSpec:
     def dep(count: int, max_batch: int) -> Deployment:
         return Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=count, model_filename="labels.json",
                           batching=Batching(max_batch_size=max_batch, max_queue_delay_us=100),
-                          parameters=(("aggregation_strategy", "simple"),), ragged_batching=True)
+                          parameters=(("aggregation_strategy", "simple"),), ragged_batching=True,
+                          # a client may call the step directly: the query as the tokenizer takes it, no wider logits
+                          # than the tokenizer makes
+                          limits=InputLimits(max_text_bytes=MAX_TEXT_BYTES, max_tokens=NER_MAX_TOKENS))
 
     deployments = {"cpu": dep(1, 256)} | {t: dep(tok, mb) for t, (_, mb, _, _, tok) in _NER_GPU_TUNING.items()}
     return ModelSpec(
@@ -298,6 +306,15 @@ SEGMENT = Tensor(name="SEGMENT", dtype="UINT8", dims=(-1,))  # one self-containe
 FRAMES_DONE = Tensor(name="FRAMES_DONE", dtype="INT32", dims=(1,))  # frames whose boundary decision is final
 SHOT_CALLS = ("transnetv2", "transnetv2_int8", "video_decode")  # BLS: shot_model (either precision), decoding
 NVDEC_CODECS = "h264,hevc,vp8,vp9"  # decoded by the DALI model on GPU targets (4:2:0 only); the rest by FFmpeg
+# Server-side limits of one video request (a whole file to video_shots or video_decode, one segment to
+# video_shots_live): 256 MiB is the clients' cap (clients/video.py; larger files go as segments); 4096x2160 (DCI 4K)
+# per frame; 1,000,000 frames (~11 h at 25 fps) per request; 600 s of work per file, the clients' default deadline
+# (a file takes about frames / 200 s on 2 CPU cores with int8: README), 60 s per live segment, the stream clients'.
+VIDEO_LIMITS = InputLimits(max_request_bytes=256 << 20, max_frames=1_000_000, max_pixels=4096 * 2160,
+                           max_seconds=600)
+# A live stream's state does not grow with its length (one window of frames), so its total is bounded only to keep
+# frame numbers inside INT32 (FRAMES_DONE, SHOTS): 10^9 frames is 460 days at 25 fps.
+LIVE_LIMITS = dataclasses.replace(VIDEO_LIMITS, max_seconds=60, max_stream_frames=1_000_000_000)
 
 # (windows per batch, preferred sizes, queue delay us) on GPU targets
 _TRANSNET_GPU = {"t4": (32, (8, 16), 2000), "a10g": (64, (16, 32), 2000), "l4": (64, (16, 32), 2000),
@@ -327,13 +344,15 @@ def _transnet_specs() -> list[AnySpec]:
             params += (("decode_model_codecs", NVDEC_CODECS),)
         if live:
             return Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=1, parameters=params,
-                              batching=Batching(max_batch_size=1, dynamic=False),
+                              batching=Batching(max_batch_size=1, dynamic=False), limits=LIVE_LIMITS,
                               sequence=Sequence(max_idle_us=30_000_000, max_candidates=32))
         return Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=4 if gpu else 2, parameters=params,
-                          batching=Batching(max_batch_size=0, dynamic=False))
+                          batching=Batching(max_batch_size=0, dynamic=False), limits=VIDEO_LIMITS)
 
+    # GPU targets: the DALI backend runs the pipeline as it is and reads no limits (video_shots checks them before it
+    # calls the model); the CPU target's Python model enforces them itself.
     decode = {"cpu": Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=1, decoupled=True,
-                                batching=Batching(max_batch_size=1, dynamic=False))} | {
+                                batching=Batching(max_batch_size=1, dynamic=False), limits=VIDEO_LIMITS)} | {
         t: Deployment(backend=Backend.DALI, kind=Kind.GPU, count=1, decoupled=True,
                       batching=Batching(max_batch_size=1, dynamic=False)) for t in GPU_TARGETS}
     return [

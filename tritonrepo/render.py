@@ -96,7 +96,7 @@ def model_config(spec: AnySpec, target: str) -> mc.ModelConfig:
             cfg.default_model_filename = dep.model_filename
         if dep.backend is Backend.TENSORRT:  # the plan of this target's GPU architecture
             cfg.cc_model_filenames[TARGETS[target].compute_capability] = dep.model_filename
-    for key, value in dep.parameters:
+    for key, value in (*dep.parameters, *dep.limits.parameters()):
         cfg.parameters[key].string_value = value
     if dep.accelerator:
         _tensorrt_accelerator(cfg, dep.accelerator)

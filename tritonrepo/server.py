@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from .errors import ModelLoadError, ServerError, ToolNotFoundError
 from .paths import RUNS, TritonTools, perf_analyzer
+from .stub_watch import StubWatch
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,52 @@ log = logging.getLogger(__name__)
 _LOAD_FAILURE = re.compile(r"failed to load '([^']+)'(?: version \d+)?: (.*?)\"?$")
 # "| sbert | 1 | UNAVAILABLE: Internal: ..." (the model table printed at start)
 _TABLE_FAILURE = re.compile(r"^\|\s*(\S+)\s*\|\s*\d+\s*\|\s*UNAVAILABLE: (.*?)\s*\|?$")
+
+
+# The APIs that change what the server runs, reads or writes: loading a model (a Python-backend model is code),
+# registering shared memory (the server maps a region a client names), trace and log settings. Every server a tool
+# starts restricts them to requests that carry ADMIN_HEADER with the key it generated for this run (admin_headers);
+# health, metadata, model configs, statistics and inference stay open to whoever can reach the address.
+RESTRICTED_APIS = "model-repository,shared-memory,trace,logging"
+ADMIN_HEADER = "triton-admin-key"
+LOOPBACK = "127.0.0.1"
+# `--host` / $TRITONREPO_HOST open a started server's ports to that address (0.0.0.0: every interface)
+HOST_ENV = "TRITONREPO_HOST"
+
+
+def default_host() -> str:
+    return os.environ.get(HOST_ENV) or LOOPBACK
+
+
+def _proc_address(hex_address: str) -> tuple[str, int]:
+    """``0100007F:1F90`` (/proc/net/tcp, host byte order per 32-bit word) -> ("127.0.0.1", 8080); an IPv4-mapped
+    IPv6 address as its IPv4 address."""
+    address, port = hex_address.split(":")
+    raw = b"".join(int(address[i:i + 8], 16).to_bytes(4, sys.byteorder) for i in range(0, len(address), 8))
+    ip = ipaddress.ip_address(raw)
+    return str(getattr(ip, "ipv4_mapped", None) or ip), int(port, 16)  # gRPC's IPv6 socket for an IPv4 address
+
+
+def listening_sockets(session: int) -> set[tuple[str, int]]:
+    """The TCP addresses the processes of ``session`` (a process-group leader's pid) listen on, read from the OS."""
+    def links(proc: Path):
+        try:
+            if os.getsid(int(proc.name)) != session:
+                return
+            for fd in (proc / "fd").iterdir():
+                yield os.readlink(fd)
+        except OSError:  # a process or a descriptor that closed while being read
+            return
+
+    inodes = {link[8:-1] for proc in Path("/proc").iterdir() if proc.name.isdigit()
+              for link in links(proc) if link.startswith("socket:[")}
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.add(_proc_address(fields[1]))
+    return found
 
 
 def free_port() -> int:
@@ -76,6 +125,8 @@ class TritonServer:
         python: Path | None = None,
         command: list[str] | None = None,
         launcher: list[str] | None = None,
+        host: str | None = None,
+        heal_stubs: bool = True,
     ):
         self.repository = Path(repository).resolve()
         self.model_config_name = model_config_name
@@ -101,38 +152,63 @@ class TritonServer:
         # instead of the options above, with this machine's install layout and free ports appended
         self.command = list(command) if command else None
         self.launcher = list(launcher or [])  # argv prefix, e.g. a mount namespace that makes the repository read-only
+        # the address the HTTP, gRPC and metrics ports bind to: loopback unless the caller opens it
+        self.host = host or default_host()
+        self.admin_key = secrets.token_urlsafe(32)  # per run; only this process's callers know it
+        # reload a Python-backend model whose stub died (stub_watch.py); needs explicit model control, which is
+        # why every server the tools start has it (all models loaded at start unless explicit_models says which)
+        self.stub_watch: StubWatch | None = None
+        self._heal_stubs = heal_stubs and not command and not sagemaker_port
         self.process: subprocess.Popen | None = None
         self._interrupted = threading.Event()  # set by serve_forever's signal handlers, also while starting
 
     # -- addresses ------------------------------------------------------------------------------------------------
     @property
+    def _connect_host(self) -> str:  # where this machine's clients reach the bound address
+        host = LOOPBACK if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"[{host}]" if ":" in host else host
+
+    @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self._connect_host}:{self.grpc_port}"
 
     @property
     def http_url(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
+        return f"{self._connect_host}:{self.http_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return f"http://{self._connect_host}:{self.metrics_port}/metrics"
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """gRPC headers of a request to a restricted API (``client.load_model(name, headers=...)``); Triton reads
+        the key of a gRPC request from ``triton-grpc-protocol-<key>``."""
+        return {f"triton-grpc-protocol-{ADMIN_HEADER}": self.admin_key}
+
+    @property
+    def http_admin_headers(self) -> dict[str, str]:
+        return {ADMIN_HEADER: self.admin_key}
+
+    def _listen(self) -> list[str]:
+        return [f"--{api}-{key}={value}" for api, port in (("http", self.http_port), ("grpc", self.grpc_port),
+                                                            ("metrics", self.metrics_port))
+                for key, value in (("address", self.host), ("port", port))]
 
     # -- process ----------------------------------------------------------------------------------------------------
     def argv(self, tools: TritonTools) -> list[str]:
-        if self.command:  # this machine's layout, free ports on loopback
+        if self.command:  # this machine's layout and free ports; the command's own restrictions
             return [*self.launcher, str(tools.tritonserver), *self.command[1:],
                     f"--backend-directory={tools.backend_dir}", f"--cache-directory={tools.cache_dir}",
-                    *(f"--{api}-{key}={value}" for api, port in (("http", self.http_port), ("grpc", self.grpc_port),
-                                                                  ("metrics", self.metrics_port))
-                      for key, value in (("address", "127.0.0.1"), ("port", port)))]
+                    *self._listen()]
         argv = [
             *self.launcher,
             str(tools.tritonserver),
             f"--model-repository={self.repository}",
             f"--backend-directory={tools.backend_dir}",
-            f"--http-port={self.http_port}",
-            f"--grpc-port={self.grpc_port}",
-            f"--metrics-port={self.metrics_port}",
+            *self._listen(),
+            f"--http-restricted-api={RESTRICTED_APIS}:{ADMIN_HEADER}={self.admin_key}",
+            f"--grpc-restricted-protocol={RESTRICTED_APIS}:{ADMIN_HEADER}={self.admin_key}",
             "--allow-cpu-metrics=true",
             "--metrics-config=summary_latencies=true",  # p95 per model on /metrics (deploy/ dashboard)
             f"--log-verbose={self.log_verbose}",
@@ -149,9 +225,8 @@ class TritonServer:
             argv += ["--trace-config=mode=triton", f"--trace-config=triton,file={self.trace_file}",
                      "--trace-config=level=TIMESTAMPS", "--trace-config=rate=1", "--trace-config=count=-1",
                      "--trace-config=triton,log-frequency=50"]
-        if self.explicit_models is not None:
-            argv.append("--model-control-mode=explicit")
-            argv += [f"--load-model={m}" for m in self.explicit_models]
+        argv.append("--model-control-mode=explicit")
+        argv += [f"--load-model={m}" for m in (["*"] if self.explicit_models is None else self.explicit_models)]
         return argv + self.extra_args
 
     @staticmethod
@@ -169,7 +244,8 @@ class TritonServer:
         tools = TritonTools.locate()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         argv = self.argv(tools)
-        log.info("starting tritonserver: %s (log: %s)", " ".join(argv), self.log_file)
+        shown = " ".join(argv).replace(self.admin_key, "***")
+        log.info("starting tritonserver: %s (log: %s)", shown, self.log_file)
         with open(self.log_file, "wb") as out:
             # cwd: the log's folder, not a checkout: the stubs' interpreters put the working directory on sys.path,
             # and a checkout's would hand the models the dev package, which no serving image has
@@ -181,6 +257,9 @@ class TritonServer:
         except BaseException:
             self.stop()
             raise
+        if self._heal_stubs:
+            self.stub_watch = StubWatch(self.process.pid, self.grpc_url, self.admin_headers)
+            self.stub_watch.start()
         if not self._interrupted.is_set():
             log.info("tritonserver ready: grpc %s, http %s, metrics %s", self.grpc_url, self.http_url,
                      self.metrics_url)
@@ -217,6 +296,9 @@ class TritonServer:
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM, wait for a clean exit, SIGKILL the process group if it does not come. Returns the exit code;
         0 also when tritonserver, still loading models, ended on that SIGTERM without handling it."""
+        if self.stub_watch:
+            self.stub_watch.stop()
+            self.stub_watch = None
         proc, self.process = self.process, None
         if proc is None or proc.poll() is not None:
             return proc.returncode if proc else None
@@ -228,6 +310,10 @@ class TritonServer:
             log.warning("tritonserver did not stop in %.0f s; killing it", timeout_s)
             os.killpg(proc.pid, signal.SIGKILL)
             return proc.wait()
+
+    def listening(self) -> set[tuple[str, int]]:
+        """(address, port) of every TCP socket the server's processes listen on, from /proc."""
+        return listening_sockets(self.process.pid) if self.running else set()
 
     @property
     def running(self) -> bool:

@@ -6,7 +6,7 @@ Export scripts, the config renderer, the clients and the perf sweeps all read te
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .errors import SpecError
 from .targets import DEFAULT_TARGET, TARGETS
@@ -100,6 +100,31 @@ class Sequence:
 
 
 @dataclass(frozen=True, kw_only=True)
+class InputLimits:
+    """What one request may ask of a Python-backend model, enforced by the model itself (not only by the clients):
+    rendered as config ``parameters`` of the same names, so operators read and tune them in config.pbtxt. A request
+    over a limit gets INVALID_ARGUMENT naming the parameter and its value; the model keeps serving. None: the limit
+    does not apply to this model."""
+
+    max_text_bytes: int | None = None  # one UTF-8 text (a row of a BYTES input)
+    max_tokens: int | None = None  # token positions per row of a per-token input (ner_decoder's logits)
+    max_request_bytes: int | None = None  # one request's encoded video (a file, or a live segment)
+    max_frames: int | None = None  # frames of one request's video: the header's count, then as decoded
+    max_pixels: int | None = None  # width x height of a frame: the header's, then each decoded frame's
+    max_seconds: int | None = None  # wall-clock seconds of work on one request (decoding and inference)
+    max_stream_frames: int | None = None  # frames of one live stream (a sequence), all its segments together
+
+    def check(self, model: str) -> None:
+        for name, value in self.parameters():
+            if int(value) < 1:
+                raise _fail(model, f"limits.{name}", f"{value} must be >= 1")
+
+    def parameters(self) -> tuple[tuple[str, str], ...]:
+        """The config parameters: (name, value) of every limit that applies."""
+        return tuple((f.name, str(v)) for f in fields(self) if (v := getattr(self, f.name)) is not None)
+
+
+@dataclass(frozen=True, kw_only=True)
 class TensorRTAccelerator:
     """ONNX Runtime's TensorRT execution provider on a native ``onnxruntime_onnx`` GPU model: at load, TensorRT
     builds an engine from the validated ONNX graph for whatever NVIDIA GPU the host has (no per-GPU build step), and
@@ -141,6 +166,7 @@ class Deployment:
     # on the input tensors alone, since the cache key ignores request parameters.
     response_cache: bool = False
     accelerator: TensorRTAccelerator | None = None  # native ONNX Runtime on KIND_GPU only
+    limits: InputLimits = InputLimits()  # enforced by the Python model's code, rendered into `parameters`
 
     def check(self, model: str, target: str) -> None:
         where = f"{model}@{target}"
@@ -163,6 +189,13 @@ class Deployment:
             raise _fail(where, "response_cache", "not for decoupled or sequence models")
         if self.backend is Backend.DALI and self.batching.max_batch_size == 0:
             raise _fail(where, "batching", "DALI pipelines need max_batch_size > 0")
+        limits = self.limits.parameters()
+        if limits and self.backend is not Backend.PYTHON:
+            raise _fail(where, "limits", f"only Python-backend models read and enforce them, not {self.backend.value}")
+        self.limits.check(where)
+        twice = sorted({name for name, _ in limits} & {name for name, _ in self.parameters})
+        if twice:
+            raise _fail(where, "parameters", f"{twice} are limits: set them in `limits` only")
         if self.accelerator:
             if self.backend is not Backend.ONNXRUNTIME or self.kind is not Kind.GPU:
                 raise _fail(where, "accelerator", "the TensorRT accelerator is for onnxruntime_onnx on KIND_GPU")
@@ -331,6 +364,6 @@ def check_repository(specs: list[AnySpec]) -> None:
 
 
 __all__ = [
-    "AnySpec", "Backend", "Batching", "DEFAULT_TARGET", "Deployment", "EnsembleSpec", "Kind", "ModelSpec",
-    "Sequence", "Step", "Tensor", "TensorRTAccelerator", "check_repository", "dependencies",
+    "AnySpec", "Backend", "Batching", "DEFAULT_TARGET", "Deployment", "EnsembleSpec", "InputLimits", "Kind",
+    "ModelSpec", "Sequence", "Step", "Tensor", "TensorRTAccelerator", "check_repository", "dependencies",
 ]

@@ -58,11 +58,13 @@ def fake(monkeypatch):
     server.close()
 
 
-def _config(url, fake) -> IngestConfig:
+def _config(url, fake, media) -> IngestConfig:
     captions = CaptionConfig(base_url=fake.base_url, model="test-vision", provider="fake", price=PRICE,
                              api_key_env="TEST_CAPTION_KEY", requests_per_minute=600, concurrency=8, timeout_s=2.0,
                              retry=RetryPolicy(attempts=20, backoff_s=0.1, max_backoff_s=1.0))
-    return IngestConfig(url=url, ner_model=None, captions=captions, retry=RetryPolicy(attempts=5))
+    # the manifest names the spliced clips and bikes.mp4 where they were built or installed: allowed roots
+    return IngestConfig(url=url, ner_model=None, captions=captions, retry=RetryPolicy(attempts=5),
+                        roots=(media.parent, RUNS / "spliced", VIDEO_DIR))
 
 
 def test_every_shot_and_photo_is_captioned_once_embedded_and_costed(triton, media, fake, tmp_path):
@@ -70,7 +72,7 @@ def test_every_shot_and_photo_is_captioned_once_embedded_and_costed(triton, medi
     store = SqliteStore(tmp_path / "ingest.db")
     store.add(read_manifest(media))
     metrics = IngestMetrics()
-    summary = asyncio.run(ingest(store, _config(triton.grpc_url, fake), metrics=metrics))
+    summary = asyncio.run(ingest(store, _config(triton.grpc_url, fake, media), metrics=metrics))
     assert summary.counts == {"pending": 0, "done": 7, "dead": 1}
     [(bad, _, error)] = store.dead_letters()
     assert bad == "bad-image" and "not an image" in error
@@ -122,12 +124,12 @@ def test_every_shot_and_photo_is_captioned_once_embedded_and_costed(triton, medi
           f"{paid_total['tokens_in']}/{paid_total['tokens_out']}, US$ {costs['total_usd']:.6f}")
     # a second run sends nothing; new assets with the same content are served from the cache
     sent = len(fake.requests)
-    asyncio.run(ingest(store, _config(triton.grpc_url, fake)))
+    asyncio.run(ingest(store, _config(triton.grpc_url, fake, media)))
     again = media.parent / "again.jsonl"
     again.write_text("".join(json.dumps({**json.loads(line), "id": "again-" + json.loads(line)["id"]}) + "\n"
                              for line in media.read_text().splitlines()))
     store.add(read_manifest(again))
-    summary = asyncio.run(ingest(store, _config(triton.grpc_url, fake)))
+    summary = asyncio.run(ingest(store, _config(triton.grpc_url, fake, media)))
     assert summary.counts["done"] == 14 and len(fake.requests) == sent
 
 
@@ -136,5 +138,5 @@ def test_a_refused_key_stops_the_run_and_leaves_assets_pending(triton, media, fa
     store = SqliteStore(tmp_path / "ingest.db")
     store.add(read_manifest(media))
     with pytest.raises(Exception, match="401.*TEST_CAPTION_KEY"):
-        asyncio.run(ingest(store, _config(triton.grpc_url, fake)))
+        asyncio.run(ingest(store, _config(triton.grpc_url, fake, media)))
     assert store.counts()["done"] == 0 and store.counts()["pending"] >= 7

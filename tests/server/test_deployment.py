@@ -12,14 +12,18 @@ health check's URL answers. The SageMaker archives are served read-only on the s
 every target's files are checked here against the built repository."""
 
 import json
+import os
 import shutil
+import signal
 import subprocess
+import time
 import urllib.request
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import yaml
+from tritonclient.utils import InferenceServerException
 
 from tritonrepo import check, deployable
 from tritonrepo.clients import EmbeddingClient, NerClient, RerankClient
@@ -28,11 +32,13 @@ from tritonrepo.deploy import interpolate
 from tritonrepo.errors import InvalidInputError, ModelLoadError
 from tritonrepo.paths import IMAGE_PYTHON, NGC_ONNXRUNTIME_PYTHON, ROOT
 from tritonrepo.server import TritonServer
+from tritonrepo.stub_watch import stub_processes
 from tritonrepo.targets import TARGETS
 
 pytestmark = pytest.mark.server
 
 TRITON = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["triton"]
+ADMIN_KEY = "the-operators-key"  # TRITON_ADMIN_KEY
 
 
 def compose_command(repository) -> list[str]:
@@ -43,8 +49,16 @@ def compose_command(repository) -> list[str]:
         source, target, *mode = volume.split(":")
         mounts[target] = (source, mode)
     assert mounts["/models"] == ("./model_repository", ["ro"])
-    return [interpolate(arg, {"TRITON_TARGET": "cpu"}).replace("=/models", f"={repository}")
+    return [interpolate(arg, {"TRITON_TARGET": "cpu", "TRITON_ADMIN_KEY": ADMIN_KEY}).replace("=/models", f"={repository}")
             for arg in TRITON["command"]]
+
+
+def health_check(server: TritonServer) -> int:
+    """The compose health check's exit code for this server, /proc narrowed to its processes (as in its container)."""
+    own = " ".join(f"/proc/{pid}/stat" for pid in [server.process.pid, *stub_processes(server.process.pid)])
+    command = TRITON["healthcheck"]["test"][-1].replace("localhost:8000", server.http_url).replace(
+        "/proc/[0-9]*/stat", own)
+    return subprocess.run(["sh", "-c", command], capture_output=True).returncode
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +100,7 @@ def test_model_code_that_needs_the_dev_package_fails_there_and_the_check_names_i
 
 def test_every_cpu_model_loads_read_only_on_the_images_packages_and_answers(deployed, sample_media, tmp_path):
     server, repo = deployed
-    health = TRITON["healthcheck"]["test"][-1].replace("localhost:8000", server.http_url)
-    with urllib.request.urlopen(health, timeout=5) as r:
-        assert r.status == 200
+    assert health_check(server) == 0
     served = check.serve(repo, url=server.grpc_url)
     assert {s.model for s in served} == {p.parent.name for p in repo.glob("*/config.pbtxt")}
     assert all(s.ok for s in served), [s for s in served if not s.ok]
@@ -126,6 +138,36 @@ def test_the_server_refuses_bad_input_and_keeps_serving(deployed, sample_media):
     client = grpcclient.InferenceServerClient(server.grpc_url)
     assert client.is_server_ready() and client.is_model_ready("ner_int8")
     client.close()
+
+
+def test_a_dead_stub_fails_the_health_check(tiny_repository, tmp_path):
+    """Triton 24.10 neither restarts a killed stub nor stops reporting ready: the health check looks for the zombie."""
+    with TritonServer(tiny_repository, command=compose_command(tiny_repository), log_file=tmp_path / "log") as server:
+        assert server.stub_watch is None  # a deployment has no tool beside it to reload the model
+        assert health_check(server) == 0
+        stubs = [pid for pid, (model, _) in stub_processes(server.process.pid).items() if model == "sbert_tokenizer"]
+        assert stubs
+        os.kill(stubs[0], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while health_check(server) == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert health_check(server) != 0
+        with urllib.request.urlopen(f"http://{server.http_url}/v2/health/ready", timeout=5) as r:
+            assert r.status == 200  # what the check alone would have said
+
+
+def test_the_composed_servers_admin_apis_answer_only_the_operators_key(deployed):
+    server, _ = deployed
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        for call in (client.get_model_repository_index, lambda: client.load_model("sbert"),
+                     lambda: client.register_system_shared_memory("region", "/triton_python_backend_shm_region_1", 64),
+                     lambda: client.update_log_settings({"log_verbose_level": 1})):
+            with pytest.raises(InferenceServerException, match="restricted"):
+                call()
+        key = {"triton-grpc-protocol-triton-admin-key": ADMIN_KEY}
+        assert "sbert" in {m.name for m in client.get_model_repository_index(headers=key).models}
+        with pytest.raises(InferenceServerException, match="not allowed"):  # and nothing loads after the start
+            client.load_model("sbert", headers=key)
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))

@@ -183,7 +183,8 @@ def test_a_bad_request_fails_alone_not_the_dynamic_batch_it_shares(triton):
 
 
 def test_ner_decoder_called_directly_refuses_what_its_steps_never_send(triton):
-    # found by the fuzzer: non-UTF-8 text reached the decoder's str() and failed its whole batch with INTERNAL
+    # found by the fuzzer: non-UTF-8 text reached the decoder's str() and failed its whole batch with INTERNAL;
+    # and its limits (max_text_bytes, max_tokens: the tokenizer's) hold for a client calling it directly
     def request(query: bytes, width: int, offsets_width: int):
         arrays = {"QUERY": np.array([[query]], dtype=np.object_),
                   "logits": np.zeros((1, width, len(models.NER_LABELS)), dtype=np.float32),
@@ -197,10 +198,15 @@ def test_ner_decoder_called_directly_refuses_what_its_steps_never_send(triton):
         return inputs
 
     with grpcclient.InferenceServerClient(triton.grpc_url) as c:
-        for query, width, offsets_width, reason in ((b"\x80", 0, 0, "not valid UTF-8"),
-                                                    (b"ok", 4, 3, "do not line up")):
+        for query, width, offsets_width, reason in (
+                (b"\x80", 0, 0, "not valid UTF-8"), (b"ok", 4, 3, "do not line up"),
+                (b"x" * ((1 << 20) + 1), 4, 4, "QUERY: text 0 is 1048577 bytes; the limit is 1048576 bytes "
+                                               "(max_text_bytes parameter)"),
+                (b"a query", 129, 129, "logits have 129 token positions; the limit is 128 (max_tokens parameter")):
             with pytest.raises(InferenceServerException) as raised:
                 c.infer("ner_decoder", request(query, width, offsets_width))
             err = translate(raised.value, "ner_decoder")
             assert isinstance(err, InvalidInputError) and reason in str(err)
         assert c.infer("ner_decoder", request(b"fine", 2, 2)).as_numpy("ENTITIES")[0, 0] == b"[]"
+        at_limits = c.infer("ner_decoder", request(b"x" * (1 << 20), 128, 128), client_timeout=60)
+        assert at_limits.as_numpy("ENTITIES")[0, 0] == b"[]"

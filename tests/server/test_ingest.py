@@ -1,8 +1,10 @@
 """Ingestion against the real tritonserver: results, dead letters, dedup, traces, server restarts, a SIGKILLed
-ingestion process, overload, and the Ray Data job."""
+ingestion process, overload, the Ray Data job, and the safety rules (confined paths, refused addresses, a large
+video streamed from disk)."""
 
 import asyncio
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -12,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,9 @@ from tritonrepo.clients._grpc import RetryPolicy
 from tritonrepo.clients.ingest import IngestConfig, Processor, decode_result, ingest, read_manifest
 from tritonrepo.clients.metrics import IngestMetrics, follow_trace
 from tritonrepo.clients.store import Asset, SqliteStore
+from tritonrepo.clients.video import ShotClient
 from tritonrepo.datasets import conll_articles, conll_sentences, sample_manifest
+from tritonrepo.paths import VIDEO_DIR
 from tritonrepo.server import TritonServer
 
 pytestmark = pytest.mark.server
@@ -39,7 +44,7 @@ def server(model_repository, tmp_path_factory):
     d = tmp_path_factory.mktemp("ingest-server")
     with TritonServer(model_repository, model_config_name="cpu", log_file=d / "log", response_cache_mb=64,
                       trace_file=d / "trace.json",
-                      explicit_models=TEXT_MODELS + ["video_shots", "transnetv2_int8"]) as s:
+                      explicit_models=TEXT_MODELS + ["video_shots", "video_shots_live", "transnetv2_int8"]) as s:
         yield s
 
 
@@ -58,7 +63,8 @@ def test_pipeline_ingests_every_asset_once_and_dead_letters_bad_input(server, tm
     store = SqliteStore(tmp_path / "ingest.db")
     store.add(read_manifest(path))
     metrics = IngestMetrics()
-    summary = asyncio.run(ingest(store, IngestConfig(url=server.grpc_url), metrics=metrics))
+    config = IngestConfig(url=server.grpc_url, roots=(path.parent,))
+    summary = asyncio.run(ingest(store, config, metrics=metrics))
 
     assert summary.counts == {"pending": 0, "done": n - 3, "dead": 3}
     dead = {asset_id: error for asset_id, _, error in store.dead_letters()}
@@ -89,7 +95,7 @@ def test_pipeline_ingests_every_asset_once_and_dead_letters_bad_input(server, tm
     assert metrics.value("ingest_retries_total") == 0
 
     # a rerun finds nothing to do
-    again = asyncio.run(ingest(store, IngestConfig(url=server.grpc_url)))
+    again = asyncio.run(ingest(store, config))
     assert again.processed == 0 and again.counts == summary.counts
 
     # one asset's requests, followed through the server's trace by its trace id
@@ -256,7 +262,7 @@ def test_ray_job_gives_the_pipelines_results_across_two_endpoints(server, tmp_pa
     assert set(per_url) == set(urls) and sum(map(int, per_url.values())) == n
     local = SqliteStore(tmp_path / "local.db")
     local.add(read_manifest(path))
-    asyncio.run(ingest(local, IngestConfig(url=server.grpc_url)))
+    asyncio.run(ingest(local, IngestConfig(url=server.grpc_url, roots=(path.parent,))))
     # int8 activations are quantized per batch, so a text's int8 embedding moves slightly with its batch partners
     # (max |diff| 0.004 seen here when two Ray actors sent the same duplicate at once, each batched differently)
     repeated = {a for (a,) in on_ray._db.execute(
@@ -296,7 +302,8 @@ def test_urls_are_fetched_and_http_errors_are_dead_lettered_or_retried(server, t
     store.add([Asset(id=name, kind="text", uri=f"{base}/{name}.txt", trace_id=name)
                for name in ("article", "missing", "busy")])
     metrics = IngestMetrics()
-    config = IngestConfig(url=server.grpc_url, shots_model=None, retry=RetryPolicy(attempts=3, backoff_s=0.01))
+    config = IngestConfig(url=server.grpc_url, shots_model=None, retry=RetryPolicy(attempts=3, backoff_s=0.01),
+                          allow_hosts=("127.0.0.1",))  # a local origin: loopback is refused unless allowed
     try:
         summary = asyncio.run(ingest(store, config, metrics=metrics))
     finally:
@@ -308,3 +315,107 @@ def test_urls_are_fetched_and_http_errors_are_dead_lettered_or_retried(server, t
     assert metrics.value("ingest_retries_total", model="fetch") == 2  # 503 is retried, then left pending
     error = store._db.execute("SELECT error FROM assets WHERE id = 'busy'").fetchone()[0]
     assert "HTTP 503" in error
+
+
+def _origin(routes: dict[str, tuple[int, dict, bytes]]):
+    """A local HTTP origin on 127.0.0.1: path -> (status, headers, body)."""
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            status, headers, body = routes.get(self.path.partition("?")[0], (404, {}, b"no"))
+            self.send_response(status)
+            for k, v in {"Content-Length": str(len(body)), **headers}.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
+    return origin
+
+
+def test_a_manifest_mixing_good_assets_with_refused_paths_and_addresses_completes(server, tmp_path):
+    """`tritonrepo ingest run` as deployed: the good assets are ingested; each path outside the manifest folder and
+    the --allow-root, each address that is not public (directly, by name, through a redirect) and inline text over
+    8 MiB is dead-lettered with the rule it broke, and no URL's query reaches the log or the output."""
+    data, extra, outside = tmp_path / "data", tmp_path / "extra", tmp_path / "outside"
+    for d in (data / "docs", extra, outside):
+        d.mkdir(parents=True)
+    articles = [" ".join(a) for a in conll_articles("valid")[60:64]]
+    (data / "docs" / "good.txt").write_text(articles[0])
+    (extra / "extra.txt").write_text(articles[1])
+    (outside / "secret.txt").write_text("Credentials of Acme Corp in London.")
+    (data / "docs" / "escape.txt").symlink_to(outside / "secret.txt")
+    origin = _origin({"/article.txt": (200, {}, articles[2].encode()),
+                      "/metadata": (302, {"Location": "http://169.254.169.254/latest/meta-data/"}, b"")})
+    base, name = f"http://127.0.0.1:{origin.server_address[1]}", f"http://localhost:{origin.server_address[1]}"
+    rows = [{"id": "good-doc", "kind": "text", "uri": "docs/good.txt"},
+            {"id": "good-inline", "kind": "text", "text": articles[3]},
+            {"id": "good-allowed-root", "kind": "text", "uri": str(extra / "extra.txt")},
+            {"id": "good-url", "kind": "text", "uri": f"{base}/article.txt?X-Amz-Signature=s3cr3t"},
+            {"id": "bad-dots", "kind": "text", "uri": "../outside/secret.txt"},
+            {"id": "bad-absolute", "kind": "text", "uri": "/etc/passwd"},
+            {"id": "bad-file-uri", "kind": "text", "uri": (outside / "secret.txt").as_uri()},
+            {"id": "bad-symlink", "kind": "text", "uri": "docs/escape.txt"},
+            {"id": "bad-loopback-name", "kind": "text", "uri": f"{name}/article.txt?X-Amz-Signature=s3cr3t"},
+            {"id": "bad-redirect", "kind": "text", "uri": f"{base}/metadata?token=s3cr3t"},
+            {"id": "bad-huge-text", "kind": "text", "text": "Reuters " * (1 << 20) + "."}]
+    manifest = data / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    db, log = tmp_path / "s.db", tmp_path / "log.jsonl"
+    cmd = [str(Path(sys.executable).parent / "tritonrepo"), "ingest", "run", str(manifest), "--store", str(db),
+           "--url", server.grpc_url, "--allow-root", str(extra), "--allow-host", "127.0.0.1", "--log-file", str(log)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    finally:
+        origin.shutdown()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    store = SqliteStore(db)
+    assert store.counts() == {"pending": 0, "done": 4, "dead": 7}
+    assert all(EMBED in store.results(a) for a in ("good-doc", "good-inline", "good-allowed-root", "good-url"))
+    dead = {asset_id: error for asset_id, _, error in store.dead_letters()}
+    for asset_id in ("bad-dots", "bad-absolute", "bad-file-uri", "bad-symlink"):
+        assert "is outside the manifest folder and every --allow-root" in dead[asset_id], dead[asset_id]
+    assert "path /etc/passwd is outside" in dead["bad-absolute"]
+    assert "resolves to" in dead["bad-symlink"] and "resolves to" in dead["bad-dots"]
+    assert "localhost resolves to" in dead["bad-loopback-name"] and "a loopback address" in dead["bad-loopback-name"]
+    assert "redirected to http://169.254.169.254/latest/meta-data/" in dead["bad-redirect"]
+    assert "a link-local address" in dead["bad-redirect"]
+    assert "over the 8388608-byte (8 MiB) limit for text" in dead["bad-huge-text"]
+    assert store._db.execute("SELECT MAX(attempts) FROM assets").fetchone()[0] == 1  # refusals are not retried
+    for text in (done.stdout, log.read_text(), json.dumps(dead)):
+        assert "s3cr3t" not in text
+    assert "dead: bad-loopback-name" in done.stdout and "/article.txt?…" in done.stdout
+
+
+def test_a_large_local_video_streams_from_disk_in_segments(server, tmp_path):
+    """A local video over the request limit is never read whole: ffmpeg cuts it from disk and one segment at a time
+    goes through the live model, in the client and in the pipeline."""
+    (tmp_path / "data").mkdir()
+    video = tmp_path / "data" / "long.mp4"  # bikes.mp4 eight times: 80 s, 2,000 frames, ~4 MB
+    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "7", "-i", str(VIDEO_DIR / "bikes.mp4"), "-c", "copy",
+                    str(video)], check=True)
+    size = video.stat().st_size
+    tracemalloc.start()
+    try:
+        with ShotClient(server.grpc_url, max_request_bytes=size // 8) as client:
+            segmented = client.shots(video)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert segmented.frames == 2000 and segmented.shots[-1].end_frame == 1999
+    assert peak < size / 4, f"peak {peak} bytes of Python memory for a {size}-byte file"
+
+    store = SqliteStore(tmp_path / "s.db")
+    store.add([Asset(id="long", kind="video", uri=str(video), trace_id="t-long")])
+    config = IngestConfig(url=server.grpc_url, roots=(tmp_path / "data",), max_fetch_bytes=size // 8)
+    assert asyncio.run(ingest(store, config)).counts["done"] == 1
+    shots = decode_result(SHOTS, store.results("long")[SHOTS])
+    assert shots["frames"] == 2000
+    assert [(s["start_frame"], s["end_frame"]) for s in shots["shots"]] == \
+        [(s.start_frame, s.end_frame) for s in segmented.shots]

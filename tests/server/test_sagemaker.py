@@ -75,6 +75,9 @@ def test_ensemble_endpoint_answers_invocations_as_the_grpc_server_does(model_rep
     _, unpacked, _, endpoint = _package("sbert_int8", model_repository, tmp_path)
     env = endpoint["CreateModel"]["PrimaryContainer"]["Environment"]
     with _serve(unpacked, env, as_deployed, tmp_path / "log") as server:  # loads the ensemble's steps itself
+        # the one open socket: Triton 24.10 binds SageMaker's endpoint to every interface (there is no address
+        # option; the platform's container must listen there), and HTTP, gRPC and metrics are off
+        assert server.listening() == {("0.0.0.0", server.sagemaker_port)}
         client = InvocationsClient(f"http://127.0.0.1:{server.sagemaker_port}", retry=_fast())
         vectors = client.embed(TEXTS)
         with pytest.raises(InvalidInputError, match="missing required input"):

@@ -43,7 +43,7 @@ def test_variant_is_really_loaded(model_repository, tmp_path):
     variant = sweep.Variant(instances=2, max_queue_delay_us=4000)
     with TritonServer(model_repository, explicit_models=["*"], log_file=tmp_path / "log") as server:
         client = grpcclient.InferenceServerClient(server.grpc_url)
-        client.load_model(plan.swept, config=sweep.variant_config(plan, variant, "cpu"))
+        client.load_model(plan.swept, config=sweep.variant_config(plan, variant, "cpu"), headers=server.admin_headers)
         cfg = client.get_model_config(plan.swept).config
         assert cfg.instance_group[0].count == 2
         assert cfg.dynamic_batching.max_queue_delay_microseconds == 4000

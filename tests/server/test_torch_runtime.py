@@ -98,5 +98,5 @@ def test_missing_weights_fail_the_load_unless_random_weights_are_asked_for(torch
     _encoder(repo, "torch_no_weights", False, torch_dtype="float32")
     client = grpcclient.InferenceServerClient(server.grpc_url)
     with pytest.raises(InferenceServerException, match="no model.safetensors"):
-        client.load_model("torch_no_weights")
+        client.load_model("torch_no_weights", headers=server.admin_headers)
     assert client.is_model_ready("torch_fp32")

@@ -3,6 +3,7 @@ honour Retry-After, rate limits, cost accounting; keyframes and perceptual hashe
 
 import asyncio
 import hashlib
+import io
 import subprocess
 import time
 
@@ -178,3 +179,75 @@ def test_cost_needs_a_price():
     with pytest.raises(InvalidInputError, match="no price for acme/unknown"):
         CaptionConfig(provider="acme", model="unknown").unit_price()
     assert CaptionConfig(prompt_version="v7").key == "caption:openai/gpt-4o-mini@v7"
+
+
+@pytest.mark.parametrize("url", ["https://api.openai.com/v1", "http://127.0.0.1:8080/v1", "http://127.9.9.9/v1",
+                                 "http://localhost:4000/v1", "http://[::1]:8000/v1"])
+def test_caption_urls_are_https_or_this_machine(url):
+    assert CaptionConfig(base_url=url).base_url == url
+
+
+@pytest.mark.parametrize("url", ["http://api.example.com/v1?key=s3cr3t", "http://10.0.0.5:8000/v1",
+                                 "http://[::ffff:10.0.0.5]/v1", "ftp://api.example.com/v1", "api.openai.com/v1"])
+def test_caption_urls_that_would_expose_the_key_are_refused_at_config_time(url):
+    with pytest.raises(InvalidInputError, match="must be https://, or http:// only to a loopback host") as e:
+        CaptionConfig(base_url=url)
+    assert "s3cr3t" not in str(e.value)
+
+
+def test_the_ingest_command_refuses_a_plain_http_caption_url_before_it_starts(tmp_path):
+    from typer.testing import CliRunner
+
+    from tritonrepo.cli import app
+
+    done = CliRunner().invoke(app, ["ingest", "run", str(tmp_path / "m.jsonl"), "--store", str(tmp_path / "s.db"),
+                                    "--caption-url", "http://api.example.com/v1?key=s3cr3t"])
+    assert done.exit_code == 1 and "'http://api.example.com/v1?…' refused" in done.output
+    assert "s3cr3t" not in done.output and not (tmp_path / "s.db").exists()
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares its size and holds no pixels: what a decompression bomb's header says is all Pillow reads
+    at open."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path):
+    from tritonrepo.clients.captions import MAX_PIXELS
+    from tritonrepo.ensembles.video_io import VideoError
+
+    assert MAX_PIXELS == 50_000_000
+    with pytest.raises(InvalidInputError, match=r"image of 8000x7000 = 56.0 megapixels is over the 50-megapixel"):
+        load_image(_png_header(8000, 7000))
+    with pytest.warns(Warning), pytest.raises(InvalidInputError, match="over the 50-megapixel limit"):
+        load_image(_png_header(10000, 10000))  # Pillow warns above its own 89 MP
+    with pytest.raises(InvalidInputError, match="over the 50-megapixel limit"):
+        load_image(_png_header(20000, 20000))  # Pillow's own guard fires first (400 MP)
+    video = tmp_path / "huge.avi"  # one black 8000x7000 MJPEG frame
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=black:s=8000x7000:d=1", "-frames:v", "1",
+                    "-c:v", "mjpeg", "-strict", "unofficial", str(video)], check=True)
+    with pytest.raises(VideoError, match="video frame of 8000x7000 = 56.0 megapixels is over the 50-megapixel"):
+        keyframes(video, [0])
+
+
+def test_large_jpegs_are_decoded_at_a_reduced_scale_into_the_same_picture(frames, monkeypatch):
+    from PIL import Image, ImageFile
+
+    big = np.asarray(Image.fromarray(frames[0]).resize((3200, 1800), Image.Resampling.BICUBIC))
+    data = jpeg(big, quality=95)
+    decoded, load = [], ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self.size) or load(self))
+    small = load_image(data, max_side=512)
+    monkeypatch.undo()
+    assert set(decoded) == {(800, 450)}  # 1/4 scale (the smallest covering 512x288), not the 5.8 MP of the file
+    full = Image.open(io.BytesIO(data)).convert("RGB")
+    full.thumbnail((512, 512))
+    assert small.shape == np.asarray(full).shape == (288, 512, 3)
+    assert np.abs(small.astype(int) - np.asarray(full).astype(int)).mean() < 3  # the same picture

@@ -29,11 +29,29 @@ def test_triton_service_runs_the_local_release_on_a_gpu_with_the_repository_read
     assert any(c.startswith("--cache-config=local,size=") for c in command)  # models with response_cache use it
     device = triton["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
-    assert triton["healthcheck"]["test"][-1] == "http://localhost:8000/v2/health/ready"
-    assert set(triton["ports"]) == {"8000:8000", "8001:8001", "8002:8002"}
+    assert "curl -fsS http://localhost:8000/v2/health/ready && " in triton["healthcheck"]["test"][-1]
     assert "t4" in TARGETS  # the default target exists
     # the TensorRT provider's engines go to a volume, not the read-only repository
     assert f"trt-engines:{models.TRT_ENGINE_CACHE}" in triton["volumes"]
+
+
+def test_compose_publishes_only_the_client_ports_on_loopback_unless_told_and_needs_its_secrets():
+    services = COMPOSE["services"]
+    published = {name: [interpolate(p, {}) for p in s.get("ports", [])] for name, s in services.items()}
+    assert published == {"triton": ["127.0.0.1:8000:8000", "127.0.0.1:8001:8001"], "prometheus": [], "grafana": []}
+    assert interpolate(services["triton"]["ports"][0], {"TRITON_BIND_ADDRESS": "10.0.0.5"}) == "10.0.0.5:8000:8000"
+    monitoring = yaml.safe_load((ROOT / "deploy" / "compose.monitoring.yml").read_text())["services"]
+    assert {name: [interpolate(p, {}) for p in s["ports"]] for name, s in monitoring.items()} == {
+        "prometheus": ["127.0.0.1:9090:9090"], "grafana": ["127.0.0.1:3000:3000"]}
+    with pytest.raises(SpecError, match="set GRAFANA_ADMIN_PASSWORD"):
+        interpolate(services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"], {})
+    restricted = [a for a in services["triton"]["command"] if "restricted" in a]
+    assert [a.split("=", 1)[0] for a in restricted] == ["--http-restricted-api", "--grpc-restricted-protocol"]
+    for flag in restricted:
+        with pytest.raises(SpecError, match="set TRITON_ADMIN_KEY"):
+            interpolate(flag, {})
+        assert interpolate(flag, {"TRITON_ADMIN_KEY": "k"}).split("=", 1)[1] == (
+            "model-repository,shared-memory,trace,logging:triton-admin-key=k")
 
 
 def test_the_tensorrt_override_builds_plans_first_and_triton_serves_their_copy(tmp_path):

@@ -7,6 +7,9 @@ import types
 import numpy as np
 import pytest
 
+from tritonrepo import models, render
+from tritonrepo.ensembles import video_io
+from tritonrepo.specs import Backend
 
 
 @pytest.fixture(scope="module")
@@ -28,3 +31,47 @@ def test_sub_batches_cover_sorted_rows_within_the_padding_tolerance(encoder_modu
         assert 1 <= len(part) <= 8
         if len(part) > 1:
             assert part.max() * len(part) <= (1 + tolerance) * part.sum() + 1e-9
+
+
+
+@pytest.fixture(scope="module")
+def ner_decoder_module():
+    sys.modules.setdefault("triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
+    return importlib.import_module("tritonrepo.ensembles.ner_decoder")
+
+
+def _config_parameters(name: str, target: str = "cpu") -> dict[str, str]:
+    cfg = render.model_config(models.spec(name), target)
+    return {k: v.string_value for k, v in cfg.parameters.items()}
+
+
+def _step_inputs(query: bytes, width: int):
+    return (np.array([query], dtype=np.object_), np.zeros((1, width, len(models.NER_LABELS)), np.float32),
+            np.zeros((1, width, 2), np.int32), np.zeros((1, width), np.int8))
+
+
+def test_ner_decoder_called_directly_refuses_queries_and_logits_over_its_limits(ner_decoder_module):
+    params = _config_parameters("ner_decoder")
+    assert (params["max_text_bytes"], params["max_tokens"]) == (str(1 << 20), "128")
+    model = ner_decoder_module.TritonPythonModel.__new__(ner_decoder_module.TritonPythonModel)
+    model.labels = list(models.NER_LABELS)
+    model.max_text_bytes, model.max_tokens = int(params["max_text_bytes"]), int(params["max_tokens"])
+    assert model._check(*_step_inputs(b"x" * (1 << 20), 128)) is None  # both limits are inclusive
+    assert model._check(*_step_inputs(b"x" * ((1 << 20) + 1), 8)) == (
+        "QUERY: text 0 is 1048577 bytes; the limit is 1048576 bytes (max_text_bytes parameter)")
+    assert "logits have 129 token positions; the limit is 128 (max_tokens parameter" in model._check(
+        *_step_inputs(b"ok", 129))
+
+
+def test_every_limit_a_video_config_renders_is_one_its_model_reads():
+    read = set(video_io.VideoLimits.__dataclass_fields__)
+    for name in ("video_shots", "video_shots_live", "video_decode"):
+        for target, dep in models.spec(name).deployments.items():
+            if dep.backend is not Backend.PYTHON:  # the GPU targets' DALI video_decode reads no parameters
+                continue
+            rendered = dict(dep.limits.parameters())
+            assert {"max_request_bytes", "max_frames", "max_pixels", "max_seconds"} <= set(rendered) <= read
+            limits = video_io.VideoLimits.from_parameters(_config_parameters(name, target))
+            assert {k: str(int(getattr(limits, k))) for k in rendered} == rendered, (name, target)
+    live = video_io.VideoLimits.from_parameters(_config_parameters("video_shots_live"))
+    assert (live.max_seconds, live.max_stream_frames) == (60, 1_000_000_000)

@@ -113,3 +113,19 @@ def test_queue_policy_and_response_cache_render_where_the_specs_ask():
             cfg = render.model_config(models.spec(name), target)
             assert cfg.dynamic_batching.default_queue_policy.max_queue_size == models.ENCODER_MAX_QUEUE, name
     assert render.model_config(models.spec("ner_encoder_int8"), "t4").response_cache.enable
+
+
+def test_server_side_limits_render_as_parameters_operators_can_tune():
+    def params(name, target="cpu"):
+        return {k: v.string_value for k, v in render.model_config(models.spec(name), target).parameters.items()}
+
+    shots = params("video_shots")
+    assert {k: shots[k] for k in ("max_request_bytes", "max_frames", "max_pixels", "max_seconds")} == {
+        "max_request_bytes": str(256 << 20), "max_frames": "1000000", "max_pixels": str(4096 * 2160),
+        "max_seconds": "600"}
+    assert params("video_shots_live")["max_seconds"] == "60" and "max_stream_frames" in params("video_shots_live")
+    assert params("video_decode")["max_request_bytes"] == str(256 << 20)
+    assert "max_request_bytes" not in params("video_decode", "h100")  # DALI reads no parameters
+    assert params("ner_decoder", "t4")["max_tokens"] == str(models.NER_MAX_TOKENS)
+    for tokenizer in ("sbert_tokenizer", "ner_tokenizer", "rerank_tokenizer"):
+        assert params(tokenizer, "a100")["max_text_bytes"] == str(1 << 20)

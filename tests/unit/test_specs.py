@@ -5,7 +5,8 @@ import pytest
 from tritonrepo import models
 from tritonrepo.errors import SpecError
 from tritonrepo.specs import (
-    Backend, Batching, Deployment, EnsembleSpec, Kind, ModelSpec, Step, Tensor, TensorRTAccelerator, check_repository,
+    Backend, Batching, Deployment, EnsembleSpec, InputLimits, Kind, ModelSpec, Step, Tensor, TensorRTAccelerator,
+    check_repository,
 )
 from tritonrepo.targets import TARGETS
 
@@ -143,3 +144,39 @@ def test_the_tensorrt_accelerator_is_for_native_ort_on_gpus_with_a_profile_of_th
         with pytest.raises(SpecError, match=match):
             spec(deployments={t: dataclasses.replace(gpu, accelerator=bad) if TARGETS[t].is_gpu else cpu()
                               for t in TARGETS})
+
+
+def test_limits_are_positive_set_once_and_only_on_python_models():
+    limited = cpu(limits=InputLimits(max_text_bytes=1024, max_seconds=5))
+    assert limited.limits.parameters() == (("max_text_bytes", "1024"), ("max_seconds", "5"))
+    spec(deployments={t: limited for t in TARGETS})  # accepted
+    with pytest.raises(SpecError, match=r"toy@cpu', field 'limits.max_frames': 0 must be >= 1"):
+        spec(deployments={t: cpu() for t in TARGETS} | {"cpu": cpu(limits=InputLimits(max_frames=0))})
+    with pytest.raises(SpecError, match=r"field 'parameters': \['max_text_bytes'\] are limits"):
+        spec(deployments={t: cpu() for t in TARGETS} | {
+            "cpu": cpu(parameters=(("max_text_bytes", "5"),), limits=InputLimits(max_text_bytes=5))})
+    dali = Deployment(backend=Backend.DALI, kind=Kind.GPU, batching=Batching(max_batch_size=1, dynamic=False),
+                      limits=InputLimits(max_request_bytes=5))
+    with pytest.raises(SpecError, match="field 'limits': only Python-backend models read and enforce them"):
+        dali.check("m", "t4")
+
+
+def test_every_model_a_client_can_send_text_or_video_bytes_to_limits_them_server_side():
+    """Convention 11: every model a client can call enforces its own input limits (ensembles through their first
+    step). The one exception: the GPU targets' DALI video_decode, whose backend reads no parameters."""
+    from tritonrepo.added import load_all
+
+    added = {s.name for m in load_all() for s in m.specs()}
+    unlimited = []
+    for s in models.all_specs():
+        if isinstance(s, EnsembleSpec) or s.name in added:
+            continue
+        text = any(t.dtype == "BYTES" for t in s.inputs)
+        video = any(t.dtype == "UINT8" and -1 in t.dims for t in s.inputs)
+        for target, dep in s.deployments.items():
+            limits = dep.limits
+            if (text and not limits.max_text_bytes) or (video and not limits.max_request_bytes):
+                unlimited.append(f"{s.name}@{target}")
+            if video and dep.backend is Backend.PYTHON:
+                assert limits.max_frames and limits.max_pixels and limits.max_seconds, f"{s.name}@{target}"
+    assert unlimited == [f"video_decode@{t}" for t in TARGETS if TARGETS[t].is_gpu]
