@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from http_origin import Origin, serve
+
 from tritonrepo import models, render
 from tritonrepo.clients._grpc import RetryPolicy
 from tritonrepo.clients.ingest import IngestConfig, Processor, decode_result, ingest, read_manifest
@@ -319,23 +321,12 @@ def test_urls_are_fetched_and_http_errors_are_dead_lettered_or_retried(server, t
 
 def _origin(routes: dict[str, tuple[int, dict, bytes]]):
     """A local HTTP origin on 127.0.0.1: path -> (status, headers, body)."""
-    import http.server
-
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(Origin):
         def do_GET(self):
             status, headers, body = routes.get(self.path.partition("?")[0], (404, {}, b"no"))
-            self.send_response(status)
-            for k, v in {"Content-Length": str(len(body)), **headers}.items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
+            self.send(status, body, **headers)
 
-        def log_message(self, *args):
-            pass
-
-    origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=origin.serve_forever, daemon=True).start()
-    return origin
+    return serve(Handler)
 
 
 def test_a_manifest_mixing_good_assets_with_refused_paths_and_addresses_completes(server, tmp_path):

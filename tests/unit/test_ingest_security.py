@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from http_origin import Origin, serve
 from typer.testing import CliRunner
 
 from tritonrepo.cli import app
@@ -131,7 +132,7 @@ def test_addresses_are_classified_ipv4_inside_ipv6_included(ip, kind):
     assert address_kind(ip) == kind
 
 
-class _Origin(http.server.BaseHTTPRequestHandler):
+class _Origin(Origin):
     """/ok: a body; /redirect?to=URL: 302 there; /loop: redirects to itself; /drip: a body a byte at a time; /slow-
     head: headers a byte at a time; /big: 5000 bytes announced; /stream-big: 5000 bytes without Content-Length;
     /missing: 404; /busy: 503."""
@@ -140,11 +141,11 @@ class _Origin(http.server.BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         try:
             if path == "/ok":
-                self._send(200, b"hello from the origin")
+                self.send(200, b"hello from the origin")
             elif path == "/redirect":
-                self._send(302, b"", Location=query.removeprefix("to="))
+                self.send(302, b"", Location=query.removeprefix("to="))
             elif path == "/loop":
-                self._send(302, b"", Location="/loop")
+                self.send(302, b"", Location="/loop")
             elif path == "/drip":
                 self.send_response(200)
                 self.send_header("Content-Length", "1000")
@@ -160,33 +161,21 @@ class _Origin(http.server.BaseHTTPRequestHandler):
                     self.wfile.flush()
                     time.sleep(0.02)
             elif path == "/big":
-                self._send(200, b"y" * 5000)
+                self.send(200, b"y" * 5000)
             elif path == "/stream-big":
                 self.send_response(200)
                 self.end_headers()
                 self.wfile.write(b"y" * 5000)
                 self.close_connection = True
             else:
-                self._send(503 if path == "/busy" else 404, b"no")
+                self.send(503 if path == "/busy" else 404, b"no")
         except OSError:  # the client hung up (deadline, size cap)
             pass
-
-    def _send(self, status: int, body: bytes, **headers):
-        self.send_response(status)
-        for k, v in {"Content-Length": str(len(body)), **headers}.items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture(scope="module")
 def origin():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Origin)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve(_Origin)
     yield server.server_address[1]
     server.shutdown()
 
