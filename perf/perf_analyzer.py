@@ -109,11 +109,12 @@ def write_binary_input_data(path: Path, tensor: str, blobs: list[bytes]) -> Path
 
 def run(model: str, url: str, input_data: Path, *, concurrency: int | None = None,
         request_rate: float | None = None, measurement_ms: int = 4000, stability_pct: int = 30, max_trials: int = 8,
-        timeout_s: float = 300) -> PerfRow:
+        timeout_s: float = 300, min_arrivals: int = 200) -> PerfRow:
     """One load level: a closed loop of ``concurrency`` clients, or Poisson arrivals at ``request_rate`` per second
     (open loop: queueing shows in p95 as it would with independent users). Shared 2-core machines drift: when
     perf_analyzer cannot stabilise within the bound, measure once more with any stability and mark the row
-    ``stable=False``; medians over repetitions absorb it."""
+    ``stable=False``; medians over repetitions absorb it. ``min_arrivals``: an open-loop window holds at least this
+    many arrivals (perf/capacity.py sizes the windows of a mix of models itself)."""
     if (concurrency is None) == (request_rate is None):
         raise ValueError("give exactly one of concurrency and request_rate")
     if concurrency is not None:
@@ -125,7 +126,7 @@ def run(model: str, url: str, input_data: Path, *, concurrency: int | None = Non
         what = f"Poisson rate {request_rate:g}/s"
         # a window must hold enough arrivals that the share delivered (usable()) is not Poisson noise: ~200 keep
         # its sd near 7% (20 at 20 pairs/s in 1 s would be 22%)
-        measurement_ms = max(measurement_ms, int(200_000 / request_rate))
+        measurement_ms = max(measurement_ms, int(min_arrivals * 1000 / request_rate))
     try:
         return _run(model, url, input_data, load, what, measurement_ms, stability_pct, max_trials, timeout_s)
     except _Unstable:

@@ -2,7 +2,8 @@
 
 Inputs
 - Profiles: ``perf/profiles/<hardware>/<model>.json`` written by ``tritonrepo perf sweep`` (every config variant's
-  perf_analyzer rows: concurrency, throughput, client p95).
+  perf_analyzer rows: concurrency, throughput, client p95), with the capacity runs of ``tritonrepo plan --verify``
+  (``capacity_runs``), and joint profiles ``<hardware>/joint/<a>+<b>.json`` of co-located models (perf/capacity.py).
 - Catalog: ``perf/catalog/*.yaml`` (type, vCPUs, GPU, price with its source and date), optionally overridden by an
   AWS Price List offer file (``load_price_list``).
 - SLOs (YAML): a headroom factor and services; a service is one model, or several models co-located on the same
@@ -10,16 +11,28 @@ Inputs
 
 Capacity of one instance of a type for a model = the highest throughput among the measured (variant, load) rows whose
 p95 meets the target, on the type's hardware: the open-loop Poisson rates the server took (``perf_analyzer.usable``),
-or the closed-loop concurrency rows where no open-loop row qualifies (labelled). A CPU type without its own profile is
-*estimated* from the ``cpu`` profile, scaled linearly by vCPUs (p95 taken as measured); such options carry the
-estimate and its assumption. GPU types without a profile of their GPU are listed as unmeasured, never estimated.
-Count = ceil(sum over the service's models of peak x headroom / capacity): co-located models share an instance's
-capacity in proportion to their load (an assumption: it ignores interference between models, which a co-located sweep
-would measure). Options are ranked by $/hour; types without a price are listed, unranked.
+or the closed-loop concurrency rows where no open-loop row qualifies (labelled). Capacity runs of that variant at that
+target are repeated measurements of the same figure: the capacity is the range over them and the sweep's row, and the
+count is chosen at its low end. A CPU type without its own profile is *estimated* from the ``cpu`` profile, scaled
+linearly by vCPUs (p95 taken as measured); such options carry the estimate and its assumption. GPU types without a
+profile of their GPU are listed as unmeasured, never estimated.
+
+Co-located models: where a joint profile holds runs at the service's mix (shares within 10%, the same p95 targets),
+count = ceil(total peak x headroom / the joint capacity's low end), labelled measured; elsewhere the *additive*
+estimate, labelled: ceil(sum over the models of peak x headroom / capacity alone), which ignores interference between
+the models (measured here: see docs/capacity.md).
+
+p95 at the planned load: each model's p95 interpolated from its open-loop rows (joint rows for a measured mix) at the
+rate one instance gets at the peak, with the p95 taken as non-decreasing in the rate; below the lowest measured rate
+the lowest row's p95 is an upper bound. The headroom stays an input (the SLO file's): capacity is already the rate
+at the p95 target, so headroom only buys time for autoscaling in a spike, and ``tritonrepo perf simulate`` shows
+what each choice costs and how many minutes of a spike it keeps under the target.
+Options are ranked by $/hour; types without a price are listed, unranked.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -30,7 +43,7 @@ import yaml
 from tritonrepo.errors import TritonRepoError
 from tritonrepo.paths import ROOT
 
-from . import sweep
+from . import perf_analyzer, sweep
 from .sweep import load_label
 
 PROFILES = ROOT / "perf" / "profiles"
@@ -86,6 +99,13 @@ class Capacity:
     variant: str
     load: str  # the measured load level of that row ("c4", "poisson 300/s"), on the profiled hardware
     estimate: str | None = None  # the assumption, when not measured on this type's hardware
+    # the range of repeated measurements behind ``infer_per_s`` (its low end), on this type, and how many
+    low: float = 0.0
+    high: float = 0.0
+    runs: int = 1
+    scale: float = 1.0  # this type's capacity over the profiled machine's
+    machine_cores: int = 1  # vCPUs of the machine the profile was measured on
+    curve: tuple[tuple[float, float], ...] = ()  # (Poisson rate, p95 ms) on the profiled machine, this variant
 
 
 @dataclass(frozen=True)
@@ -96,6 +116,12 @@ class Option:
     capacities: tuple[Capacity, ...]
     utilisation: float  # load / (count x capacity), headroom included
     peak_rps: float
+    colocation: str | None = None  # co-located models: "measured: ..." (a joint profile) or "additive estimate: ..."
+    # the service's mix on the profiled machine: total req/s at the targets (low end) and its range
+    measured_capacity: float = 0.0
+    measured_range: tuple[float, float] = (0.0, 0.0)
+    machine_cores: int = 1
+    p95_planned: tuple[tuple[float, str] | None, ...] = ()  # per model: (p95 ms, "~" | "<=" | ">=") at the peak
 
     @property
     def usd_per_hour(self) -> float | None:
@@ -120,6 +146,28 @@ class Plan:
 
     def best(self, service: str) -> Option | None:
         return (self.options.get(service) or [None])[0]
+
+    @property
+    def feasible(self) -> bool:
+        """Every service has an option (priced or not)."""
+        return all(self.options[s] or self.unpriced[s] for s in self.options)
+
+    def to_json(self) -> dict:
+        return {"headroom": self.headroom, "feasible": self.feasible, "services": {
+            name: {"options": [_option_json(o) for o in self.options[name]],
+                   "unpriced": [_option_json(o) for o in self.unpriced[name]],
+                   "infeasible": self.infeasible[name]} for name in self.options}}
+
+
+def _option_json(o: Option) -> dict:
+    return {"instance": o.instance.name, "platform": o.instance.platform, "count": o.count,
+            "usd_per_hour": o.usd_per_hour, "usd_per_million": o.usd_per_million, "utilisation": round(o.utilisation, 4),
+            "peak_rps": o.peak_rps, "colocation": o.colocation, "estimated": o.estimated,
+            "price_source": o.instance.source, "price_date": o.instance.source_date,
+            "models": [{"model": c.model, "variant": c.variant, "load": c.load, "capacity_per_instance": c.infer_per_s,
+                        "capacity_range": [c.low, c.high], "runs": c.runs, "p95_at_capacity_ms": c.p95_ms,
+                        "p95_at_planned_load_ms": p and p[0], "p95_at_planned_load_bound": p and p[1],
+                        "estimate": c.estimate} for c, p in zip(o.capacities, o.p95_planned)]}
 
 
 def load_catalog(path: Path = CATALOG) -> list[Instance]:
@@ -202,24 +250,108 @@ def _capacity(model: str, p95_ms: float, instance: Instance, profiles: Path) -> 
     if found is None:
         return f"no measured config of {model} meets p95 <= {p95_ms:g} ms on {instance.profile}"
     variant, row = found
-    scale, estimate = 1.0, None
     closed = None if row.get("request_rate") else (
         f"closed loop ({load_label(row)}): no open-loop rate measured within p95 {p95_ms:g} ms; Poisson arrivals at "
         "this throughput see a higher p95")
-    machine = profile.get("provenance", {}).get("machine") or {}
-    if instance.gpu is None:  # no cloud CPU type is the machine the cpu profile was measured on
-        measured = int(machine.get("cores") or 1)
-        scale = instance.vcpus / measured
-        estimate = (f"estimate: measured on {measured} vCPUs ({machine.get('cpu', '?')}), scaled x{scale:g} "
-                    "linearly in vCPUs, same per-vCPU speed assumed; p95 as measured")
-    elif instance.gpu_count > 1:
-        scale = instance.gpu_count
-        estimate = (f"estimate: measured on one {instance.gpu}, x{scale} for {scale} GPUs (one instance group per "
-                    "GPU, linear); p95 as measured")
+    scale, estimate, cores = _scaling(profile, instance)
     proxy = profile.get("proxy") and f"proxy config: {profile['proxy']}"  # not the config the target deploys
     estimate = "; ".join(filter(None, (estimate, closed, proxy))) or None
-    return Capacity(model=model, infer_per_s=row["infer_per_s"] * scale, p95_ms=row["p95_ms"], variant=variant,
-                    load=load_label(row), estimate=estimate)
+    runs = [r for r in profile.get("capacity_runs", []) if r["variants"].get(model) == variant
+            and r["p95_ms"].get(model) == p95_ms and r["capacity"] > 0]
+    measured = [row["infer_per_s"], *(r["capacity"] for r in runs)]
+    own = [(r["request_rate"], r["p95_ms"]) for v in profile["variants"] if v["variant"] == variant
+           for r in v["rows"] if r.get("request_rate") and perf_analyzer.usable(r)]
+    curve = own + [(r["total_rate"], r["models"][model]["p95_ms"]) for run in runs for r in run["rows"]]
+    return Capacity(model=model, infer_per_s=min(measured) * scale, p95_ms=row["p95_ms"], variant=variant,
+                    load=load_label(row), estimate=estimate, low=min(measured) * scale, high=max(measured) * scale,
+                    runs=len(measured), scale=scale, machine_cores=cores, curve=tuple(curve))
+
+
+def _scaling(profile: dict, instance: Instance) -> tuple[float, str | None, int]:
+    """This type's capacity over the profiled machine's, the assumption behind it, and the profiled vCPUs."""
+    machine = profile.get("provenance", {}).get("machine") or {}
+    measured = int(machine.get("cores") or 1)
+    if instance.gpu is None:  # no cloud CPU type is the machine the cpu profile was measured on
+        scale = instance.vcpus / measured
+        return scale, (f"estimate: measured on {measured} vCPUs ({machine.get('cpu', '?')}), scaled x{scale:g} "
+                       "linearly in vCPUs, same per-vCPU speed assumed; p95 as measured"), measured
+    if instance.gpu_count > 1:
+        return instance.gpu_count, (f"estimate: measured on one {instance.gpu}, x{instance.gpu_count} for "
+                                    f"{instance.gpu_count} GPUs (one instance group per GPU, linear); p95 as "
+                                    "measured"), measured
+    return 1.0, None, measured
+
+
+def joint_path(models: list[str], hardware: str, profiles: Path = PROFILES) -> Path:
+    return profiles / hardware / "joint" / f"{'+'.join(sorted(models))}.json"
+
+
+def joint_runs(svc: Service, chosen: list[str], hardware: str, profiles: Path = PROFILES) -> list[dict]:
+    """The joint profile's runs at this service's mix (shares within 10%, the same targets), in the configs of the
+    latest of them."""
+    path = joint_path(chosen, hardware, profiles)
+    if not path.exists():
+        return []
+    total = sum(m.peak_rps for m in svc.models)
+    want = {c: (m.peak_rps / total, m.p95_ms) for c, m in zip(chosen, svc.models)}
+    runs = [r for r in json.loads(path.read_text())["runs"] if r["capacity"] > 0 and set(r["shares"]) == set(want)
+            and all(abs(r["shares"][c] - share) <= 0.1 * share and r["p95_ms"][c] == p95
+                    for c, (share, p95) in want.items())]
+    return [r for r in runs if r["variants"] == runs[-1]["variants"]] if runs else []
+
+
+def p95_at(curve: tuple[tuple[float, float], ...], rate: float) -> tuple[float, str] | None:
+    """The p95 at ``rate`` on a measured (rate, p95) curve: linear between rows, p95 non-decreasing in the rate
+    (a running maximum over the rows, which are noisy); ``<=`` below the lowest row, ``>=`` past the highest."""
+    if not curve:
+        return None
+    rates, p95s = zip(*sorted(curve))
+    p95s = [max(p95s[: i + 1]) for i in range(len(p95s))]
+    if rate <= rates[0]:
+        return round(p95s[0], 1), "<="
+    if rate >= rates[-1]:
+        return round(p95s[-1], 1), ">="
+    i = next(i for i, r in enumerate(rates) if r >= rate)
+    w = (rate - rates[i - 1]) / ((rates[i] - rates[i - 1]) or 1)
+    return round(p95s[i - 1] + w * (p95s[i] - p95s[i - 1]), 1), "~"
+
+
+def _option(svc: Service, inst: Instance, caps: list[Capacity], headroom: float, profiles: Path) -> Option:
+    peaks = [m.peak_rps for m in svc.models]
+    total = sum(peaks)
+    alone = total / sum(p / c.infer_per_s for p, c in zip(peaks, caps))  # additive: the mix's rate at utilisation 1
+    runs = joint_runs(svc, [c.model for c in caps], inst.profile, profiles) if len(caps) > 1 else []
+    colocation = None
+    if runs:
+        scale = caps[0].scale
+        measured = [r["capacity"] for r in runs]
+        mix = min(measured) * scale
+        colocation = (f"measured: joint profile, {len(runs)} run(s), {min(measured):.0f}-{max(measured):.0f} req/s "
+                      f"in all on the profiled machine; the additive estimate was {alone / scale:.0f} req/s "
+                      f"({alone / mix - 1:+.0%})")
+        variants = runs[-1]["variants"]
+        caps = [dataclasses.replace(c, variant=variants[c.model], infer_per_s=mix * p / total,
+                                    low=mix * p / total, high=max(measured) * scale * p / total, runs=len(runs),
+                                    load=f"joint poisson {runs[-1]['rate']:g}/s",
+                                    curve=tuple((r["total_rate"] * p / total, r["models"][c.model]["p95_ms"])
+                                                for run in runs for r in run["rows"]))
+                for c, p in zip(caps, peaks)]
+        low, high = mix, max(measured) * scale
+    else:
+        if len(caps) > 1:
+            colocation = ("additive estimate: each model's capacity measured alone, shared in proportion to load; "
+                          "interference not measured (no joint profile at this mix)")
+        low, high = alone, total / sum(p / c.high for p, c in zip(peaks, caps))
+    count = max(1, math.ceil(total * headroom / low - 1e-9))
+    utilisation = sum(p / count / c.infer_per_s for p, c in zip(peaks, caps))  # at the peak, headroom excluded
+    # each model at the rate one instance gets at the peak: a measured mix on its joint curve (per model's rate);
+    # additively, its own curve at the instance's utilisation (its share of the CPU then is that of its rate alone)
+    planned = [p95_at(c.curve, (p / count if runs else utilisation * c.infer_per_s) / c.scale)
+               for p, c in zip(peaks, caps)]
+    return Option(service=svc.name, instance=inst, count=count, capacities=tuple(caps),
+                  utilisation=utilisation * headroom, peak_rps=total, colocation=colocation,
+                  measured_capacity=low / caps[0].scale, measured_range=(low / caps[0].scale, high / caps[0].scale),
+                  machine_cores=caps[0].machine_cores, p95_planned=tuple(planned))
 
 
 def plan(headroom: float, services: list[Service], catalog: list[Instance], profiles: Path = PROFILES) -> Plan:
@@ -232,10 +364,7 @@ def plan(headroom: float, services: list[Service], catalog: list[Instance], prof
             if missing:
                 why.append(f"{inst.name}: {'; '.join(missing)}")
                 continue
-            load = sum(m.peak_rps * headroom / c.infer_per_s for m, c in zip(svc.models, caps))
-            count = max(1, math.ceil(load - 1e-9))
-            option = Option(service=svc.name, instance=inst, count=count, capacities=tuple(caps),
-                            utilisation=load / count, peak_rps=sum(m.peak_rps for m in svc.models))
+            option = _option(svc, inst, caps, headroom, profiles)
             (priced if inst.usd_per_hour is not None else unpriced).append(option)
         priced.sort(key=lambda o: (o.usd_per_hour, o.estimated, o.instance.name))
         result.options[svc.name], result.unpriced[svc.name], result.infeasible[svc.name] = priced, unpriced, why
@@ -254,15 +383,16 @@ def report(result: Plan, services: list[Service], out: Path, profiles: Path = PR
     for svc in services:
         slo = ", ".join(f"{' or '.join(m.candidates)}: p95 <= {m.p95_ms:g} ms at {m.peak_rps:g} req/s"
                         for m in svc.models)
-        lines += [f"## {svc.name}", "", slo, "", "| rank | instance | count | config (per model) | predicted p95 ms | "
-                  "capacity req/s per instance | utilisation | $/hour | $ per million req | price source |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"## {svc.name}", "", slo, "", "| rank | instance | count | config (per model) | p95 ms at the "
+                  "planned load | capacity req/s per instance (range, runs) | utilisation | $/hour | "
+                  "$ per million req | price source |", "|---|---|---|---|---|---|---|---|---|---|"]
         for rank, o in enumerate(result.options[svc.name][:top], start=1):
             lines.append(_row(str(rank), o))
         for o in result.unpriced[svc.name]:
             lines.append(_row("unpriced", o))
-        estimates = {c.estimate for o in result.options[svc.name] + result.unpriced[svc.name]
-                     for c in o.capacities if c.estimate}
+        options = result.options[svc.name] + result.unpriced[svc.name]
+        estimates = {c.estimate for o in options for c in o.capacities if c.estimate}
+        estimates |= {f"co-location {o.colocation}" for o in options if o.colocation}
         lines += [""] + [f"- {e}" for e in sorted(estimates)]
         if result.infeasible[svc.name]:
             lines += ["", "Not planned:", ""] + [f"- {w}" for w in result.infeasible[svc.name]]
@@ -278,11 +408,20 @@ def report(result: Plan, services: list[Service], out: Path, profiles: Path = PR
 
 def _row(rank: str, o: Option) -> str:
     configs = "; ".join(f"{c.model} {c.variant} @ {c.load}" for c in o.capacities)
-    p95 = "; ".join(f"{c.p95_ms:.1f}" for c in o.capacities)
-    cap = "; ".join(f"{c.infer_per_s:.0f}" + (" (est.)" if c.estimate else "") for c in o.capacities)
+    p95 = "; ".join(planned_p95(p) for p in o.p95_planned)
+    cap = "; ".join(capacity_range(c) + (" (est.)" if c.estimate else "") for c in o.capacities)
     src = "-" if o.instance.source is None else f"{o.instance.source_kind}, {o.instance.source_date}"
     return (f"| {rank} | {o.instance.name} | {o.count} | {configs} | {p95} | {cap} | {o.utilisation:.0%} | "
             f"{_fmt_money(o.usd_per_hour)} | {_fmt_money(o.usd_per_million)} | {src} |")
+
+
+def planned_p95(p95: tuple[float, str] | None) -> str:
+    return "-" if p95 is None else f"{'' if p95[1] == '~' else p95[1]}{p95[0]:.1f}"
+
+
+def capacity_range(c: Capacity) -> str:
+    spread = f"-{c.high:.0f}" if round(c.high) != round(c.low) else ""
+    return f"{c.low:.0f}{spread} ({c.runs})"
 
 
 def _plot(model: str, p95_ms: float, folder: Path, profiles: Path) -> Path | None:

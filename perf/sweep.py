@@ -211,17 +211,20 @@ def sweep_variant(client, server_url: str, plan: SweepPlan, variant: Variant, da
     return rows
 
 
-def capacity_search(measure, closed_best: float, saturation: float, p95_bound_ms: float, probes: int) -> float:
+def capacity_search(measure, closed_best: float, saturation: float, p95_bound_ms: float, probes: int,
+                    ok=None, start: float | None = None) -> float:
     """The highest Poisson rate served within the bound (p95 within it, the rate delivered: ``usable``), as MLPerf's
     server scenario searches for it: a first rate at 75% of the closed-loop best within the bound (open loop gives
     15-46% less here), up by 25% while rates pass (never past the closed loop's saturation throughput, which no
     arrival rate can beat), then halving the bracket, until it is within 5% or ``probes`` rates were measured.
-    ``measure(rate)`` returns the row (None: no measurement, a failure). Returns the highest passing rate (0: none)."""
+    ``measure(rate)`` returns the row (None: no measurement, a failure). Returns the highest passing rate (0: none).
+    ``ok(row)`` replaces the pass test (a mix of models: each within its own target); ``start`` the first rate."""
     passed, failed = 0.0, None
-    rate = round(0.75 * closed_best, 1)
+    rate = round(start or 0.75 * closed_best, 1)
+    ok = ok or (lambda row: row["p95_ms"] <= p95_bound_ms and perf_analyzer.usable(row))
     for _ in range(probes):
         row = measure(rate)
-        if row is not None and row["p95_ms"] <= p95_bound_ms and perf_analyzer.usable(row):
+        if row is not None and ok(row):
             passed = rate
         else:
             failed = rate

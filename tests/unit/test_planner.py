@@ -163,3 +163,74 @@ def test_open_loop_rows_plan_when_they_qualify_and_only_when_delivered(profiles)
     rate["infer_per_s"] = 600  # the server did not take the rate offered: not that rate's p95
     path.write_text(json.dumps(profile))
     assert planner.capacity(ModelSlo(model="m", p95_ms=30, peak_rps=1), t4, profiles).load == "c8"
+
+
+def _run(shares, capacity, *, variants, p95, rows=()):
+    """A capacity run as perf/capacity.py records it (rows: (total rate, {model: p95 ms}))."""
+    return {"shares": shares, "capacity": capacity, "rate": capacity, "p95_ms": p95, "variants": variants,
+            "rows": [{"total_rate": r, "ok": True, "models": {m: {"p95_ms": v} for m, v in ps.items()}}
+                     for r, ps in rows]}
+
+
+def test_repeated_capacity_runs_give_a_range_and_the_count_takes_its_low_end(profiles):
+    path = profiles / "cpu" / "m.json"
+    profile = json.loads(path.read_text())
+    profile["capacity_runs"] = [_run({"m": 1.0}, c, variants={"m": "fast"}, p95={"m": 30},
+                                     rows=[(60, {"m": 12}), (100, {"m": 20})]) for c in (120, 140)]
+    profile["capacity_runs"].append(_run({"m": 1.0}, 10, variants={"m": "slow"}, p95={"m": 30}))  # another config
+    path.write_text(json.dumps(profile))
+    cap = planner.capacity(ModelSlo(model="m", p95_ms=30, peak_rps=1), _inst("c", 1, vcpus=2), profiles)
+    assert (cap.low, cap.high, cap.runs, cap.infer_per_s) == (120, 150, 3, 120)  # the sweep's row + 2 runs
+    svc = [Service(name="s", models=(ModelSlo(model="m", p95_ms=30, peak_rps=260),))]
+    option = planner.plan(1.0, svc, [_inst("c", 1, vcpus=2)], profiles).best("s")
+    assert option.count == 3 and option.measured_range == pytest.approx((120, 150))  # 260 / 150 would say 2
+    svc = [Service(name="s", models=(ModelSlo(model="m", p95_ms=30, peak_rps=160),))]
+    option = planner.plan(1.0, svc, [_inst("c", 1, vcpus=2)], profiles).best("s")
+    assert option.count == 2 and option.p95_planned == ((16.0, "~"),)  # 80/s: halfway along the runs' rows
+    assert planner.p95_at(((60, 12), (100, 20)), 30) == (12, "<=") and planner.p95_at((), 1) is None
+    assert planner.p95_at(((60, 12), (80, 9), (100, 20)), 200) == (20, ">=")
+    assert planner.p95_at(((60, 12), (80, 9), (100, 20)), 70) == (12, "~")  # noise never lowers the curve
+
+
+def test_a_joint_profile_at_the_mix_replaces_the_additive_estimate(profiles):
+    catalog = [_inst("cpu4", 0.2, vcpus=4)]  # alone: m 300/s, e 40/s at p95 <= 30 (x2 vCPUs)
+    svc = [Service(name="both", models=(ModelSlo(model="m", p95_ms=30, peak_rps=150),
+                                        ModelSlo(model="e", p95_ms=30, peak_rps=50)))]
+    additive = planner.plan(1.0, svc, catalog, profiles).best("both")
+    assert additive.count == 2 and additive.colocation.startswith("additive estimate")
+    path = planner.joint_path(["m", "e"], "cpu", profiles)
+    path.parent.mkdir()
+    runs = [_run({"m": 0.74, "e": 0.26}, c, variants={"m": "fast", "e": "x"}, p95={"m": 30, "e": 30},
+                 rows=[(20, {"m": 10, "e": 20}), (40, {"m": 20, "e": 30})]) for c in (40, 44)]
+    runs.append(_run({"m": 0.5, "e": 0.5}, 400, variants={"m": "fast", "e": "x"}, p95={"m": 30, "e": 30}))  # other mix
+    path.write_text(json.dumps({"models": ["e", "m"], "runs": runs}))
+    joint = planner.plan(1.0, svc, catalog, profiles).best("both")
+    assert joint.count == 3 and joint.measured_range == pytest.approx((40, 44))  # 200 / (40 x 2 vCPU scale) = 2.5
+    assert joint.colocation.startswith("measured: joint profile, 2 run(s), 40-44 req/s")
+    assert [round(c.infer_per_s) for c in joint.capacities] == [60, 20]  # 80/s in the SLO's ratio 3:1
+    assert joint.p95_planned == ((16.7, "~"), (26.7, "~"))  # 33.3/s in all per profiled machine, on the joint rows
+
+
+def test_the_plan_as_json_and_the_exit_code_when_a_service_cannot_be_met(profiles, tmp_path):
+    from typer.testing import CliRunner
+
+    from tritonrepo.cli import app
+
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text("instances:\n  - {name: c4, platform: ec2, vcpus: 4, memory_gib: 8, gpu: null, gpu_count: 0, "
+                       "profile: cpu, usd_per_hour: 0.2, source: test, source_date: '2026', source_kind: test}\n")
+    slo = tmp_path / "slo.yaml"
+    slo.write_text("services:\n  - name: ok\n    models: {m: {p95_ms: 30, peak_rps: 100}}\n")
+    args = ["plan", "--slo", str(slo), "--catalog", str(catalog), "--profiles", str(profiles),
+            "--report", str(tmp_path / "plan.md")]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    option = plan["services"]["ok"]["options"][0]
+    assert plan["feasible"] and option["instance"] == "c4" and option["count"] == 1
+    assert option["models"][0]["capacity_range"] == [300, 300] and option["models"][0]["variant"] == "fast"
+    slo.write_text("services:\n  - name: ok\n    models: {m: {p95_ms: 30, peak_rps: 100}}\n"
+                   "  - name: never\n    models: {m: {p95_ms: 1, peak_rps: 100}}\n")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "never: no priced instance type meets the SLO" in result.output
+    assert not json.loads(CliRunner().invoke(app, [*args, "--json"]).output)["feasible"]
