@@ -343,7 +343,7 @@ def _option(svc: Service, inst: Instance, caps: list[Capacity], headroom: float,
                           "interference not measured (no joint profile at this mix)")
         low, high = alone, total / sum(p / c.high for p, c in zip(peaks, caps))
     count = max(1, math.ceil(total * headroom / low - 1e-9))
-    utilisation = sum(p / count / c.infer_per_s for p, c in zip(peaks, caps))  # at the peak, headroom excluded
+    utilisation = total / (count * low)  # at the peak, headroom excluded
     # each model at the rate one instance gets at the peak: a measured mix on its joint curve (per model's rate);
     # additively, its own curve at the instance's utilisation (its share of the CPU then is that of its rate alone)
     planned = [p95_at(c.curve, (p / count if runs else utilisation * c.infer_per_s) / c.scale)

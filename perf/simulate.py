@@ -87,6 +87,12 @@ def _rows(profile: dict, variant: str) -> list[dict]:
     raise SimulationError(f"no variant {variant!r} in the profile; it has {names}")
 
 
+def _open_rows(rows: list[dict]) -> list[dict]:
+    """The open-loop rows the server kept up with, by rate."""
+    return sorted((r for r in rows if r.get("request_rate") and r.get("open_loop", True)
+                   and r["infer_per_s"] >= 0.85 * r["request_rate"]), key=lambda r: r["request_rate"])
+
+
 @dataclass(frozen=True, kw_only=True)
 class InstanceModel:
     """One instance: ``servers`` parallel servers with lognormal service times (median ``median_s``, log-sd
@@ -131,13 +137,40 @@ class InstanceModel:
         return cls(variant=variant, median_s=median, sigma=sigma, servers=max(1, round(k * vcpu_scale)),
                    measured_servers=k, vcpu_scale=vcpu_scale)
 
-    def fit(self, profile: dict, requests: int = 40_000, seed: int = 0) -> list[dict]:
+    @classmethod
+    def fitted(cls, profile: dict, variant: str, vcpu_scale: float = 1.0, rows: tuple[dict, ...] = (),
+               requests: int = 20_000, seed: int = 0) -> InstanceModel:
+        """``from_profile``'s service-time shape (c=1), then the servers k (1-6) and a factor on the service times
+        (1-4: they grow under load, as the profiles' server compute times show) that reproduce the measured open-loop
+        p95 curve best (least squares in log p95, common random numbers), among those whose saturation is above every
+        throughput measured. ``rows``: more open-loop rows of the variant (the capacity runs of plan --verify).
+        Needs two open-loop rows; with fewer, ``from_profile``'s model."""
+        base = cls.from_profile(profile, variant, vcpu_scale)
+        measured = _open_rows([*_rows(profile, variant), *rows])
+        if len(measured) < 2:
+            return base
+        rng = np.random.default_rng(seed)
+        gaps, shape = rng.exponential(1.0, requests), np.exp(base.sigma * rng.standard_normal(requests))
+        top = max(r["infer_per_s"] for r in _rows(profile, variant) + measured)
+        best = (math.inf, base)
+        for k in range(1, 7):
+            for factor in np.arange(1.0, 4.01, 0.1):
+                model = replace(base, median_s=base.median_s * factor, servers=max(1, round(k * vcpu_scale)),
+                                measured_servers=k)
+                if k / model.mean_s <= top:
+                    continue
+                error = sum(math.log(np.percentile(fifo_sojourn(np.cumsum(gaps / r["request_rate"]),
+                                                                model.median_s * shape, k), 95) * 1e3 / r["p95_ms"])
+                            ** 2 for r in measured)
+                best = min(best, (error, model), key=lambda b: b[0])
+        return best[1]
+
+    def fit(self, profile: dict, requests: int = 40_000, seed: int = 0, rows: tuple[dict, ...] = ()) -> list[dict]:
         """Measured against modelled p50/p95 at each open-loop rate of the variant, on the measured machine
         (``measured_servers``), ``requests`` Poisson arrivals per rate."""
         rng = np.random.default_rng(seed)
         table = []
-        for row in sorted((r for r in _rows(profile, self.variant) if r.get("request_rate")),
-                          key=lambda r: r["request_rate"]):
+        for row in _open_rows([*_rows(profile, self.variant), *rows]):
             rate = row["request_rate"]
             arrivals = np.cumsum(rng.exponential(1 / rate, requests))
             sojourn = fifo_sojourn(arrivals, self.service_times(rng, requests), self.measured_servers) * 1e3
@@ -282,23 +315,27 @@ def simulate(trace: Trace, model: InstanceModel, policy: Policy, count: int, p95
 def study(*, model_name: str, profile: dict, variant: str, capacity_rps: float, vcpu_scale: float, peak_rps: float,
           p95_target_ms: float, usd_per_hour: float | None, plan_headroom: float,
           headrooms: tuple[float, ...] = HEADROOMS, trace: Trace | None = None, startup_s: int = 360,
-          out_dir: Path, seed: int = 0) -> dict:
+          out_dir: Path, seed: int = 0, rows: tuple[dict, ...] = (), max_factors: tuple[float, ...] = (2.0,)) -> dict:
     """Simulate the spike for each headroom h (the plan's included): count = ceil(peak x h / capacity), the policy
     ``deploy.package_sagemaker`` emits for it, and the trace with ``steady_rps`` = ``peak_rps`` (the SLO's peak is
     the steady daily peak; the spike goes ``factor`` x above it). Writes ``simulation-<model>.json`` and ``.png``."""
-    model = InstanceModel.from_profile(profile, variant, vcpu_scale)
-    calibration = model.fit(profile, seed=seed)
+    model = InstanceModel.fitted(profile, variant, vcpu_scale, rows, seed=seed)
+    calibration = model.fit(profile, seed=seed, rows=rows)
     trace = replace(trace or Trace(steady_rps=peak_rps), steady_rps=peak_rps)
     results = []
     for h in sorted({*headrooms, plan_headroom}):
         count = max(1, math.ceil(peak_rps * h / capacity_rps - 1e-9))
-        policy = Policy.emitted(capacity_rps, h, count, startup_s=startup_s)
-        log.info("simulating headroom %s: %s instances, TargetValue %s", h, count, policy.target_value)
-        results.append({"headroom": h, "plan": h == plan_headroom,
-                        **simulate(trace, model, policy, count, p95_target_ms, usd_per_hour, seed=seed)})
+        for factor in max_factors:  # MaxCapacity = factor x count (package_sagemaker emits 2x unless told)
+            policy = Policy.emitted(capacity_rps, h, count, max_capacity=math.ceil(factor * count),
+                                    startup_s=startup_s)
+            log.info("simulating headroom %s, max %s: %s instances, TargetValue %s", h, policy.max_capacity, count,
+                     policy.target_value)
+            results.append({"headroom": h, "plan": h == plan_headroom and factor == max_factors[0],
+                            **simulate(trace, model, policy, count, p95_target_ms, usd_per_hour, seed=seed)})
     out = {"inputs": {"model": model_name, "variant": variant, "capacity_rps": capacity_rps, "vcpu_scale": vcpu_scale,
                       "peak_rps": peak_rps, "p95_target_ms": p95_target_ms, "usd_per_hour": usd_per_hour,
-                      "plan_headroom": plan_headroom, "startup_s": startup_s, "seed": seed, "trace": asdict(trace)},
+                      "plan_headroom": plan_headroom, "startup_s": startup_s, "seed": seed, "trace": asdict(trace),
+                      "max_factors": list(max_factors)},
            "model": {**asdict(model), "mean_ms": round(model.mean_s * 1e3, 3),
                      "capacity_rps": round(model.capacity_rps, 1)},
            "assumptions": list(ASSUMPTIONS), "calibration": calibration, "results": results}
@@ -343,7 +380,8 @@ def _plot(trace: Trace, results: list[dict], p95_target_ms: float, path: Path, t
     load.set(ylabel="offered req/s (service)", title=title)
     for r in results:
         x = np.array([m["minute"] for m in r["minutes"]])
-        label = f"headroom {r['headroom']:g}{' (plan)' if r['plan'] else ''}: {r['count']} inst."
+        label = (f"headroom {r['headroom']:g}{' (plan)' if r['plan'] else ''}: {r['count']} inst., max "
+                 f"{r['policy']['max_capacity']}")
         lat.plot(x + 0.5, [m["p95_ms"] for m in r["minutes"]], marker="o", ms=3, label=label)
         inst.step(x + 1, [m["in_service"] for m in r["minutes"]], where="pre", label=label)  # at each minute's end
     lat.axhline(p95_target_ms, color="red", ls="--", lw=1, label=f"p95 target {p95_target_ms:g} ms")

@@ -643,6 +643,7 @@ def plan(slo: Path = typer.Option(..., "--slo", help="SLO YAML (perf/slos/exampl
                                      "--profiles)."),
          measurement_ms: int = typer.Option(3000, help="With --verify: perf_analyzer window (at least)."),
          probes: int = typer.Option(6, help="With --verify: rates tried per capacity search."),
+         min_arrivals: int = typer.Option(200, help="With --verify: arrivals a window holds at least (all models)."),
          out: Path = typer.Option(paths.RUNS / "plan" / "verify.json", help="With --verify: the report JSON."),
          repository: Path = typer.Option(paths.MODEL_REPOSITORY, "--repository", "-r",
                                          help="With --verify: the model repository served.")):
@@ -652,7 +653,8 @@ def plan(slo: Path = typer.Option(..., "--slo", help="SLO YAML (perf/slos/exampl
 
     try:
         if verify:
-            return _verify_plan(slo, tuple(service or ()), profiles, repeats, measurement_ms, probes, out, repository)
+            return _verify_plan(slo, tuple(service or ()), profiles, repeats, measurement_ms, probes, min_arrivals, out,
+                                repository)
         instances = planner.load_catalog(catalog or planner.CATALOG)
         if price_list:
             instances = planner.load_price_list(price_list, instances)
@@ -698,13 +700,13 @@ def _print_plan(result, services, top: int) -> None:
 
 
 def _verify_plan(slo: Path, services: tuple[str, ...], profiles: Path, repeats: int, measurement_ms: int,
-                 probes: int, out: Path, repository: Path) -> None:
+                 probes: int, min_arrivals: int, out: Path, repository: Path) -> None:
     from rich.table import Table
 
     from .perf import capacity
 
     result = capacity.verify(slo, services, profiles=profiles, repeats=repeats, measurement_ms=measurement_ms,
-                             probes=probes, repository=repository)
+                             probes=probes, min_arrivals=min_arrivals, repository=repository)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     pct = lambda e: "-" if e is None else f"{e:+.0%}"  # noqa: E731
@@ -728,6 +730,54 @@ def _verify_plan(slo: Path, services: tuple[str, ...], profiles: Path, repeats: 
     typer.echo(f"report: {out}")
     if not result["passed"] or not all(s["meets_slo_at_planned_load"] for s in result["services"]):
         raise typer.Exit(1)
+
+
+@perf_app.command("simulate")
+def perf_simulate(slo: Path = typer.Option(..., "--slo", help="SLO YAML naming the service."),
+                  service: str = typer.Option(..., help="A one-model service of the SLO file."),
+                  profiles: Path = typer.Option(paths.ROOT / "perf" / "profiles", help="Profiles root folder."),
+                  startup_s: int = typer.Option(360, help="Seconds from launch until a new instance serves."),
+                  factor: float = typer.Option(5.0, help="The spike: this many times the steady peak..."),
+                  ramp_s: int = typer.Option(60, help="...reached in this many seconds..."),
+                  hold_s: int = typer.Option(600, help="...and held this long."),
+                  headroom: Optional[list[float]] = typer.Option(None, "--headroom",
+                                                                 help="Headroom choices (default 1, 1.15, 1.3, 1.5, 2)."),
+                  out: Path = typer.Option(paths.RUNS / "plan", help="Folder for the JSON and the plot.")):
+    """A breaking-news spike against the plan's cheapest option and the autoscaling policy `package sagemaker` emits
+    for it: minutes over the p95 target and cost, for the plan's headroom and other choices (MaxCapacity 2x the count,
+    as emitted, and the spike's factor x)."""
+    from .perf import planner, simulate
+
+    try:
+        plan_headroom, services = planner.load_slos(slo)
+        svc = next((s for s in services if s.name == service), None)
+        if svc is None or len(svc.models) != 1:
+            raise planner.PlanError(f"{slo}: no one-model service {service!r} (has {[s.name for s in services]})")
+        result = planner.plan(plan_headroom, [svc], planner.load_catalog(), profiles)
+        option = result.best(service)
+        if option is None:
+            raise planner.PlanError(f"{service}: no priced option to simulate")
+        cap, slo_model = option.capacities[0], svc.models[0]
+        profile = planner.load_profile(cap.model, option.instance.profile, profiles)
+        rows = tuple(row["models"][cap.model] for run in profile.get("capacity_runs", [])
+                     if run["variants"].get(cap.model) == cap.variant for row in run["rows"])
+        if rows:  # the verify runs' open-loop rows are the curve of the days the capacity range comes from
+            profile = {**profile, "variants": [{**v, "rows": [r for r in v["rows"] if not r.get("request_rate")]}
+                                               for v in profile["variants"]]}
+        trace = simulate.Trace(steady_rps=slo_model.peak_rps, factor=factor, ramp_s=ramp_s, hold_s=hold_s)
+        r = simulate.study(model_name=f"{service}-{option.instance.name}", profile=profile, variant=cap.variant,
+                           capacity_rps=cap.infer_per_s, vcpu_scale=cap.scale, peak_rps=slo_model.peak_rps,
+                           p95_target_ms=slo_model.p95_ms, usd_per_hour=option.instance.usd_per_hour,
+                           plan_headroom=plan_headroom, headrooms=tuple(headroom or simulate.HEADROOMS),
+                           trace=trace, startup_s=startup_s, out_dir=out, rows=rows, max_factors=(2.0, factor),
+                           )
+    except TritonRepoError as e:
+        _fail(e)
+    typer.echo(f"{service} on {option.instance.name} ({cap.model} {cap.variant}, {cap.infer_per_s:.0f} req/s per "
+               f"instance at p95 <= {slo_model.p95_ms:g} ms): a x{factor:g} spike in {ramp_s} s, held {hold_s} s, "
+               f"instances serving {startup_s} s after launch\n\n{r['markdown']}\n\nthe model against the measured "
+               f"open-loop rows ({r['model']['measured_servers']} servers, mean service {r['model']['mean_ms']} ms on "
+               f"the profiled machine):\n\n{r['calibration_markdown']}\n\nJSON: {r['json']}\nplot: {r['png']}")
 
 
 @perf_app.command("soak")

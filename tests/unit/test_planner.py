@@ -208,6 +208,7 @@ def test_a_joint_profile_at_the_mix_replaces_the_additive_estimate(profiles):
     assert joint.count == 3 and joint.measured_range == pytest.approx((40, 44))  # 200 / (40 x 2 vCPU scale) = 2.5
     assert joint.colocation.startswith("measured: joint profile, 2 run(s), 40-44 req/s")
     assert [round(c.infer_per_s) for c in joint.capacities] == [60, 20]  # 80/s in the SLO's ratio 3:1
+    assert joint.utilisation == pytest.approx(200 / (3 * 80))
     assert joint.p95_planned == ((16.7, "~"), (26.7, "~"))  # 33.3/s in all per profiled machine, on the joint rows
 
 

@@ -74,6 +74,23 @@ def test_instance_model_calibrates_on_c1_and_saturation_throughput():
         InstanceModel.from_profile(_profile(), "missing")
 
 
+def test_fitted_model_recovers_servers_and_slowdown_from_an_open_loop_curve():
+    closed = {**_profile(), "variants": [{"variant": "v", "rows": _profile()["variants"][0]["rows"][:2]}]}
+    base = InstanceModel.from_profile(closed, "v")
+    truth = InstanceModel(variant="v", median_s=base.median_s * 1.2, sigma=base.sigma, servers=3, measured_servers=3)
+    rng = np.random.default_rng(7)
+    rows = []
+    for rate in (40.0, 70.0, 90.0):  # what 3 servers, each 1.2x slower than alone, would measure open loop
+        sojourn = fifo_sojourn(np.cumsum(rng.exponential(1 / rate, 40_000)), truth.service_times(rng, 40_000), 3)
+        rows.append({"request_rate": rate, "open_loop": True, "infer_per_s": rate,
+                     "p50_ms": float(np.percentile(sojourn, 50) * 1e3), "p95_ms": float(np.percentile(sojourn, 95) * 1e3)})
+    fitted = InstanceModel.fitted(closed, "v", vcpu_scale=2, rows=tuple(rows))
+    assert (fitted.measured_servers, fitted.servers) == (3, 6)
+    assert fitted.median_s == pytest.approx(truth.median_s, rel=0.1)
+    assert all(abs(f["model_p95_ms"] / f["measured_p95_ms"] - 1) < 0.15 for f in fitted.fit(closed, rows=tuple(rows)))
+    assert InstanceModel.fitted(closed, "v") == base  # no open-loop row: the c=1 shape and Little's law alone
+
+
 def test_trace_ramps_holds_and_decays():
     trace = Trace(steady_rps=100, spike_at_s=600, factor=5, ramp_s=60, hold_s=600, decay_s=300)
     assert trace.rate(0) == trace.rate(600) == 100
