@@ -198,7 +198,8 @@ def verify(slo_file: Path, names: tuple[str, ...] = (), *, hardware: str = "cpu"
     """Plan each service on ``hardware``'s instance types, then on this machine: start the real server with the
     configs the plan chose, measure the mix's capacity ``repeats`` times (each run recorded into the profiles, for the
     next plan) and the p95 at the rates the plan gives one instance (scaled to this machine's cores), and report both
-    against the plan's predictions made before these runs."""
+    against the plan's predictions made before these runs: its capacity estimate (the median of the measurements it
+    holds; the count was sized on their low end) and its p95 at the planned load."""
     headroom, services = planner.load_slos(slo_file)
     unknown = set(names) - {s.name for s in services}
     if unknown:
@@ -216,7 +217,7 @@ def verify(slo_file: Path, names: tuple[str, ...] = (), *, hardware: str = "cpu"
                                     + "; ".join(predicted.infeasible[svc.name][:3]))
         parts = _parts(option, svc)
         here = cores / option.machine_cores  # this machine against the one the profiles were measured on
-        capacity_here = option.measured_capacity * here
+        capacity_here = option.measured_central * here  # the estimate; the count was sized on the low end
         planned_here = sum(m.peak_rps for m in svc.models) / option.count * cores / option.instance.vcpus
         runs, planned = _measure(parts, capacity_here, planned_here, target, repository, repeats, measurement_ms,
                                  probes, min_arrivals)
@@ -272,7 +273,7 @@ def _judge(svc, option, parts, runs, planned, capacity_here, planned_here) -> di
     return {
         "service": svc.name, "instance": option.instance.name, "count": option.count,
         "colocation": option.colocation, "capacity_predicted": round(capacity_here, 1),
-        "capacity_range_predicted": [round(x * capacity_here / option.measured_capacity, 1)
+        "capacity_range_predicted": [round(x * capacity_here / option.measured_central, 1)
                                      for x in option.measured_range],
         "capacity_measured": [r["capacity"] for r in runs], "capacity_error": capacity_error,
         "planned_rate": round(planned_here, 1), "models": models,

@@ -12,8 +12,8 @@ Inputs
 Capacity of one instance of a type for a model = the highest throughput among the measured (variant, load) rows whose
 p95 meets the target, on the type's hardware: the open-loop Poisson rates the server took (``perf_analyzer.usable``),
 or the closed-loop concurrency rows where no open-loop row qualifies (labelled). Capacity runs of that variant at that
-target are repeated measurements of the same figure: the capacity is the range over them and the sweep's row, and the
-count is chosen at its low end. A CPU type without its own profile is *estimated* from the ``cpu`` profile, scaled
+target are repeated measurements of the same figure, which supersede the sweep's one search: the capacity is the range
+over them, the count is chosen at its low end, and their median is the estimate ``plan --verify`` judges. A CPU type without its own profile is *estimated* from the ``cpu`` profile, scaled
 linearly by vCPUs (p95 taken as measured); such options carry the estimate and its assumption. GPU types without a
 profile of their GPU are listed as unmeasured, never estimated.
 
@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,6 +103,7 @@ class Capacity:
     # the range of repeated measurements behind ``infer_per_s`` (its low end), on this type, and how many
     low: float = 0.0
     high: float = 0.0
+    central: float = 0.0  # their median: the estimate verify judges (the count is sized on ``low``)
     runs: int = 1
     scale: float = 1.0  # this type's capacity over the profiled machine's
     machine_cores: int = 1  # vCPUs of the machine the profile was measured on
@@ -120,6 +122,7 @@ class Option:
     # the service's mix on the profiled machine: total req/s at the targets (low end) and its range
     measured_capacity: float = 0.0
     measured_range: tuple[float, float] = (0.0, 0.0)
+    measured_central: float = 0.0  # the median of the measurements (additively: of each model's)
     machine_cores: int = 1
     p95_planned: tuple[tuple[float, str] | None, ...] = ()  # per model: (p95 ms, "~" | "<=" | ">=") at the peak
 
@@ -161,7 +164,8 @@ class Plan:
 
 def _option_json(o: Option) -> dict:
     return {"instance": o.instance.name, "platform": o.instance.platform, "count": o.count,
-            "usd_per_hour": o.usd_per_hour, "usd_per_million": o.usd_per_million, "utilisation": round(o.utilisation, 4),
+            "usd_per_hour": o.usd_per_hour, "usd_per_million": o.usd_per_million,
+            "utilisation": round(o.utilisation, 4),
             "peak_rps": o.peak_rps, "colocation": o.colocation, "estimated": o.estimated,
             "price_source": o.instance.source, "price_date": o.instance.source_date,
             "models": [{"model": c.model, "variant": c.variant, "load": c.load, "capacity_per_instance": c.infer_per_s,
@@ -258,12 +262,14 @@ def _capacity(model: str, p95_ms: float, instance: Instance, profiles: Path) -> 
     estimate = "; ".join(filter(None, (estimate, closed, proxy))) or None
     runs = [r for r in profile.get("capacity_runs", []) if r["variants"].get(model) == variant
             and r["p95_ms"].get(model) == p95_ms and r["capacity"] > 0]
-    measured = [row["infer_per_s"], *(r["capacity"] for r in runs)]
+    # runs of this config at this target supersede the sweep's one search (another day, maybe another stack)
+    measured = [r["capacity"] for r in runs] or [row["infer_per_s"]]
     own = [(r["request_rate"], r["p95_ms"]) for v in profile["variants"] if v["variant"] == variant
            for r in v["rows"] if r.get("request_rate") and perf_analyzer.usable(r)]
     curve = own + [(r["total_rate"], r["models"][model]["p95_ms"]) for run in runs for r in run["rows"]]
     return Capacity(model=model, infer_per_s=min(measured) * scale, p95_ms=row["p95_ms"], variant=variant,
                     load=load_label(row), estimate=estimate, low=min(measured) * scale, high=max(measured) * scale,
+                    central=statistics.median(measured) * scale,
                     runs=len(measured), scale=scale, machine_cores=cores, curve=tuple(curve))
 
 
@@ -320,28 +326,29 @@ def _option(svc: Service, inst: Instance, caps: list[Capacity], headroom: float,
     peaks = [m.peak_rps for m in svc.models]
     total = sum(peaks)
     alone = total / sum(p / c.infer_per_s for p, c in zip(peaks, caps))  # additive: the mix's rate at utilisation 1
+    alone_central = total / sum(p / c.central for p, c in zip(peaks, caps))
     runs = joint_runs(svc, [c.model for c in caps], inst.profile, profiles) if len(caps) > 1 else []
     colocation = None
     if runs:
         scale = caps[0].scale
         measured = [r["capacity"] for r in runs]
         mix = min(measured) * scale
+        low, high, central = mix, max(measured) * scale, statistics.median(measured) * scale
         colocation = (f"measured: joint profile, {len(runs)} run(s), {min(measured):.0f}-{max(measured):.0f} req/s "
-                      f"in all on the profiled machine; the additive estimate was {alone / scale:.0f} req/s "
-                      f"({alone / mix - 1:+.0%})")
+                      f"in all on the profiled machine (median {central / scale:.0f}); the additive estimate from the "
+                      f"models alone was {alone_central / scale:.0f} req/s ({alone_central / central - 1:+.0%})")
         variants = runs[-1]["variants"]
-        caps = [dataclasses.replace(c, variant=variants[c.model], infer_per_s=mix * p / total,
-                                    low=mix * p / total, high=max(measured) * scale * p / total, runs=len(runs),
+        caps = [dataclasses.replace(c, variant=variants[c.model], infer_per_s=mix * p / total, low=mix * p / total,
+                                    high=high * p / total, central=central * p / total, runs=len(runs),
                                     load=f"joint poisson {runs[-1]['rate']:g}/s",
                                     curve=tuple((r["total_rate"] * p / total, r["models"][c.model]["p95_ms"])
                                                 for run in runs for r in run["rows"]))
                 for c, p in zip(caps, peaks)]
-        low, high = mix, max(measured) * scale
     else:
         if len(caps) > 1:
             colocation = ("additive estimate: each model's capacity measured alone, shared in proportion to load; "
                           "interference not measured (no joint profile at this mix)")
-        low, high = alone, total / sum(p / c.high for p, c in zip(peaks, caps))
+        low, high, central = alone, total / sum(p / c.high for p, c in zip(peaks, caps)), alone_central
     count = max(1, math.ceil(total * headroom / low - 1e-9))
     utilisation = total / (count * low)  # at the peak, headroom excluded
     # each model at the rate one instance gets at the peak: a measured mix on its joint curve (per model's rate);
@@ -351,6 +358,7 @@ def _option(svc: Service, inst: Instance, caps: list[Capacity], headroom: float,
     return Option(service=svc.name, instance=inst, count=count, capacities=tuple(caps),
                   utilisation=utilisation * headroom, peak_rps=total, colocation=colocation,
                   measured_capacity=low / caps[0].scale, measured_range=(low / caps[0].scale, high / caps[0].scale),
+                  measured_central=central / caps[0].scale,
                   machine_cores=caps[0].machine_cores, p95_planned=tuple(planned))
 
 

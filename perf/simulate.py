@@ -28,6 +28,8 @@ import numpy as np
 
 from tritonrepo.errors import TritonRepoError
 
+from .provenance import provenance
+
 log = logging.getLogger(__name__)
 
 MAX_REQUESTS = 10_000_000  # per simulate(): fifo_sojourn takes ~0.35 us a request, so a few seconds
@@ -338,7 +340,8 @@ def study(*, model_name: str, profile: dict, variant: str, capacity_rps: float, 
                       "max_factors": list(max_factors)},
            "model": {**asdict(model), "mean_ms": round(model.mean_s * 1e3, 3),
                      "capacity_rps": round(model.capacity_rps, 1)},
-           "assumptions": list(ASSUMPTIONS), "calibration": calibration, "results": results}
+           "assumptions": list(ASSUMPTIONS), "calibration": calibration, "results": results,
+           "provenance": provenance()}
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out_dir / f"simulation-{model_name}.json", out_dir / f"simulation-{model_name}.png"
     json_path.write_text(json.dumps(out, indent=1) + "\n")

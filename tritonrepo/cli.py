@@ -740,8 +740,8 @@ def perf_simulate(slo: Path = typer.Option(..., "--slo", help="SLO YAML naming t
                   factor: float = typer.Option(5.0, help="The spike: this many times the steady peak..."),
                   ramp_s: int = typer.Option(60, help="...reached in this many seconds..."),
                   hold_s: int = typer.Option(600, help="...and held this long."),
-                  headroom: Optional[list[float]] = typer.Option(None, "--headroom",
-                                                                 help="Headroom choices (default 1, 1.15, 1.3, 1.5, 2)."),
+                  headroom: Optional[list[float]] = typer.Option(
+                      None, "--headroom", help="Headroom choices (default 1, 1.15, 1.3, 1.5, 2)."),
                   out: Path = typer.Option(paths.RUNS / "plan", help="Folder for the JSON and the plot.")):
     """A breaking-news spike against the plan's cheapest option and the autoscaling policy `package sagemaker` emits
     for it: minutes over the p95 target and cost, for the plan's headroom and other choices (MaxCapacity 2x the count,

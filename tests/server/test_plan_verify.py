@@ -57,6 +57,6 @@ def test_verify_measures_the_plan_and_the_next_plan_reads_the_runs(model_reposit
     catalog = [i for i in planner.load_catalog() if i.profile == "cpu" and i.gpu is None]
     again = planner.plan(1.3, services_again, catalog, profiles)
     option = again.best("one") or again.unpriced["one"][0]
-    assert option.capacities[0].runs == 2  # the profile's row and the recorded run
+    assert option.capacities[0].runs == 1  # the recorded run, which supersedes the profile's row
     two = again.best("two") or again.unpriced["two"][0]
     assert two.colocation.startswith("measured: joint profile, 1 run(s)")

@@ -17,7 +17,8 @@ def test_crossing_interpolates_on_the_monotone_fit_so_one_noisy_row_does_not_dec
 
 def test_load_ratio_is_the_worst_model_and_an_undelivered_rate_fails():
     parts = [Part("a", 0.5, 30, None, None), Part("b", 0.5, 100, None, None)]
-    row = {"total_rate": 100, "models": {"a": {"p95_ms": 15, "infer_per_s": 50}, "b": {"p95_ms": 80, "infer_per_s": 50}}}
+    row = {"total_rate": 100,
+           "models": {"a": {"p95_ms": 15, "infer_per_s": 50}, "b": {"p95_ms": 80, "infer_per_s": 50}}}
     assert load_ratio(row, parts) == pytest.approx(0.8)
     row["models"]["b"]["infer_per_s"] = 20  # 70 of 100 offered: the server fell behind
     assert load_ratio(row, parts) == 10

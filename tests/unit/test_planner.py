@@ -180,10 +180,10 @@ def test_repeated_capacity_runs_give_a_range_and_the_count_takes_its_low_end(pro
     profile["capacity_runs"].append(_run({"m": 1.0}, 10, variants={"m": "slow"}, p95={"m": 30}))  # another config
     path.write_text(json.dumps(profile))
     cap = planner.capacity(ModelSlo(model="m", p95_ms=30, peak_rps=1), _inst("c", 1, vcpus=2), profiles)
-    assert (cap.low, cap.high, cap.runs, cap.infer_per_s) == (120, 150, 3, 120)  # the sweep's row + 2 runs
+    assert (cap.low, cap.high, cap.central, cap.runs, cap.infer_per_s) == (120, 140, 130, 2, 120)  # not the sweep's 150
     svc = [Service(name="s", models=(ModelSlo(model="m", p95_ms=30, peak_rps=260),))]
     option = planner.plan(1.0, svc, [_inst("c", 1, vcpus=2)], profiles).best("s")
-    assert option.count == 3 and option.measured_range == pytest.approx((120, 150))  # 260 / 150 would say 2
+    assert option.count == 3 and option.measured_range == pytest.approx((120, 140))  # 260 / 140 would say 2
     svc = [Service(name="s", models=(ModelSlo(model="m", p95_ms=30, peak_rps=160),))]
     option = planner.plan(1.0, svc, [_inst("c", 1, vcpus=2)], profiles).best("s")
     assert option.count == 2 and option.p95_planned == ((16.0, "~"),)  # 80/s: halfway along the runs' rows
@@ -206,7 +206,10 @@ def test_a_joint_profile_at_the_mix_replaces_the_additive_estimate(profiles):
     path.write_text(json.dumps({"models": ["e", "m"], "runs": runs}))
     joint = planner.plan(1.0, svc, catalog, profiles).best("both")
     assert joint.count == 3 and joint.measured_range == pytest.approx((40, 44))  # 200 / (40 x 2 vCPU scale) = 2.5
-    assert joint.colocation.startswith("measured: joint profile, 2 run(s), 40-44 req/s")
+    assert joint.colocation.startswith("measured: joint profile, 2 run(s), 40-44 req/s in all on the profiled machine "
+                                       "(median 42); the additive estimate from the models alone was 57 req/s (+36%)")
+    # additive: 1 / (0.75 / 150 + 0.25 / 20), both alone on the profiled machine
+    assert joint.measured_central == pytest.approx(42)
     assert [round(c.infer_per_s) for c in joint.capacities] == [60, 20]  # 80/s in the SLO's ratio 3:1
     assert joint.utilisation == pytest.approx(200 / (3 * 80))
     assert joint.p95_planned == ((16.7, "~"), (26.7, "~"))  # 33.3/s in all per profiled machine, on the joint rows

@@ -83,7 +83,8 @@ def test_fitted_model_recovers_servers_and_slowdown_from_an_open_loop_curve():
     for rate in (40.0, 70.0, 90.0):  # what 3 servers, each 1.2x slower than alone, would measure open loop
         sojourn = fifo_sojourn(np.cumsum(rng.exponential(1 / rate, 40_000)), truth.service_times(rng, 40_000), 3)
         rows.append({"request_rate": rate, "open_loop": True, "infer_per_s": rate,
-                     "p50_ms": float(np.percentile(sojourn, 50) * 1e3), "p95_ms": float(np.percentile(sojourn, 95) * 1e3)})
+                     "p50_ms": float(np.percentile(sojourn, 50) * 1e3),
+                     "p95_ms": float(np.percentile(sojourn, 95) * 1e3)})
     fitted = InstanceModel.fitted(closed, "v", vcpu_scale=2, rows=tuple(rows))
     assert (fitted.measured_servers, fitted.servers) == (3, 6)
     assert fitted.median_s == pytest.approx(truth.median_s, rel=0.1)
