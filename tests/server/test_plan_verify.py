@@ -33,7 +33,7 @@ def test_verify_measures_the_plan_and_the_next_plan_reads_the_runs(model_reposit
     out = tmp_path / "verify.json"
     result = CliRunner().invoke(app, ["plan", "--slo", str(slo), "--verify", "--profiles", str(profiles),
                                       "--repository", str(model_repository), "--measurement-ms", "500",
-                                      "--probes", "2", "--out", str(out)])
+                                      "--probes", "2", "--min-arrivals", "40", "--out", str(out)])
     report = json.loads(out.read_text())
     services = {s["service"]: s for s in report["services"]}
     assert set(services) == {"one", "two"}
