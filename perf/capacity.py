@@ -107,7 +107,7 @@ def warm_up(url: str, parts: list[Part], data: dict[str, Path]) -> None:
 
 
 def capacity_run(url: str, parts: list[Part], data: dict[str, Path], predicted: float, measurement_ms: int,
-                 probes: int = 5, min_arrivals: int = 200) -> dict:
+                 probes: int = 5, min_arrivals: int = 200, origin: dict | None = None) -> dict:
     """The highest total rate of the mix within every target, searched from 90% of ``predicted`` (never past 1.6x
     it), then the p95 curve at 50% and 75% of it."""
     rows = []
@@ -123,7 +123,7 @@ def capacity_run(url: str, parts: list[Part], data: dict[str, Path], predicted: 
         measure(rate * fraction)
     measured = [r for r in rows if r["models"]]
     capacity = crossing([(r["total_rate"], load_ratio(r, parts)) for r in measured])
-    return {"provenance": provenance(), "rate": rate, "capacity": round(capacity, 1),
+    return {"provenance": origin or provenance(), "rate": rate, "capacity": round(capacity, 1),
             "predicted": round(predicted, 1), "shares": {p.model: p.share for p in parts},
             "p95_ms": {p.model: p.p95_ms for p in parts}, "variants": {p.model: p.variant.name for p in parts},
             "measurement_ms": measurement_ms, "min_arrivals": min_arrivals, "rows": measured}
@@ -220,7 +220,7 @@ def verify(slo_file: Path, names: tuple[str, ...] = (), *, hardware: str = "cpu"
         capacity_here = option.measured_central * here  # the estimate; the count was sized on the low end
         planned_here = sum(m.peak_rps for m in svc.models) / option.count * cores / option.instance.vcpus
         runs, planned = _measure(parts, capacity_here, planned_here, target, repository, repeats, measurement_ms,
-                                 probes, min_arrivals)
+                                 probes, min_arrivals, report["provenance"])
         for run in runs:
             record(run | {"repository": str(repository)}, hardware, profiles)
         report["services"].append(_judge(svc, option, parts, runs, planned, capacity_here, planned_here))
@@ -228,7 +228,8 @@ def verify(slo_file: Path, names: tuple[str, ...] = (), *, hardware: str = "cpu"
     return report
 
 
-def _measure(parts, capacity_here, planned_here, target, repository, repeats, measurement_ms, probes, min_arrivals):
+def _measure(parts, capacity_here, planned_here, target, repository, repeats, measurement_ms, probes, min_arrivals,
+             origin):
     with tempfile.TemporaryDirectory() as tmp:
         data = {p.model: sweep.write_inputs(p.plan, Path(tmp) / f"{p.model}.json", repository=repository)
                 for p in parts}
@@ -242,7 +243,10 @@ def _measure(parts, capacity_here, planned_here, target, repository, repeats, me
             runs = []
             for _ in range(repeats):  # each run searches from the last one's figure (the plan's, first)
                 start = next((r["capacity"] for r in reversed(runs) if r["capacity"]), capacity_here)
-                runs.append(capacity_run(server.grpc_url, parts, data, start, measurement_ms, probes, min_arrivals))
+                # the invocation's provenance: its own records of earlier services make the tree dirty
+                run = capacity_run(server.grpc_url, parts, data, start, measurement_ms, probes, min_arrivals,
+                                   origin | {"date": provenance()["date"]})
+                runs.append(run)
                 runs[-1]["predicted"] = round(capacity_here, 1)
             planned = [row for _ in range(WINDOWS)
                        if (row := measure_mix(server.grpc_url, parts, data, planned_here, measurement_ms,

@@ -141,29 +141,37 @@ class InstanceModel:
 
     @classmethod
     def fitted(cls, profile: dict, variant: str, vcpu_scale: float = 1.0, rows: tuple[dict, ...] = (),
-               requests: int = 20_000, seed: int = 0) -> InstanceModel:
-        """``from_profile``'s service-time shape (c=1), then the servers k (1-6) and a factor on the service times
-        (1-4: they grow under load, as the profiles' server compute times show) that reproduce the measured open-loop
-        p95 curve best (least squares in log p95, common random numbers), among those whose saturation is above every
-        throughput measured. ``rows``: more open-loop rows of the variant (the capacity runs of plan --verify).
-        Needs two open-loop rows; with fewer, ``from_profile``'s model."""
+               requests: int = 20_000, seed: int = 0, anchor: tuple[float, float] | None = None) -> InstanceModel:
+        """The service-time shape of the lowest-rate open-loop row (least queueing), then the servers k (1-6) and a
+        factor on the service times (0.5-2) that reproduce the measured open-loop p95 curve best (least squares in log
+        p95, common random numbers), among those whose saturation is above every throughput measured. ``rows``: more
+        open-loop rows of the variant (the capacity runs of plan --verify). ``anchor``: (the planned capacity on the
+        profiled machine, the p95 target), weighted as much as all the rows together, so that the model saturates
+        where the plan says the target is reached (rows measured at different times scatter, and a flat fit through
+        them would put no queue anywhere). Needs two open-loop rows; with fewer, ``from_profile``'s model."""
         base = cls.from_profile(profile, variant, vcpu_scale)
         measured = _open_rows([*_rows(profile, variant), *rows])
         if len(measured) < 2:
             return base
+        low = measured[0]  # the lowest rate queues least: its spread is the service times' (the c=1 row may be old)
+        base = replace(base, median_s=low["p50_ms"] / 1e3, sigma=max(0.0, math.log(low["p95_ms"] / low["p50_ms"]) / _Z95))
         rng = np.random.default_rng(seed)
         gaps, shape = rng.exponential(1.0, requests), np.exp(base.sigma * rng.standard_normal(requests))
-        top = max(r["infer_per_s"] for r in _rows(profile, variant) + measured)
+        top = max(r["infer_per_s"] for r in measured)  # the open-loop rows: the closed-loop ones may be another day's
         best = (math.inf, base)
         for k in range(1, 7):
-            for factor in np.arange(1.0, 4.01, 0.1):
+            for factor in np.arange(0.5, 2.01, 0.05):
                 model = replace(base, median_s=base.median_s * factor, servers=max(1, round(k * vcpu_scale)),
                                 measured_servers=k)
                 if k / model.mean_s <= top:
                     continue
-                error = sum(math.log(np.percentile(fifo_sojourn(np.cumsum(gaps / r["request_rate"]),
-                                                                model.median_s * shape, k), 95) * 1e3 / r["p95_ms"])
-                            ** 2 for r in measured)
+                def miss(rate: float, p95_ms: float) -> float:
+                    sojourn = fifo_sojourn(np.cumsum(gaps / rate), model.median_s * shape, k)
+                    return math.log(np.percentile(sojourn, 95) * 1e3 / p95_ms) ** 2
+
+                error = sum(miss(r["request_rate"], r["p95_ms"]) for r in measured)
+                if anchor:
+                    error += len(measured) * miss(*anchor)
                 best = min(best, (error, model), key=lambda b: b[0])
         return best[1]
 
@@ -321,7 +329,8 @@ def study(*, model_name: str, profile: dict, variant: str, capacity_rps: float, 
     """Simulate the spike for each headroom h (the plan's included): count = ceil(peak x h / capacity), the policy
     ``deploy.package_sagemaker`` emits for it, and the trace with ``steady_rps`` = ``peak_rps`` (the SLO's peak is
     the steady daily peak; the spike goes ``factor`` x above it). Writes ``simulation-<model>.json`` and ``.png``."""
-    model = InstanceModel.fitted(profile, variant, vcpu_scale, rows, seed=seed)
+    model = InstanceModel.fitted(profile, variant, vcpu_scale, rows, seed=seed,
+                                 anchor=(capacity_rps / vcpu_scale, p95_target_ms))
     calibration = model.fit(profile, seed=seed, rows=rows)
     trace = replace(trace or Trace(steady_rps=peak_rps), steady_rps=peak_rps)
     results = []
