@@ -13,9 +13,10 @@ Capacity of one instance of a type for a model = the highest throughput among th
 p95 meets the target, on the type's hardware: the open-loop Poisson rates the server took (``perf_analyzer.usable``),
 or the closed-loop concurrency rows where no open-loop row qualifies (labelled). Capacity runs of that variant at that
 target are repeated measurements of the same figure, which supersede the sweep's one search: the capacity is the range
-over them, the count is chosen at its low end, and their median is the estimate ``plan --verify`` judges. A CPU type without its own profile is *estimated* from the ``cpu`` profile, scaled
-linearly by vCPUs (p95 taken as measured); such options carry the estimate and its assumption. GPU types without a
-profile of their GPU are listed as unmeasured, never estimated.
+over them, the count is chosen at its low end, and their median is the estimate ``plan --verify`` judges. A CPU type
+without its own profile is *estimated* from the ``cpu`` profile, scaled linearly by vCPUs (p95 taken as measured);
+such options carry the estimate and its assumption. GPU types without a profile of their GPU are listed as
+unmeasured, never estimated.
 
 Co-located models: where a joint profile holds runs at the service's mix (shares within 10%, the same p95 targets),
 count = ceil(total peak x headroom / the joint capacity's low end), labelled measured; elsewhere the *additive*
@@ -264,9 +265,9 @@ def _capacity(model: str, p95_ms: float, instance: Instance, profiles: Path) -> 
             and r["p95_ms"].get(model) == p95_ms and r["capacity"] > 0]
     # runs of this config at this target supersede the sweep's one search (another day, maybe another stack)
     measured = [r["capacity"] for r in runs] or [row["infer_per_s"]]
-    own = [(r["request_rate"], r["p95_ms"]) for v in profile["variants"] if v["variant"] == variant
-           for r in v["rows"] if r.get("request_rate") and perf_analyzer.usable(r)]
-    curve = own + [(r["total_rate"], r["models"][model]["p95_ms"]) for run in runs for r in run["rows"]]
+    curve = [(r["total_rate"], r["models"][model]["p95_ms"]) for run in runs for r in run["rows"]] or [
+        (r["request_rate"], r["p95_ms"]) for v in profile["variants"] if v["variant"] == variant
+        for r in v["rows"] if r.get("request_rate") and perf_analyzer.usable(r)]
     return Capacity(model=model, infer_per_s=min(measured) * scale, p95_ms=row["p95_ms"], variant=variant,
                     load=load_label(row), estimate=estimate, low=min(measured) * scale, high=max(measured) * scale,
                     central=statistics.median(measured) * scale,
