@@ -13,8 +13,9 @@ Decoding follows the Hugging Face token-classification pipeline: softmax per tok
 its argmax, ``first`` / ``average`` / ``max`` first label whole words (first token's label, mean of the tokens'
 probabilities, or the most confident token's label); then IOB2 grouping: a B- tag or a change of type starts an
 entity, I- of the same type continues it, O ends it. Labels come from ``labels.json`` in the version folder (the
-trained model's id2label). The strategy is the config parameter ``aggregation_strategy`` (default ``simple``), or per
-request the request parameter of that name.
+trained model's id2label). The strategy is the config parameter ``aggregation_strategy`` (the repository sets a
+word-level one, so no entity starts or ends inside a word; ``simple`` when unset), or per request the request
+parameter of that name.
 
 Limits (config parameters), for clients that call this step directly: ``max_text_bytes`` per query (default 1 MiB,
 the tokenizer's) and ``max_tokens`` token positions per row (default 128, the tokenizer's max_length). A request over

@@ -9,6 +9,15 @@ by their real length and cut into sub-batches whose padding stays within ``paddi
 pay for padding. Measured on CoNLL sentences (int8, 2 threads): 222 sentences/s padded as one batch of 32,
 477/s with tolerance 0.1, against 491/s for a global length sort of the whole data set.
 
+A row's answer does not depend on the rows batched with it. Padding with mask 0 is exact, and so is the fp32 graph at
+any batch shape. The int8 graph is not, by itself: ONNX Runtime's 8-bit MatMulNBits kernels (int8 compute) take the
+flattened [rows x width] activations two rows at a time, and an odd last row goes through a one-row path whose
+results differ by up to ~0.1 in a logit. So the same sentence gave different logits alone (odd width) and batched
+(even width), and entities flipped with their batch-mates. ``sequence_multiple`` 2 pads every run's width to an even
+number: every row then takes the two-row path. Per-token outputs are then bit-identical alone or batched; a pooled
+output differs by float32 rounding at most, where the graph's pooling sums over the padded width
+(``tests/server/test_batch_invariance.py``).
+
 Outputs of rank 2 (pooled, e.g. sentence embeddings) come back per row; outputs of rank 3 (per token, e.g. NER
 logits) come back per request at that request's own sequence length, positions past a row's tokens zero.
 
@@ -18,6 +27,7 @@ one by one so a single bad request (an id past the vocabulary) cannot fail the o
 
 Parameters: ``model_filename`` (in the version folder), ``intra_op_threads`` (0 = ORT default),
 ``sort_by_length`` (true/false), ``padding_tolerance`` (default 0.1), ``max_sub_batch`` (default 64),
+``sequence_multiple`` (every run's sequence width rounded up to a multiple with 0 padding, default 1),
 ``allow_spinning`` (ORT intra-op thread spinning, default 0).
 
 ``torch_encoder`` (shipped beside this file where it is used) subclasses this model to run the Hugging Face
@@ -42,6 +52,7 @@ class TritonPythonModel:
         self.sort = params.get("sort_by_length", "false").lower() == "true" and "attention_mask" in self.input_names
         self.padding_tolerance = float(params.get("padding_tolerance", "0.1"))
         self.max_sub_batch = int(params.get("max_sub_batch", "64"))
+        self.multiple = int(params.get("sequence_multiple", "1"))
         self.session = self._open_session(version, params, args)
 
     runtime = "ONNX Runtime"
@@ -97,22 +108,26 @@ class TritonPythonModel:
             total += n
         yield start, len(sorted_lengths)
 
+    def _round(self, width):
+        return -(-width // self.multiple) * self.multiple
+
     def _run(self, feeds):
         if not self.sort:
-            return self.session.run(self.output_names, feeds)
+            return self.session.run(self.output_names, {k: _to_width(v, self._round(v.shape[1])) if v.ndim > 1 else v
+                                                        for k, v in feeds.items()})
         lengths = feeds["attention_mask"].sum(axis=1)
         order = np.argsort(lengths, kind="stable")
         outputs = None
         for start, stop in self._sub_batches(lengths[order]):
             rows = order[start:stop]
-            width = max(int(lengths[rows].max()), 1)
-            part = self.session.run(self.output_names, {k: v[rows, :width] for k, v in feeds.items()})
+            width = self._round(max(int(lengths[rows].max()), 1))
+            part = self.session.run(self.output_names, {k: _to_width(v[rows], width) for k, v in feeds.items()})
+            full = feeds["attention_mask"].shape[1]
             if outputs is None:  # per-token outputs at the full width: sub-batches are trimmed to their own
-                full = feeds["attention_mask"].shape[1]
                 outputs = [np.zeros((len(order), full, *p.shape[2:]), dtype=p.dtype) if p.ndim > 2
                            else np.empty((len(order), *p.shape[1:]), dtype=p.dtype) for p in part]
             for out, p in zip(outputs, part):
-                out[rows, : p.shape[1]] = p
+                out[rows, : p.shape[1]] = p[:, :full] if p.ndim > 2 else p
         return outputs
 
     def _check(self, request):
@@ -164,6 +179,13 @@ class TritonPythonModel:
         for i, answer in zip(runnable, answers):
             responses[i] = answer
         return responses
+
+
+def _to_width(a, width):
+    """``a`` [rows, length, ...] cut or right-padded with 0 to ``width``."""
+    if a.shape[1] >= width:
+        return a[:, :width]
+    return np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2))
 
 
 def _invalid(message):

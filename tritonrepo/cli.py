@@ -505,6 +505,31 @@ def perf_ner(queries: int = typer.Option(1000, help="Short real queries (CoNLL-2
     typer.echo(f"written: {result['output']}")
 
 
+@perf_app.command("invariance")
+def perf_invariance(texts: int = typer.Option(200, help="Real texts: short queries and news sentences, interleaved."),
+                    rounds: int = typer.Option(3, help="Mixed rounds (all texts at once, shuffled) per model."),
+                    concurrency: int = typer.Option(16, help="Requests in flight in the mixed rounds."),
+                    url: Optional[str] = typer.Option(None, help="Use a running server without a response cache "
+                                                      "(default: start one)."),
+                    out: Optional[Path] = typer.Option(None, help="JSON path (default perf/results/).")):
+    """Batch invariance of the served text models: each text alone against the same text inside mixed dynamic
+    batches under load (answers changed, entity flips, largest score or embedding difference); writes JSON."""
+    from .perf import invariance
+    from .server import TritonServer
+
+    try:
+        if url:
+            result = invariance.run(url, texts=texts, rounds=rounds, concurrency=concurrency, out=out)
+        else:
+            with TritonServer(paths.MODEL_REPOSITORY, model_config_name="cpu",
+                              explicit_models=list(invariance.MODELS)) as s:
+                result = invariance.run(s.grpc_url, texts=texts, rounds=rounds, concurrency=concurrency, out=out)
+    except TritonRepoError as e:
+        _fail(e)
+    _console().print(invariance.table(result))
+    typer.echo(f"written: {result['output']}")
+
+
 @perf_app.command("shots")
 def perf_shots(repeats: int = typer.Option(2, help="Alternated repetitions; medians are reported (0: memory only)."),
                hd_seconds: str = typer.Option("60,240", help="Lengths of the 1080p clips: speed, then memory."),
@@ -532,7 +557,8 @@ def perf_shots(repeats: int = typer.Option(2, help="Alternated repetitions; medi
 @app.command("eval")
 def evaluate(model: str = typer.Argument("ner", help="What to evaluate: ner, shots or search."),
              url: Optional[str] = typer.Option(None, help="Use a running server (default: start one)."),
-             aggregation: str = typer.Option("first", help="ner: aggregation strategy of the served decoder."),
+             aggregation: str = typer.Option("first", help="ner: aggregation strategies of the served decoder, "
+                                             "comma-separated (simple, first, average, max)."),
              joins: int = typer.Option(60, help="shots: transitions in the spliced test videos."),
              same_source_cuts: bool = typer.Option(False, help="shots: let consecutive segments come from the same "
                                                    "source video (harder cuts)."),
@@ -564,18 +590,25 @@ def _eval_ner(aggregation: str):
     from rich.table import Table
 
     from .ner_eval import served_f1
+    from .perf.provenance import provenance, write_result
 
-    def run(url: str) -> list[dict]:
-        results = [served_f1(url, m, aggregation=aggregation) for m in ("ner", "ner_int8")]
-        table = Table(title=f"Served NER, CoNLL-2003 test split, entity F1 (seqeval), aggregation {aggregation}")
-        for col in ("model", "F1", "precision", "recall", "F1 lowercased", "sentences", "seconds"):
-            table.add_column(col, justify="left" if col == "model" else "right")
-        for r in results:
-            c, low = r["cased"], r["lowercased"]
-            table.add_row(r["model"], f"{c['f1']:.4f}", f"{c['precision']:.4f}", f"{c['recall']:.4f}",
-                          f"{low['f1']:.4f}", str(c["sentences"]), f"{c['seconds'] + low['seconds']:.0f}")
+    strategies = [a.strip() for a in aggregation.split(",") if a.strip()]
+
+    def run(url: str) -> dict:
+        rows = [served_f1(url, m, aggregation=a) for a in strategies for m in ("ner", "ner_int8")]
+        table = Table(title="Served NER, CoNLL-2003 test split as written, lowercased and cut into query shapes, "
+                            "entity F1 (seqeval)")
+        for col in ("model", "aggregation", "F1", "precision", "recall", "F1 lowercased", "F1 query-shaped",
+                    "precision / recall query-shaped", "sentences / queries", "seconds"):
+            table.add_column(col, justify="left" if col in ("model", "aggregation") else "right")
+        for r in rows:
+            c, low, q = r["cased"], r["lowercased"], r["queries"]
+            table.add_row(r["model"], r["aggregation"], f"{c['f1']:.4f}", f"{c['precision']:.4f}",
+                          f"{c['recall']:.4f}", f"{low['f1']:.4f}", f"{q['f1']:.4f}",
+                          f"{q['precision']:.4f} / {q['recall']:.4f}", f"{c['sentences']} / {q['sentences']}",
+                          f"{c['seconds'] + low['seconds'] + q['seconds']:.0f}")
         _console().print(table)
-        return results
+        return write_result({"rows": rows, **provenance()}, "ner-eval")
     return run
 
 

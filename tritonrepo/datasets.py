@@ -49,6 +49,59 @@ def short_queries(limit: int = 1000) -> list[str]:
     return [q if i % 2 else q.lower() for i, q in enumerate(picked)]
 
 
+Tagged = tuple[list[str], list[str]]  # (words, IOB2 tags)
+
+
+def entity_spans(tags: list[str]) -> list[tuple[int, int]]:
+    """[start, end) word ranges of the entities of an IOB2 tag sequence."""
+    spans: list[tuple[int, int]] = []
+    for i, tag in enumerate(tags):
+        if tag.startswith("B-") or (tag.startswith("I-") and (i == 0 or tags[i - 1][2:] != tag[2:])):
+            spans.append((i, i + 1))
+        elif tag.startswith("I-"):
+            spans[-1] = (spans[-1][0], i + 1)
+    return spans
+
+
+def query_shaped(sentences: list[Tagged], *, seed: int = 0) -> list[Tagged]:
+    """Search-query-shaped NER examples cut from tagged sentences (words, IOB2 tags), deterministic for a seed:
+
+    - per entity, a span of 2-8 words around it at a random offset, in turn as written, lowercased, or headline
+      Title Case; a span never cuts an entity (it is shorter where a neighbour would be cut, longer only for an
+      entity of more than 8 words);
+    - per fourth sentence, 2-3 entities of other sentences joined without context (``Elon Musk Tesla``), as
+      written or lowercased.
+    """
+    import random
+
+    rng = random.Random(seed)
+    cases = (lambda w: w, str.lower, lambda w: w[:1].upper() + w[1:])
+    out: list[Tagged] = []
+    entities: list[Tagged] = []
+    for words, tags in sentences:
+        spans = entity_spans(tags)
+        entities += [(words[a:b], tags[a:b]) for a, b in spans]
+        for a, b in spans:
+            length = max(b - a, rng.randint(2, 8))
+            start = rng.randint(max(0, b - length), a)
+            end = min(len(words), start + length)
+            for x, y in spans:  # a cut inside another entity moves off it, away from this one
+                if x < start < y:
+                    start = y
+                if x < end < y:
+                    end = x
+            case = cases[len(out) % 3]
+            out.append(([case(w) for w in words[start:end]], tags[start:end]))
+    for i in range(0, len(sentences), 4):
+        if len(entities) < 3:
+            break
+        picked = rng.sample(entities, rng.randint(2, 3))
+        words = [w for ws, _ in picked for w in ws]
+        tags = [("B-" if j == 0 else "I-") + t[2:] for _, ts in picked for j, t in enumerate(ts)]
+        out.append((words if i % 8 else [w.lower() for w in words], tags))
+    return out
+
+
 def conll_articles(split: str = "test", directory: Path | None = None) -> list[list[str]]:
     """The Reuters articles of a CoNLL-2003 split, each a list of detokenized sentences (the first is mostly the
     headline)."""

@@ -74,12 +74,14 @@ def _encoder_deployments(name: str, precision: str, inputs: tuple[Tensor, ...], 
                          response_cache: bool = False) -> dict[str, Deployment]:
     """``tokens``: (typical, max) sequence length, the TensorRT profile's opt and max."""
     filename = f"model.{precision}.onnx"
+    # int8 (MatMulNBits) rows are batch-invariant only at an even [rows x width]: ensembles/onnx_encoder.py
+    even = (("sequence_multiple", "2"),) if precision == "int8" else ()
     deployments = {
         # Two single-threaded instances beat one with two threads on 2 cores (README, "Performance").
         "cpu": Deployment(
             backend=Backend.PYTHON, kind=Kind.CPU, count=2, model_filename=filename,
             batching=Batching(max_batch_size=256, max_queue_delay_us=cpu_delay_us, max_queue_size=ENCODER_MAX_QUEUE),
-            parameters=(("intra_op_threads", "1"), ("sort_by_length", "true")), ragged_batching=True,
+            parameters=(("intra_op_threads", "1"), ("sort_by_length", "true"), *even), ragged_batching=True,
             response_cache=response_cache,
         ),
     }
@@ -90,7 +92,7 @@ def _encoder_deployments(name: str, precision: str, inputs: tuple[Tensor, ...], 
             # backend (1.19.2) refuses it ("Only 4b quantization is supported for MatMulNBits", checked against that
             # release: tests/server/test_deployment.py). GPU serving uses the fp32 graph with TensorRT FP16.
             deployments[target] = dataclasses.replace(  # 2 instances: the bounded queue needs them
-                deployments["cpu"], parameters=(("intra_op_threads", "2"), ("sort_by_length", "true")),
+                deployments["cpu"], parameters=(("intra_op_threads", "2"), ("sort_by_length", "true"), *even),
                 batching=Batching(max_batch_size=max(max_batch, request_batch), max_queue_delay_us=1000,
                                   max_queue_size=ENCODER_MAX_QUEUE))
         else:  # the validated fp32 graph, run by TensorRT FP16 through ONNX Runtime: loads on any NVIDIA GPU, from
@@ -176,11 +178,16 @@ _NER_GPU_TUNING = {
 }
 
 
+# Word-level by default: no entity starts or ends inside a word (``simple`` labels sub-words one by one and returns
+# fragments such as "N" / "vid" / "ia" for "Nvidia"); ``simple`` stays available per request.
+NER_AGGREGATION = "average"
+
+
 def _ner_decoder_spec() -> ModelSpec:
     def dep(count: int, max_batch: int) -> Deployment:
         return Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=count, model_filename="labels.json",
                           batching=Batching(max_batch_size=max_batch, max_queue_delay_us=100),
-                          parameters=(("aggregation_strategy", "simple"),), ragged_batching=True,
+                          parameters=(("aggregation_strategy", NER_AGGREGATION),), ragged_batching=True,
                           # a client may call the step directly: the query as the tokenizer takes it, no wider logits
                           # than the tokenizer makes
                           limits=InputLimits(max_text_bytes=MAX_TEXT_BYTES, max_tokens=NER_MAX_TOKENS))

@@ -1,4 +1,5 @@
-"""Entity F1 of the *served* NER models on the CoNLL-2003 test split (as written and lowercased), through NerClient.
+"""Entity F1 of the *served* NER models on the CoNLL-2003 test split (as written, lowercased, and cut into
+search-query shapes: ``datasets.query_shaped``), through NerClient.
 
 Each sentence is sent as its words joined by single spaces, so every served entity span maps back onto whole words:
 the first word an entity overlaps gets B-<type>, the rest I-<type>, every other word O; seqeval scores the word tags
@@ -11,6 +12,7 @@ from __future__ import annotations
 import time
 
 from .clients import NerClient
+from .datasets import query_shaped
 from .export.ner_train import entity_f1, lowercased, read_conll
 
 
@@ -31,7 +33,8 @@ def served_f1(url: str, model: str, *, split: str = "test", aggregation: str = "
     sentences = read_conll(split)[:limit]
     out = {}
     with NerClient(url, model, timeout_s=600) as client:
-        for name, data in (("cased", sentences), ("lowercased", lowercased(sentences))):
+        for name, data in (("cased", sentences), ("lowercased", lowercased(sentences)),
+                           ("queries", query_shaped(sentences))):
             t0 = time.perf_counter()
             results = client.entities([" ".join(words) for words, _ in data], aggregation=aggregation)
             out[name] = entity_f1(data, [word_tags(words, found) for (words, _), found in zip(data, results)])

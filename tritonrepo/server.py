@@ -259,7 +259,8 @@ class TritonServer:
             raise
         if self._heal_stubs:
             self.stub_watch = StubWatch(self.process.pid, self.grpc_url, self.admin_headers)
-            self.stub_watch.start()
+            self.stub_watch.check()  # note every stub before a caller sends anything: one killed before the watch's
+            self.stub_watch.start()  # first look would have no model to reload
         if not self._interrupted.is_set():
             log.info("tritonserver ready: grpc %s, http %s, metrics %s", self.grpc_url, self.http_url,
                      self.metrics_url)

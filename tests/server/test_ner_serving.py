@@ -10,6 +10,7 @@ import tritonclient.grpc as grpcclient
 from tritonrepo.clients import AsyncNerClient, NerClient
 from tritonrepo.datasets import conll_sentences
 from tritonrepo.errors import InvalidInputError
+from tritonrepo.models import NER_AGGREGATION
 
 pytestmark = pytest.mark.server
 
@@ -43,7 +44,7 @@ def _hf_key(found):
 
 def test_fp32_entities_equal_the_hf_pipeline_offsets_included(triton, hf, sentences):
     with NerClient(triton.grpc_url, "ner") as client:
-        results = client.analyze(sentences)  # 304 queries: five requests of at most 64
+        results = client.analyze(sentences, "simple")  # 304 queries: five requests of at most 64
     reference = hf("simple")(sentences)
     assert not any(r.truncated for r in results)
     total = 0
@@ -63,6 +64,17 @@ def test_word_aggregation_per_request_matches_the_pipeline(triton, hf, sentences
     assert [_key(g) for g in got] == [_hf_key(w) for w in want]
     # the request parameter reached the decoder: these sentences decode differently under `simple`
     assert [_hf_key(w) for w in want] != [_hf_key(w) for w in hf("simple")(sentences[:60])]
+
+
+def test_default_is_word_level_no_entity_starts_or_ends_inside_a_word(triton, hf, sentences):
+    queries = ["Nvidia shares record high", "Mount Etna eruption disrupts flights", *sentences[:60]]
+    with NerClient(triton.grpc_url, "ner") as client:
+        got = client.entities(queries)
+    assert [_key(g) for g in got] == [_hf_key(w) for w in hf(NER_AGGREGATION)(queries)]
+    def inside(text, i):  # between two letters or digits of one word (CJK characters are words of their own)
+        return 0 < i < len(text) and all(c.isascii() and c.isalnum() for c in text[i - 1:i + 1])
+
+    assert not [(q, e.text) for q, found in zip(queries, got) for e in found if inside(q, e.start) or inside(q, e.end)]
 
 
 def test_int8_agrees_with_fp32_on_most_entities(triton, sentences):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tritonrepo.clients import EmbeddingClient
 from tritonrepo.clients.ingest import IngestConfig, ingest
 from tritonrepo.clients.metrics import IngestMetrics
 from tritonrepo.clients.store import Asset, SqliteStore
@@ -55,3 +56,20 @@ def test_a_stub_killed_mid_run_is_ridden_out_in_one_run(model_repository, tmp_pa
     assert metrics.value("ingest_retries_total", model="sbert_int8", status="STUB_RESTART") > 0
     results = SqliteStore(db)._db.execute("SELECT task, COUNT(*) FROM results GROUP BY task").fetchall()
     assert sorted(results) == [(EMBED, 150), (ENTITIES, 150)]
+
+
+def test_a_stub_killed_before_any_request_is_healed(model_repository, tmp_path):
+    """The watch notes every stub before the server is handed over: a stub killed at once (before the watch's first
+    periodic look) is healed too."""
+    with TritonServer(model_repository, model_config_name="cpu", explicit_models=["sbert_int8"],
+                      log_file=tmp_path / "log") as server:
+        stubs = stub_pids(server, "sbert_encoder_int8")
+        for pid in stubs:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while not server.stub_watch.restarts and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.stub_watch.restarts == {"sbert_encoder_int8": 1}
+        with EmbeddingClient(server.grpc_url, "sbert_int8") as client:  # retries until the reloaded model serves
+            assert client.embed(["Stocks rose in Tokyo"]).shape == (1, 384)
+        assert stubs and len(stub_pids(server, "sbert_encoder_int8")) == len(stubs)

@@ -33,6 +33,31 @@ def test_sub_batches_cover_sorted_rows_within_the_padding_tolerance(encoder_modu
             assert part.max() * len(part) <= (1 + tolerance) * part.sum() + 1e-9
 
 
+@pytest.mark.parametrize("sort", [True, False])
+def test_sequence_multiple_pads_every_run_to_an_even_width(encoder_module, sort):
+    """The int8 encoders' batch invariance rests on this (ensembles/onnx_encoder.py): whatever the rows' lengths,
+    ONNX Runtime sees even widths, and the outputs map back to the rows unchanged."""
+    class Session:
+        def __init__(self):
+            self.widths = []
+
+        def run(self, names, feeds):
+            ids = feeds["input_ids"]
+            self.widths.append(ids.shape[1])
+            return [ids.astype(np.float32)[..., None], ids.sum(axis=1, keepdims=True).astype(np.float32)]
+
+    model = encoder_module.TritonPythonModel.__new__(encoder_module.TritonPythonModel)
+    model.sort, model.multiple, model.padding_tolerance, model.max_sub_batch = sort, 2, 0.1, 64
+    model.output_names, model.session = ["logits", "pooled"], Session()
+    lengths = [3, 4, 5, 7, 10, 11, 1]
+    ids = np.zeros((len(lengths), max(lengths)), np.int64)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = np.arange(1, n + 1)
+    tokens, pooled = model._run({"input_ids": ids, "attention_mask": (ids > 0).astype(np.int64)})
+    assert model.session.widths and all(w % 2 == 0 for w in model.session.widths)
+    assert np.array_equal(tokens[:, : ids.shape[1], 0], ids) and not tokens[:, ids.shape[1]:].any()
+    assert np.array_equal(pooled[:, 0], ids.sum(axis=1))
+
 
 @pytest.fixture(scope="module")
 def ner_decoder_module():

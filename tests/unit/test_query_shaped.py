@@ -1,0 +1,47 @@
+"""Query-shaped NER data cut from tagged sentences: spans never cut an entity, casing varies, adjacent entities join."""
+
+from tritonrepo.datasets import entity_spans, query_shaped
+
+SENTENCES = [
+    ("Elon Musk visited the Tesla plant in Gruenheide near Berlin on Monday afternoon .".split(),
+     "B-PER I-PER O O B-ORG O O B-LOC O B-LOC O O O O".split()),
+    ("The World Health Organization warned of Ebola in West Africa".split(),
+     "O B-ORG I-ORG I-ORG O O B-MISC O B-LOC I-LOC".split()),
+    ("Shares of Nvidia hit a record high in New York trading".split(),
+     "O O B-ORG O O O O O B-LOC I-LOC O".split()),
+    ("Mount Etna erupts again".split(), "B-LOC I-LOC O O".split()),
+]
+
+
+def _find(words, source):
+    low = [w.lower() for w in source]
+    for i in range(len(source) - len(words) + 1):
+        if low[i:i + len(words)] == [w.lower() for w in words]:
+            return i
+    return None
+
+
+def test_entity_spans_read_iob2():
+    assert entity_spans("B-PER I-PER O B-ORG B-ORG I-ORG O I-LOC".split()) == [(0, 2), (3, 4), (4, 6), (7, 8)]
+
+
+def test_spans_keep_whole_entities_and_vary_casing():
+    out = query_shaped(SENTENCES, seed=3)
+    n_entities = sum(len(entity_spans(t)) for _, t in SENTENCES)
+    spans, adjacent = out[:n_entities], out[n_entities:]
+    assert len(adjacent) == 1 and len(spans) == n_entities
+    for words, tags in spans:
+        assert (2 <= len(words) <= 8) and len(words) == len(tags)
+        source_words, source_tags = next((w, t) for w, t in SENTENCES if _find(words, w) is not None)
+        at = _find(words, source_words)
+        assert tags == source_tags[at:at + len(words)]
+        assert not tags[0].startswith("I-")  # the span does not start inside an entity
+        after = source_tags[at + len(words)] if at + len(words) < len(source_tags) else "O"
+        assert not after.startswith("I-")  # nor end inside one
+    assert any(w == [x.lower() for x in w] for w, _ in spans) and any(w != [x.lower() for x in w] for w, _ in spans)
+    words, tags = adjacent[0]
+    assert 2 <= len(entity_spans(tags)) <= 3 and set(tags) != {"O"} and "O" not in tags
+
+
+def test_deterministic_per_seed():
+    assert query_shaped(SENTENCES, seed=1) == query_shaped(SENTENCES, seed=1)
