@@ -22,7 +22,7 @@ def recipe_fingerprint(version: int, cfg, data: Path) -> str:
     from tritonrepo.paths import require
 
     recipe = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
-              if k not in ("backbone", "out_dir", "threads", "checkpoint_every")}
+              if k not in ("backbone", "out_dir", "threads", "checkpoint_every") and v is not None}  # unset: no key
     h = hashlib.sha256(json.dumps([version, recipe], sort_keys=True).encode())
     for name in ("config.json", "model.safetensors", "pytorch_model.bin"):
         if (cfg.backbone / name).exists():

@@ -562,7 +562,9 @@ def evaluate(model: str = typer.Argument("ner", help="What to evaluate: ner, sho
              joins: int = typer.Option(60, help="shots: transitions in the spliced test videos."),
              same_source_cuts: bool = typer.Option(False, help="shots: let consecutive segments come from the same "
                                                    "source video (harder cuts)."),
-             rerank_depth: int = typer.Option(20, help="search: hybrid candidates reranked per query.")):
+             rerank_depth: int = typer.Option(20, help="search: hybrid candidates reranked per query."),
+             shape_queries: int = typer.Option(100, help="search: headlines per passage x query shape (0: skip the "
+                                               "shapes).")):
     """Accuracy of the served models. ner: CoNLL-2003 test split entity F1 (fp32, int8). shots: hard-cut F1
     (+-2 frames) on real footage spliced at known frames, H.264 and VP9, fp32 and int8, each decoder. search:
     nDCG@10, MRR@10, recall@100 of BM25, dense, hybrid and hybrid + rerank (fp32, int8) on held-out Reuters
@@ -574,7 +576,7 @@ def evaluate(model: str = typer.Argument("ner", help="What to evaluate: ner, sho
     if model not in families:
         _fail(TritonRepoError(f"unknown model family {model!r}; known: {', '.join(families)}"))
     run = {"ner": lambda: _eval_ner(aggregation), "shots": lambda: _eval_shots(joins, same_source_cuts),
-           "search": lambda: _eval_search(rerank_depth)}[model]()
+           "search": lambda: _eval_search(rerank_depth, shape_queries)}[model]()
     try:
         if url:
             results = run(url)
@@ -612,14 +614,17 @@ def _eval_ner(aggregation: str):
     return run
 
 
-def _eval_search(rerank_depth: int):
+def _eval_search(rerank_depth: int, shape_queries: int):
     from rich.table import Table
 
     from .perf.provenance import provenance, write_result
     from .search_eval import evaluate as evaluate_search
+    from .search_eval import evaluate_shapes
 
     def run(url: str) -> dict:
         result = evaluate_search(url, rerank_depth=rerank_depth) | provenance("faiss-cpu", "bm25s")
+        if shape_queries:
+            result["shapes"] = evaluate_shapes(url, rerank_depth=rerank_depth, limit=shape_queries)
         table = Table(title=f"{result['task']}: {result['queries']} queries, {result['documents']} documents")
         for col in ("method", "nDCG@10", "MRR@10", "recall@100"):
             table.add_column(col, justify="left" if col == "method" else "right")
@@ -633,6 +638,16 @@ def _eval_search(rerank_depth: int):
         console = _console()
         console.print(table)
         console.print(latency)
+        if shape_queries:
+            shapes = Table(title=f"nDCG@10 per passage and query shape: {result['shapes']['task']}; each stage's top "
+                                 f"{rerank_depth} reranked")
+            models = [k for k in result["shapes"]["rows"][0] if k.endswith(" ndcg@10")]
+            for col in ("passages", "queries", "stage", "nDCG@10", *models):
+                shapes.add_column(col, justify="left" if col in ("passages", "queries", "stage") else "right")
+            for r in result["shapes"]["rows"]:
+                shapes.add_row(r["passages"], r["queries"], r["stage"], f"{r['ndcg@10']:.4f}",
+                               *(f"{r[m]:.4f} ({r[m] - r['ndcg@10']:+.4f})" for m in models))
+            console.print(shapes)
         return write_result(result, "search-eval")
     return run
 

@@ -189,3 +189,49 @@ def headline_retrieval(query_split: str = "test", corpus_splits: tuple[str, ...]
         by_head.setdefault(norm, set()).add(i)
     picked = [(text, frozenset(by_head[norm])) for split, norm, text in heads if split == query_split]
     return KnownItems(queries=[q for q, _ in picked], documents=docs, relevant=[r for _, r in picked])
+
+
+PASSAGE_SHAPES = ("article", "paragraph", "sentence")
+QUERY_SHAPES = ("headline", "keywords")
+_STOP = frozenset("a an and are as at be by for from has have in is it its of on or that the to was were will with "
+                  "after over says said new us vs".split())
+
+
+def keywords(headline: str, limit: int = 4) -> str:
+    """A typed keyword query from a headline: lowercased, punctuation and stop words dropped, its first ``limit``
+    content words (``U.S. stocks rise after Fed cut`` -> ``u.s stocks rise fed``)."""
+    words = [w.strip(".,:;!?'\"()-").lower() for w in headline.split()]
+    return " ".join([w for w in words if w and w not in _STOP and any(c.isalnum() for c in w)][:limit])
+
+
+def shaped_retrieval(passages: str, queries: str, query_split: str = "test",
+                     corpus_splits: tuple[str, ...] = ("test", "valid"), directory: Path | None = None) -> KnownItems:
+    """Headline -> article retrieval cut into the shapes a search service indexes and receives. ``passages``:
+    whole bodies (``article``), runs of three body sentences (``paragraph``) or body sentences of 5+ words
+    (``sentence``); ``queries``: the headline as written or as ``keywords``. A passage is relevant to a query when it
+    comes from an article with that headline (case and spacing ignored). Queries whose keywords are empty are left
+    out."""
+    if passages not in PASSAGE_SHAPES or queries not in QUERY_SHAPES:
+        raise ValueError(f"shapes {passages!r}/{queries!r}: passages one of {PASSAGE_SHAPES}, queries one of "
+                         f"{QUERY_SHAPES}")
+    docs: list[str] = []
+    by_head: dict[str, set[int]] = {}
+    heads: list[tuple[str, str]] = []
+    for split in corpus_splits:
+        for article in conll_articles(split, directory):
+            body = article[1:]
+            if not body:
+                continue
+            if passages == "article":
+                cut = [" ".join(body)]
+            elif passages == "paragraph":
+                cut = [" ".join(body[i:i + 3]) for i in range(0, len(body), 3)]
+            else:
+                cut = [s for s in body if len(s.split()) >= 5]
+            by_head.setdefault(_norm(article[0]), set()).update(range(len(docs), len(docs) + len(cut)))
+            docs += cut
+            if split == query_split:
+                heads.append((_norm(article[0]), article[0]))
+    picked = [(q, frozenset(by_head[norm])) for norm, head in heads
+              if (q := head if queries == "headline" else keywords(head)) and by_head[norm]]
+    return KnownItems(queries=[q for q, _ in picked], documents=docs, relevant=[r for _, r in picked])

@@ -98,3 +98,47 @@ def evaluate(url: str, *, embed_model: str = "sbert", rerankers=("rerank", "rera
             "queries": len(test.queries), "documents": len(docs), "embed_model": embed_model,
             "hnsw": vars(dense.params), "index_seconds": round(index_seconds, 1),
             "weighted_bm25_weight_from_valid": weight, "results": runs, "latency": stages}
+
+
+def evaluate_shapes(url: str, *, embed_model: str = "sbert", rerankers=("rerank", "rerank_int8"),
+                    rerank_depth: int = 20, limit: int = 100, depth: int = 100) -> dict:
+    """nDCG@10 of each first stage (BM25, dense, hybrid RRF) and of each served reranker reordering that stage's top
+    ``rerank_depth``, for every passage shape x query shape of ``datasets.shaped_retrieval`` (the first ``limit``
+    test headlines over the test + valid articles). A reranker that never hurts scores at least its stage in every
+    row."""
+    from .clients import BM25Retriever, DenseRetriever, EmbeddingClient, RerankClient
+    from .clients.search import rrf
+    from .datasets import PASSAGE_SHAPES, QUERY_SHAPES, shaped_retrieval
+
+    rows = []
+    with EmbeddingClient(url, embed_model, timeout_s=600) as embedder:
+        clients = {m: RerankClient(url, m, timeout_s=120) for m in rerankers}
+        try:
+            for passages in PASSAGE_SHAPES:
+                docs = shaped_retrieval(passages, "headline").documents
+                bm25, dense = BM25Retriever(docs), DenseRetriever(embedder.embed(docs), embedder.embed)
+                for queries in QUERY_SHAPES:
+                    items = shaped_retrieval(passages, queries)
+                    qs, relevant = items.queries[:limit], items.relevant[:limit]
+                    first = {"bm25": bm25.search_many(qs, depth), "dense": dense.search_vectors(embedder.embed(qs),
+                                                                                                 depth)}
+                    first["hybrid rrf"] = [rrf([b, d])[:depth] for b, d in zip(first["bm25"], first["dense"])]
+                    pool = [sorted({h.doc for stage in first.values() for h in stage[i][:rerank_depth]})
+                            for i in range(len(qs))]
+                    scored = {m: [dict(zip(p, c.scores(q, [docs[d] for d in p]))) for q, p in zip(qs, pool)]
+                              for m, c in clients.items()}
+                    for stage, ranking in first.items():
+                        row = {"passages": passages, "queries": queries, "stage": stage, "n_queries": len(qs),
+                               "documents": len(docs),
+                               "ndcg@10": scores([[h.doc for h in r] for r in ranking], relevant)["ndcg@10"]}
+                        for m in rerankers:
+                            reordered = [sorted((h.doc for h in r[:rerank_depth]), key=lambda d: -s[d])
+                                         + [h.doc for h in r[rerank_depth:]] for r, s in zip(ranking, scored[m])]
+                            row[f"{m} ndcg@10"] = scores(reordered, relevant)["ndcg@10"]
+                        rows.append(row)
+        finally:
+            for c in clients.values():
+                c.close()
+    return {"task": f"CoNLL-2003 test headlines (first {limit}) -> passages of the test + valid articles, "
+                    "per passage and query shape", "rerank_depth": rerank_depth, "embed_model": embed_model,
+            "rows": rows}

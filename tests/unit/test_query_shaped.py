@@ -1,6 +1,8 @@
 """Query-shaped NER data cut from tagged sentences: spans never cut an entity, casing varies, adjacent entities join."""
 
-from tritonrepo.datasets import entity_spans, query_shaped
+import pytest
+
+from tritonrepo.datasets import PASSAGE_SHAPES, entity_spans, keywords, query_shaped, shaped_retrieval
 
 SENTENCES = [
     ("Elon Musk visited the Tesla plant in Gruenheide near Berlin on Monday afternoon .".split(),
@@ -45,3 +47,18 @@ def test_spans_keep_whole_entities_and_vary_casing():
 
 def test_deterministic_per_seed():
     assert query_shaped(SENTENCES, seed=1) == query_shaped(SENTENCES, seed=1)
+
+
+def test_keyword_queries_drop_stop_words_and_punctuation():
+    assert keywords("U.S. stocks rise after Fed cut") == "u.s stocks rise fed"
+    assert keywords("SOCCER - JAPAN GET LUCKY WIN, CHINA IN SURPRISE DEFEAT.") == "soccer japan get lucky"
+
+
+@pytest.mark.parametrize("passages", PASSAGE_SHAPES)
+def test_shaped_retrieval_marks_the_passages_of_the_headlines_article(passages):
+    items, articles = shaped_retrieval(passages, "keywords"), shaped_retrieval("article", "headline")
+    assert len(items.queries) == len(articles.queries) > 200
+    for i in range(0, len(items.queries), 10):
+        assert items.queries[i] == items.queries[i].lower() and 1 <= len(items.queries[i].split()) <= 4
+        bodies = [articles.documents[d] for d in articles.relevant[i]]
+        assert items.relevant[i] and all(any(items.documents[d] in b for b in bodies) for d in items.relevant[i])
