@@ -101,11 +101,11 @@ def measure(url: str, model: str, texts: list[str], *, rounds: int = 3, concurre
 
 
 def run(url: str, *, model_names=MODELS, texts: int = 200, rounds: int = 3, concurrency: int = 16,
-        out=None) -> dict:
+        label: str = "", out=None) -> dict:
     data = inputs(texts)
     rows = [measure(url, m, data, rounds=rounds, concurrency=concurrency) for m in model_names]
-    result = {"what": "answers alone vs inside mixed dynamic batches, per served text model", "rows": rows,
-              "provenance": provenance()}
+    result = {"what": "answers alone vs inside mixed dynamic batches, per served text model", "label": label,
+              "rows": rows, "provenance": provenance()}
     return write_result(result, "batch-invariance", out)
 
 

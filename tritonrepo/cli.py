@@ -511,6 +511,7 @@ def perf_invariance(texts: int = typer.Option(200, help="Real texts: short queri
                     concurrency: int = typer.Option(16, help="Requests in flight in the mixed rounds."),
                     url: Optional[str] = typer.Option(None, help="Use a running server without a response cache "
                                                       "(default: start one)."),
+                    label: str = typer.Option("", help="What the served repository is, recorded in the JSON."),
                     out: Optional[Path] = typer.Option(None, help="JSON path (default perf/results/).")):
     """Batch invariance of the served text models: each text alone against the same text inside mixed dynamic
     batches under load (answers changed, entity flips, largest score or embedding difference); writes JSON."""
@@ -519,11 +520,12 @@ def perf_invariance(texts: int = typer.Option(200, help="Real texts: short queri
 
     try:
         if url:
-            result = invariance.run(url, texts=texts, rounds=rounds, concurrency=concurrency, out=out)
+            result = invariance.run(url, texts=texts, rounds=rounds, concurrency=concurrency, label=label, out=out)
         else:
             with TritonServer(paths.MODEL_REPOSITORY, model_config_name="cpu",
                               explicit_models=list(invariance.MODELS)) as s:
-                result = invariance.run(s.grpc_url, texts=texts, rounds=rounds, concurrency=concurrency, out=out)
+                result = invariance.run(s.grpc_url, texts=texts, rounds=rounds, concurrency=concurrency,
+                                        label=label, out=out)
     except TritonRepoError as e:
         _fail(e)
     _console().print(invariance.table(result))
