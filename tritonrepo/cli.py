@@ -81,6 +81,8 @@ def export(model: str = typer.Argument("sbert", help="Model family to export: sb
            lr: Optional[float] = typer.Option(None, help="ner, rerank: peak learning rate."),
            lowercase_fraction: Optional[float] = typer.Option(
                None, help="ner: share of training sentences added lowercased (cased backbones only)."),
+           query_shaped_fraction: Optional[float] = typer.Option(
+               None, help="ner: query-shaped examples cut from the train split, added as a share of its sentences."),
            out: Optional[Path] = typer.Option(None, help="ner, rerank: folder for the trained model and its export; "
                                               "tensorrt: the repository to write (a copy of --repository with the "
                                               "plans; default .runs/repository-<target>-tensorrt)."),
@@ -109,7 +111,8 @@ def export(model: str = typer.Argument("sbert", help="Model family to export: sb
             elif model == "transnetv2":
                 report = transnetv2.export(force=force)
             elif model == "ner":
-                report = ner.export(_ner_config(backbone, epochs, max_steps, lr, lowercase_fraction, out), force=force)
+                config = _ner_config(backbone, epochs, max_steps, lr, lowercase_fraction, query_shaped_fraction, out)
+                report = ner.export(config, force=force)
             elif model == "rerank":
                 report = rerank.export(_rerank_config(backbone, epochs, max_steps, lr, out), force=force)
             else:
@@ -120,14 +123,14 @@ def export(model: str = typer.Argument("sbert", help="Model family to export: sb
     typer.echo(json.dumps(report, indent=2))
 
 
-def _ner_config(backbone, epochs, max_steps, lr, lowercase_fraction, out):
+def _ner_config(backbone, epochs, max_steps, lr, lowercase_fraction, query_shaped_fraction, out):
     from dataclasses import replace
 
     from .export.ner import NerExport
     from .export.ner_train import NerTraining
 
     given = {"backbone": backbone, "epochs": epochs, "max_steps": max_steps, "lr": lr,
-             "lowercase_fraction": lowercase_fraction}
+             "lowercase_fraction": lowercase_fraction, "query_shaped_fraction": query_shaped_fraction}
     training = replace(NerTraining(), **{k: v for k, v in given.items() if v is not None})
     if out is None:
         return NerExport(training=training)
@@ -559,8 +562,8 @@ def perf_shots(repeats: int = typer.Option(2, help="Alternated repetitions; medi
 @app.command("eval")
 def evaluate(model: str = typer.Argument("ner", help="What to evaluate: ner, shots or search."),
              url: Optional[str] = typer.Option(None, help="Use a running server (default: start one)."),
-             aggregation: str = typer.Option("first", help="ner: aggregation strategies of the served decoder, "
-                                             "comma-separated (simple, first, average, max)."),
+             aggregation: str = typer.Option("simple,average", help="ner: aggregation strategies of the served "
+                                             "decoder, comma-separated (simple, first, average, max)."),
              joins: int = typer.Option(60, help="shots: transitions in the spliced test videos."),
              same_source_cuts: bool = typer.Option(False, help="shots: let consecutive segments come from the same "
                                                    "source video (harder cuts)."),
@@ -611,7 +614,15 @@ def _eval_ner(aggregation: str):
                           f"{c['recall']:.4f}", f"{low['f1']:.4f}", f"{q['f1']:.4f}",
                           f"{q['precision']:.4f} / {q['recall']:.4f}", f"{c['sentences']} / {q['sentences']}",
                           f"{c['seconds'] + low['seconds'] + q['seconds']:.0f}")
+        kinds = ("correct", "wrong type", "wrong boundary", "missed", "spurious")
+        errors = Table(title="Query-shaped test split: gold entities by outcome, and spurious served entities")
+        for col in ("model", "aggregation", *kinds):
+            errors.add_column(col, justify="left" if col in ("model", "aggregation") else "right")
+        for r in rows:
+            errors.add_row(r["model"], r["aggregation"], *(str(r["queries"]["errors"]["counts"].get(k, 0))
+                                                           for k in kinds))
         _console().print(table)
+        _console().print(errors)
         return write_result({"rows": rows, **provenance()}, "ner-eval")
     return run
 

@@ -192,9 +192,10 @@ def headline_retrieval(query_split: str = "test", corpus_splits: tuple[str, ...]
 
 
 PASSAGE_SHAPES = ("article", "paragraph", "sentence")
-QUERY_SHAPES = ("headline", "keywords")
+QUERY_SHAPES = ("headline", "keywords", "lead")
 _STOP = frozenset("a an and are as at be by for from has have in is it its of on or that the to was were will with "
                   "after over says said new us vs".split())
+_DATELINE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 
 
 def keywords(headline: str, limit: int = 4) -> str:
@@ -204,34 +205,49 @@ def keywords(headline: str, limit: int = 4) -> str:
     return " ".join([w for w in words if w and w not in _STOP and any(c.isalnum() for c in w)][:limit])
 
 
+def lead(body: list[str]) -> int | None:
+    """Index of an article body's lead: its first sentence of 6+ words that starts with a capital or digit, ends with a
+    full stop and is not a dateline. The lead restates the headline in other words: the paraphrased-headline query
+    shape."""
+    return next((i for i, s in enumerate(body) if len(s.split()) >= 6 and (s[0].isupper() or s[0].isdigit())
+                 and s.endswith(".") and not _DATELINE.search(s)), None)
+
+
+def cut_passages(body: list[str], shape: str) -> list[str]:
+    """An article body as the passages of one shape: the whole body (``article``), runs of three sentences
+    (``paragraph``) or its sentences of 5+ words (``sentence``)."""
+    if shape == "article":
+        return [" ".join(body)]
+    if shape == "paragraph":
+        return [" ".join(body[i:i + 3]) for i in range(0, len(body), 3)]
+    return [s for s in body if len(s.split()) >= 5]
+
+
 def shaped_retrieval(passages: str, queries: str, query_split: str = "test",
                      corpus_splits: tuple[str, ...] = ("test", "valid"), directory: Path | None = None) -> KnownItems:
-    """Headline -> article retrieval cut into the shapes a search service indexes and receives. ``passages``:
-    whole bodies (``article``), runs of three body sentences (``paragraph``) or body sentences of 5+ words
-    (``sentence``); ``queries``: the headline as written or as ``keywords``. A passage is relevant to a query when it
-    comes from an article with that headline (case and spacing ignored). Queries whose keywords are empty are left
-    out."""
+    """Headline -> article retrieval cut into the shapes a search service indexes and receives. ``passages``: see
+    ``cut_passages``; ``queries``: the headline as written, as ``keywords``, or the article's ``lead`` sentence (a
+    paraphrase of the headline; it is then removed from every article's body, so no passage contains its query). A
+    passage is relevant to a query when it comes from an article with that headline (case and spacing ignored).
+    Queries that come out empty are left out."""
     if passages not in PASSAGE_SHAPES or queries not in QUERY_SHAPES:
         raise ValueError(f"shapes {passages!r}/{queries!r}: passages one of {PASSAGE_SHAPES}, queries one of "
                          f"{QUERY_SHAPES}")
     docs: list[str] = []
     by_head: dict[str, set[int]] = {}
-    heads: list[tuple[str, str]] = []
+    picked: list[tuple[str, str]] = []
     for split in corpus_splits:
         for article in conll_articles(split, directory):
-            body = article[1:]
+            head, body = article[0], article[1:]
             if not body:
                 continue
-            if passages == "article":
-                cut = [" ".join(body)]
-            elif passages == "paragraph":
-                cut = [" ".join(body[i:i + 3]) for i in range(0, len(body), 3)]
-            else:
-                cut = [s for s in body if len(s.split()) >= 5]
-            by_head.setdefault(_norm(article[0]), set()).update(range(len(docs), len(docs) + len(cut)))
+            query = head if queries == "headline" else keywords(head) if queries == "keywords" else ""
+            if queries == "lead" and (i := lead(body)) is not None:
+                query, body = body[i], body[:i] + body[i + 1:]
+            cut = [p for p in cut_passages(body, passages) if p]
+            by_head.setdefault(_norm(head), set()).update(range(len(docs), len(docs) + len(cut)))
             docs += cut
-            if split == query_split:
-                heads.append((_norm(article[0]), article[0]))
-    picked = [(q, frozenset(by_head[norm])) for norm, head in heads
-              if (q := head if queries == "headline" else keywords(head)) and by_head[norm]]
-    return KnownItems(queries=[q for q, _ in picked], documents=docs, relevant=[r for _, r in picked])
+            if split == query_split and query:
+                picked.append((query, _norm(head)))
+    chosen = [(q, frozenset(by_head[norm])) for q, norm in picked if by_head[norm]]
+    return KnownItems(queries=[q for q, _ in chosen], documents=docs, relevant=[r for _, r in chosen])

@@ -100,12 +100,24 @@ def evaluate(url: str, *, embed_model: str = "sbert", rerankers=("rerank", "rera
             "weighted_bm25_weight_from_valid": weight, "results": runs, "latency": stages}
 
 
+def _worst(queries, docs, relevant, before, after) -> dict | None:
+    """The query whose nDCG@10 the reranker lowered most, with each ranking's top passage; None if none lost."""
+    drops = [ndcg(a, r) - ndcg(b, r) for b, a, r in zip(before, after, relevant)]
+    q = int(np.argmin(drops))
+    if drops[q] >= 0:
+        return None
+    top = {name: {"relevant": ranking[q][0] in relevant[q], "passage": docs[ranking[q][0]][:160]}
+           for name, ranking in (("stage top", before), ("reranked top", after))}
+    return {"query": queries[q], "ndcg@10 change": round(drops[q], 4), **top,
+            "queries that lost": sum(d < 0 for d in drops), "queries that gained": sum(d > 0 for d in drops)}
+
+
 def evaluate_shapes(url: str, *, embed_model: str = "sbert", rerankers=("rerank", "rerank_int8"),
                     rerank_depth: int = 20, limit: int = 100, depth: int = 100) -> dict:
     """nDCG@10 of each first stage (BM25, dense, hybrid RRF) and of each served reranker reordering that stage's top
     ``rerank_depth``, for every passage shape x query shape of ``datasets.shaped_retrieval`` (the first ``limit``
-    test headlines over the test + valid articles). A reranker that never hurts scores at least its stage in every
-    row."""
+    queries of the test articles over the test + valid articles). A reranker that never hurts scores at least its
+    stage in every row; each row also names the query it hurt most (``<model> worst``)."""
     from .clients import BM25Retriever, DenseRetriever, EmbeddingClient, RerankClient
     from .clients.search import rrf
     from .datasets import PASSAGE_SHAPES, QUERY_SHAPES, shaped_retrieval
@@ -115,10 +127,12 @@ def evaluate_shapes(url: str, *, embed_model: str = "sbert", rerankers=("rerank"
         clients = {m: RerankClient(url, m, timeout_s=120) for m in rerankers}
         try:
             for passages in PASSAGE_SHAPES:
-                docs = shaped_retrieval(passages, "headline").documents
-                bm25, dense = BM25Retriever(docs), DenseRetriever(embedder.embed(docs), embedder.embed)
+                docs: list[str] = []
                 for queries in QUERY_SHAPES:
                     items = shaped_retrieval(passages, queries)
+                    if items.documents != docs:  # lead queries index the articles without their lead sentence
+                        docs = items.documents
+                        bm25, dense = BM25Retriever(docs), DenseRetriever(embedder.embed(docs), embedder.embed)
                     qs, relevant = items.queries[:limit], items.relevant[:limit]
                     first = {"bm25": bm25.search_many(qs, depth), "dense": dense.search_vectors(embedder.embed(qs),
                                                                                                  depth)}
@@ -131,14 +145,16 @@ def evaluate_shapes(url: str, *, embed_model: str = "sbert", rerankers=("rerank"
                         row = {"passages": passages, "queries": queries, "stage": stage, "n_queries": len(qs),
                                "documents": len(docs),
                                "ndcg@10": scores([[h.doc for h in r] for r in ranking], relevant)["ndcg@10"]}
+                        before = [[h.doc for h in r] for r in ranking]
                         for m in rerankers:
-                            reordered = [sorted((h.doc for h in r[:rerank_depth]), key=lambda d: -s[d])
-                                         + [h.doc for h in r[rerank_depth:]] for r, s in zip(ranking, scored[m])]
+                            reordered = [sorted(r[:rerank_depth], key=lambda d: -s[d]) + r[rerank_depth:]
+                                         for r, s in zip(before, scored[m])]
                             row[f"{m} ndcg@10"] = scores(reordered, relevant)["ndcg@10"]
+                            row[f"{m} worst"] = _worst(qs, docs, relevant, before, reordered)
                         rows.append(row)
         finally:
             for c in clients.values():
                 c.close()
-    return {"task": f"CoNLL-2003 test headlines (first {limit}) -> passages of the test + valid articles, "
-                    "per passage and query shape", "rerank_depth": rerank_depth, "embed_model": embed_model,
+    return {"task": f"CoNLL-2003 test articles' headlines, keyword queries and lead sentences (first {limit} each) "
+                    "-> passages of the test + valid articles, per passage and query shape", "rerank_depth": rerank_depth, "embed_model": embed_model,
             "rows": rows}

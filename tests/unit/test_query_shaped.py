@@ -1,5 +1,7 @@
 """Query-shaped NER data cut from tagged sentences: spans never cut an entity, casing varies, adjacent entities join."""
 
+import re
+
 import pytest
 
 from tritonrepo.datasets import PASSAGE_SHAPES, entity_spans, keywords, query_shaped, shaped_retrieval
@@ -62,3 +64,27 @@ def test_shaped_retrieval_marks_the_passages_of_the_headlines_article(passages):
         assert items.queries[i] == items.queries[i].lower() and 1 <= len(items.queries[i].split()) <= 4
         bodies = [articles.documents[d] for d in articles.relevant[i]]
         assert items.relevant[i] and all(any(items.documents[d] in b for b in bodies) for d in items.relevant[i])
+
+
+@pytest.mark.parametrize("passages", PASSAGE_SHAPES)
+def test_lead_queries_restate_the_headline_and_no_passage_contains_its_query(passages):
+    items, headlines = shaped_retrieval(passages, "lead"), shaped_retrieval(passages, "headline")
+    assert len(items.queries) > 0.75 * len(headlines.queries) > 150
+    for i in range(0, len(items.queries), 10):
+        query = items.queries[i]
+        assert len(query.split()) >= 6 and not re.search(r"\d{4}-\d{2}-\d{2}", query)
+        assert items.relevant[i] and not any(query in items.documents[d] for d in range(len(items.documents)))
+
+
+def test_error_breakdown_names_each_kind_of_ner_mistake():
+    from tritonrepo.ner_eval import error_breakdown
+
+    data = [("elon musk tesla".split(), ["B-PER", "I-PER", "B-ORG"]),
+            ("mount etna eruption".split(), ["B-LOC", "I-LOC", "O"]),
+            ("nvidia shares paris".split(), ["B-ORG", "O", "B-LOC"])]
+    served = [["B-ORG", "I-ORG", "I-ORG"], ["B-LOC", "O", "B-MISC"], ["B-ORG", "O", "B-PER"]]
+    result = error_breakdown(data, served)
+    assert result["counts"] == {"wrong boundary": 3, "spurious": 1, "correct": 1, "wrong type": 1}
+    wrong_type = {"query": "nvidia shares paris", "gold": ["nvidia (ORG)", "paris (LOC)"],
+                  "served": ["nvidia (ORG)", "paris (PER)"]}
+    assert result["examples"]["wrong type"] == [wrong_type]
