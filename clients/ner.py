@@ -77,7 +77,7 @@ class NerClient(SyncClientBase):
     """Blocking client. ``entities(queries)`` -> one list of Entity per query, in input order.
 
     ``analyze`` also says which queries were truncated. ``aggregation`` picks the HF-pipeline strategy per call
-    (default: the server's, word-level ``average``). ``timeout_s`` is the deadline of one call, retries included. Errors are
+    (default: the server's, word-level ``first``). ``timeout_s`` is the deadline of one call, retries included. Errors are
     ``tritonrepo.errors.ClientError`` subclasses; an empty, blank or emoji-only query is valid and has no entities.
     """
 

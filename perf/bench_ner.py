@@ -2,8 +2,8 @@
 
 Queries: ``tritonrepo.datasets.short_queries``, CoNLL-2003 test sentences of 3-10 words (Reuters headlines and
 snippets), every other one lowercased as typed search queries are. One query per request at concurrency 1, 8 and 32:
-  baseline  ``pipeline("token-classification", aggregation_strategy="simple")`` on the same trained weights, called
-            by `concurrency` threads of one process (the usual Python web-worker shape), torch on `threads` threads;
+  baseline  ``pipeline("token-classification")`` with the served default aggregation on the same trained weights,
+            called by `concurrency` threads of one process (the usual Python web-worker shape), torch on `threads` threads;
   served    perf_analyzer (C++, gRPC) against the ``ner`` / ``ner_int8`` ensembles.
 Client-side queries/s, p50 and p95. For each served run, Triton's own statistics of every step (queue, compute
 input/infer/output, average batch) say where the time goes; what the steps do not account for is gRPC, the ensemble
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from tritonrepo.datasets import short_queries
+from tritonrepo.models import NER_AGGREGATION
 from tritonrepo.paths import MODEL_REPOSITORY
 from tritonrepo.server import TritonServer
 
@@ -40,7 +41,7 @@ def hf_baseline(model_dir: Path, queries: list[str], *, concurrency: int, durati
     from transformers import pipeline
 
     torch.set_num_threads(threads)
-    ner = pipeline("token-classification", model=str(model_dir), aggregation_strategy="simple", device="cpu")
+    ner = pipeline("token-classification", model=str(model_dir), aggregation_strategy=NER_AGGREGATION, device="cpu")
     for q in queries[:20]:
         ner(q)  # warm-up
     latencies: list[float] = []
@@ -179,7 +180,7 @@ def run(*, queries: int = 1000, concurrencies=(1, 8, 32), models=("ner", "ner_in
         "benchmark": "ner_short_queries",
         "provenance": origin,
         "setup": {"queries": len(texts), "data": "CoNLL-2003 test sentences of 3-10 words, every other lowercased",
-                  "reps": reps, "baseline_threads": threads, "baseline": "HF pipeline, aggregation simple, "
+                  "reps": reps, "baseline_threads": threads, "baseline": f"HF pipeline, aggregation {NER_AGGREGATION}, "
                   "one query per call from `concurrency` threads", "served_load": "perf_analyzer gRPC, 1 query/request",
                   "model_dir": str(model_dir)},
         "medians": medians,

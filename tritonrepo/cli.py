@@ -562,7 +562,7 @@ def perf_shots(repeats: int = typer.Option(2, help="Alternated repetitions; medi
 @app.command("eval")
 def evaluate(model: str = typer.Argument("ner", help="What to evaluate: ner, shots or search."),
              url: Optional[str] = typer.Option(None, help="Use a running server (default: start one)."),
-             aggregation: str = typer.Option("simple,average", help="ner: aggregation strategies of the served "
+             aggregation: str = typer.Option("simple,first", help="ner: aggregation strategies of the served "
                                              "decoder, comma-separated (simple, first, average, max)."),
              joins: int = typer.Option(60, help="shots: transitions in the spliced test videos."),
              same_source_cuts: bool = typer.Option(False, help="shots: let consecutive segments come from the same "
