@@ -510,25 +510,28 @@ def perf_ner(queries: int = typer.Option(1000, help="Short real queries (CoNLL-2
 
 @perf_app.command("invariance")
 def perf_invariance(texts: int = typer.Option(200, help="Real texts: short queries and news sentences, interleaved."),
-                    rounds: int = typer.Option(3, help="Mixed rounds (all texts at once, shuffled) per model."),
+                    windows: int = typer.Option(48, help="TransNetV2: 100-frame windows of the packaged clips."),
+                    rounds: int = typer.Option(3, help="Mixed rounds (all inputs at once, shuffled) per model."),
                     concurrency: int = typer.Option(16, help="Requests in flight in the mixed rounds."),
                     url: Optional[str] = typer.Option(None, help="Use a running server without a response cache "
                                                       "(default: start one)."),
                     label: str = typer.Option("", help="What the served repository is, recorded in the JSON."),
                     out: Optional[Path] = typer.Option(None, help="JSON path (default perf/results/).")):
-    """Batch invariance of the served text models: each text alone against the same text inside mixed dynamic
-    batches under load (answers changed, entity flips, largest score or embedding difference); writes JSON."""
+    """Batch invariance of the served text and TransNetV2 models: each input alone against the same input inside
+    mixed dynamic batches under load (answers changed, entity flips, largest score, embedding or probability
+    difference); writes JSON."""
     from .perf import invariance
     from .server import TritonServer
 
+    settings = {"texts": texts, "windows_count": windows, "rounds": rounds, "concurrency": concurrency,
+                "label": label, "out": out}
     try:
         if url:
-            result = invariance.run(url, texts=texts, rounds=rounds, concurrency=concurrency, label=label, out=out)
+            result = invariance.run(url, **settings)
         else:
             with TritonServer(paths.MODEL_REPOSITORY, model_config_name="cpu",
                               explicit_models=list(invariance.MODELS)) as s:
-                result = invariance.run(s.grpc_url, texts=texts, rounds=rounds, concurrency=concurrency,
-                                        label=label, out=out)
+                result = invariance.run(s.grpc_url, **settings)
     except TritonRepoError as e:
         _fail(e)
     _console().print(invariance.table(result))
@@ -568,7 +571,9 @@ def evaluate(model: str = typer.Argument("ner", help="What to evaluate: ner, sho
              same_source_cuts: bool = typer.Option(False, help="shots: let consecutive segments come from the same "
                                                    "source video (harder cuts)."),
              rerank_depth: int = typer.Option(20, help="search: hybrid candidates reranked per query."),
-             shape_queries: int = typer.Option(100, help="search: headlines per passage x query shape (0: skip the "
+             shape_rerankers: str = typer.Option("rerank,rerank_int8", help="search: served rerankers scored per "
+                                                 "passage x query shape, comma-separated."),
+             shape_queries: int = typer.Option(100, help="search: queries per passage x query shape (0: skip the "
                                                "shapes).")):
     """Accuracy of the served models. ner: CoNLL-2003 test split entity F1 (fp32, int8). shots: hard-cut F1
     (+-2 frames) on real footage spliced at known frames, H.264 and VP9, fp32 and int8, each decoder. search:
@@ -581,7 +586,7 @@ def evaluate(model: str = typer.Argument("ner", help="What to evaluate: ner, sho
     if model not in families:
         _fail(TritonRepoError(f"unknown model family {model!r}; known: {', '.join(families)}"))
     run = {"ner": lambda: _eval_ner(aggregation), "shots": lambda: _eval_shots(joins, same_source_cuts),
-           "search": lambda: _eval_search(rerank_depth, shape_queries)}[model]()
+           "search": lambda: _eval_search(rerank_depth, shape_queries, shape_rerankers)}[model]()
     try:
         if url:
             results = run(url)
@@ -627,7 +632,7 @@ def _eval_ner(aggregation: str):
     return run
 
 
-def _eval_search(rerank_depth: int, shape_queries: int):
+def _eval_search(rerank_depth: int, shape_queries: int, shape_rerankers: str):
     from rich.table import Table
 
     from .perf.provenance import provenance, write_result
@@ -637,7 +642,9 @@ def _eval_search(rerank_depth: int, shape_queries: int):
     def run(url: str) -> dict:
         result = evaluate_search(url, rerank_depth=rerank_depth) | provenance("faiss-cpu", "bm25s")
         if shape_queries:
-            result["shapes"] = evaluate_shapes(url, rerank_depth=rerank_depth, limit=shape_queries)
+            rerankers = tuple(m.strip() for m in shape_rerankers.split(",") if m.strip())
+            result["shapes"] = evaluate_shapes(url, rerank_depth=rerank_depth, limit=shape_queries,
+                                               rerankers=rerankers)
         table = Table(title=f"{result['task']}: {result['queries']} queries, {result['documents']} documents")
         for col in ("method", "nDCG@10", "MRR@10", "recall@100"):
             table.add_column(col, justify="left" if col == "method" else "right")
