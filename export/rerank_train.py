@@ -1,19 +1,16 @@
-"""Train a cross-encoder reranker on Reuters (CoNLL-2003 train split) cut into the shapes search sees, with hard
-negatives from both first stages it reranks. Resumable, cached by fingerprint.
+"""Train a cross-encoder reranker: headline -> article known-item retrieval on Reuters (CoNLL-2003 train split), with
+BM25-mined hard negatives. Resumable, cached by fingerprint.
 
 No cross-encoder exists offline (DESIGN.md §3), so we fine-tune one: any local BERT-family checkpoint (default: the
-packaged all-MiniLM-L6-v2 encoder) with a one-logit sequence-classification head reads ``[CLS] query [SEP] passage
-[SEP]``. The training tasks are every passage shape (whole article, three-sentence paragraph, sentence) x query shape
-(headline, keyword query, lead sentence) of ``datasets.shaped_retrieval`` on the train split; a passage is relevant
-when it comes from the query's article. An epoch visits each (task, query) once, in random order: the query gets one
-of its relevant passages and ``negatives`` others drawn from the union of the BM25 and the dense (packaged SBERT) top
-``mine_depth`` of that task's corpus (the near misses each first stage makes). The loss is the softmax cross-entropy
-of the group's logits (listwise, the positive first). The served score is that logit: higher is more relevant,
-comparable across passages of one query, not a probability.
+packaged all-MiniLM-L6-v2 encoder) with a one-logit sequence-classification head reads ``[CLS] headline [SEP] body
+[SEP]``. Each step takes ``queries_per_step`` headlines; each gets a group of its article's body and ``negatives``
+bodies drawn from the BM25 top ``mine_depth`` of other articles (the near misses lexical search makes), and the loss
+is the softmax cross-entropy of the group's logits (listwise, the positive first). The served score is that logit:
+higher is more relevant, comparable across passages of one query, not a probability.
 
 Evaluation: the valid split's headlines over the valid articles, BM25 top ``rerank_depth`` reranked, nDCG@10 against
-BM25 alone (the served reranker on every shape: ``tritonrepo eval search --shape-queries``). A checkpoint (model,
-optimizer, scheduler, RNG, step) every ``checkpoint_every`` steps; a killed run resumes from it.
+BM25 alone. A checkpoint (model, optimizer, scheduler, RNG, step) every ``checkpoint_every`` steps; a killed run
+resumes from it.
 """
 
 from __future__ import annotations
@@ -29,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from tritonrepo import models
-from tritonrepo.datasets import PASSAGE_SHAPES, QUERY_SHAPES, KnownItems, headline_retrieval, shaped_retrieval
+from tritonrepo.datasets import KnownItems, headline_retrieval
 from tritonrepo.paths import ASSETS, CONLL_DIR, SBERT_WEIGHTS, require
 from tritonrepo.search_eval import ndcg
 
@@ -39,7 +36,7 @@ from .hf import Fit, recipe_fingerprint, start_training
 log = logging.getLogger(__name__)
 
 RERANK_ARTIFACTS = ASSETS / "artifacts" / "rerank"
-TRAIN_VERSION = 2  # bump when the recipe changes: cached models are retrained
+TRAIN_VERSION = 1  # bump when the recipe changes: cached models are retrained
 
 ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # ids, mask, types -> scores [rows]
 
@@ -48,13 +45,11 @@ ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # ids, mas
 class RerankTraining:
     backbone: Path = SBERT_WEIGHTS
     out_dir: Path = RERANK_ARTIFACTS / "model"
-    epochs: float = 0.75  # an epoch: every query of every passage x query shape once
+    epochs: float = 2
     max_steps: int = 0  # > 0: stop after this many steps (brief models for tests)
     queries_per_step: int = 8
-    negatives: int = 3  # per query and step, from the union of the BM25 and dense top mine_depth
+    negatives: int = 3  # per query and step, from the BM25 top mine_depth
     mine_depth: int = 30
-    passage_shapes: tuple[str, ...] = PASSAGE_SHAPES
-    query_shapes: tuple[str, ...] = QUERY_SHAPES
     lr: float = 7e-5
     warmup: float = 0.1
     weight_decay: float = 0.01
@@ -130,66 +125,13 @@ def rerank_eval(score_fn: ScoreFn, model_dir: Path, items: KnownItems, pool: lis
             "queries": len(pool), "pairs": len(flat), "scores": flat}
 
 
-def dense_candidates(items: KnownItems, depth: int, embed) -> list[list[int]]:
-    """Exact inner-product top ``depth`` documents per query; ``embed``: texts -> L2-normalised float32 [n, dim]."""
-    scores = embed(items.queries) @ embed(items.documents).T
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
-    return top.tolist()
-
-
-def hard_pools(items: KnownItems, *rankings: list[list[int]]) -> list[list[int]]:
-    """Per query, the documents of its first-stage rankings in order of first appearance (BM25 then dense), its
-    relevant ones left out: the negatives a reranker must learn to push below the relevant passage."""
-    return [[d for d in dict.fromkeys(d for ranking in ranked for d in ranking) if d not in relevant]
-            for relevant, *ranked in zip(items.relevant, *rankings)]
-
-
-@dataclass(frozen=True)
-class _Task:
-    """One passage x query shape of the train split, with each query's hard-negative pool."""
-
-    name: str  # "<passages> x <queries>"
-    items: KnownItems
-    hard: list[list[int]]
-
-
-def _tasks(cfg: RerankTraining) -> list[_Task]:
-    from sentence_transformers import SentenceTransformer
-
-    encoder = SentenceTransformer(str(SBERT_WEIGHTS), device="cpu")
-    vectors: dict[str, np.ndarray] = {}  # the shapes share most texts: each is embedded once
-
-    def embed(texts: list[str]) -> np.ndarray:
-        if new := list(dict.fromkeys(t for t in texts if t not in vectors)):
-            vectors.update(zip(new, encoder.encode(new, batch_size=64, convert_to_numpy=True,
-                                                   normalize_embeddings=True, show_progress_bar=False)))
-        return np.stack([vectors[t] for t in texts])
-
-    tasks = []
-    for passages in cfg.passage_shapes:
-        for queries in cfg.query_shapes:
-            items = shaped_retrieval(passages, queries, "train", ("train",))
-            log.info("mining BM25 + dense hard negatives: %d %s queries over %d %s passages", len(items.queries),
-                     queries, len(items.documents), passages)
-            hard = hard_pools(items, candidates(items, cfg.mine_depth + 1),
-                              dense_candidates(items, cfg.mine_depth + 1, embed))
-            tasks.append(_Task(f"{passages} x {queries}", items, hard))
-    return tasks
-
-
-def _batches(tasks: list[_Task], cfg: RerankTraining, rng: random.Random) -> list[list[tuple[str, list[str]]]]:
-    """An epoch: one (query, [positive, negatives...]) per query of every task, ``queries_per_step`` of one task a
-    batch (passages of one shape pad to similar lengths), batches in random order."""
-    batches = []
-    for task in tasks:
-        docs, groups = task.items.documents, []
-        for query, relevant, pool in zip(task.items.queries, task.items.relevant, task.hard):
-            picked = [rng.choice(sorted(relevant)), *rng.sample(pool, min(cfg.negatives, len(pool)))]
-            groups.append((query, [docs[d] for d in picked]))
-        rng.shuffle(groups)
-        batches += [groups[i:i + cfg.queries_per_step] for i in range(0, len(groups), cfg.queries_per_step)]
-    rng.shuffle(batches)
-    return batches
+def _groups(items: KnownItems, hard: list[list[int]], cfg: RerankTraining, rng: random.Random) -> list[list[int]]:
+    """Per query: [positive, negatives...] document ids."""
+    out = []
+    for q, relevant in enumerate(items.relevant):
+        pool = [d for d in hard[q] if d not in relevant]
+        out.append([rng.choice(sorted(relevant)), *rng.sample(pool, min(cfg.negatives, len(pool)))])
+    return out
 
 
 def train(cfg: RerankTraining = RerankTraining(), *, force: bool = False, progress: bool = True) -> dict:
@@ -211,8 +153,10 @@ def train(cfg: RerankTraining = RerankTraining(), *, force: bool = False, progre
     model = AutoModelForSequenceClassification.from_pretrained(str(cfg.backbone), num_labels=1)
     tok, pad_id = pair_tokenizer(cfg.backbone)
 
-    tasks = _tasks(cfg)
-    per_epoch = sum(-(-len(t.items.queries) // cfg.queries_per_step) for t in tasks)
+    items = headline_retrieval("train", ("train",))
+    log.info("mining BM25 hard negatives for %d training headlines", len(items.queries))
+    hard = candidates(items, cfg.mine_depth + 1)
+    per_epoch = -(-len(items.queries) // cfg.queries_per_step)
     total = int(per_epoch * cfg.epochs)
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
@@ -221,11 +165,15 @@ def train(cfg: RerankTraining = RerankTraining(), *, force: bool = False, progre
     bar = tqdm(total=total, initial=fit.step, desc="reranker fine-tuning", unit="step", disable=not progress)
     while fit.step < total:
         epoch, offset = divmod(fit.step, per_epoch)
-        batches = _batches(tasks, cfg, random.Random(cfg.seed * 1000 + epoch))  # the same batches on resume
-        for batch in batches[offset:]:
+        rng = random.Random(cfg.seed * 1000 + epoch)  # the same groups and order on resume
+        order = list(range(len(items.queries)))
+        rng.shuffle(order)
+        epoch_groups = _groups(items, hard, cfg, rng)
+        for start in range(offset * cfg.queries_per_step, len(order), cfg.queries_per_step):
+            batch = [(items.queries[q], epoch_groups[q]) for q in order[start:start + cfg.queries_per_step]]
             size = min(len(g) for _, g in batch)  # equal groups (a query with a short pool trims the step)
             queries = [q for q, g in batch for _ in g[:size]]
-            passages = [p for _, g in batch for p in g[:size]]
+            passages = [items.documents[d] for _, g in batch for d in g[:size]]
             ids, mask, types = (torch.from_numpy(a) for a in encode_pairs(
                 tok, queries, passages, max_length=cfg.max_length, max_query_tokens=cfg.max_query_tokens,
                 pad_id=pad_id))
@@ -249,8 +197,7 @@ def train(cfg: RerankTraining = RerankTraining(), *, force: bool = False, progre
     metrics = {
         "fingerprint": fingerprint, "backbone": str(cfg.backbone), "model_type": model.config.model_type,
         "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("backbone", "out_dir", "threads")},
-        "steps": step, "train_queries": {t.name: len(t.items.queries) for t in tasks},
-        "train_seconds": round(seconds, 1),
+        "steps": step, "train_queries": len(items.queries), "train_seconds": round(seconds, 1),
         "torch_threads": torch.get_num_threads(), "valid": {k: v for k, v in result.items() if k != "scores"},
     }
     (final / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))

@@ -62,9 +62,9 @@ def ner_export():
 
 
 def brief_rerank_export():
-    """The reranker recipe cut to 40 cheap steps on its headline -> article task (~1.5 min here: pairs of 128 tokens,
-    one negative from the BM25 + dense top 100 per headline, 16 headlines a step, lr 1e-4; valid nDCG@10 of the BM25
-    top 5 reranked ~0.92): enough to compare served scores with the PyTorch model's and to rank an obviously relevant passage first. The server still
+    """The reranker recipe cut to 40 cheap steps (~1.5 min here: pairs of 128 tokens, one negative from the BM25 top
+    100 per headline, 16 headlines a step, lr 1e-4; valid nDCG@10 of the BM25 top 5 reranked ~0.92): enough to
+    compare served scores with the PyTorch model's and to rank an obviously relevant passage first. The server still
     reads 256 tokens. Its int8 graph is held to a looser top-1 agreement than the full recipe's (a briefly trained
     model's scores sit close together). Full figures: `tritonrepo eval search`."""
     from tritonrepo.export.rerank import RerankExport
@@ -72,8 +72,7 @@ def brief_rerank_export():
 
     brief = RERANK_ARTIFACTS / "brief"
     training = RerankTraining(out_dir=brief / "model", max_steps=40, max_length=128, negatives=1, queries_per_step=16,
-                              mine_depth=100, lr=1e-4, rerank_depth=5, passage_shapes=("article",),
-                              query_shapes=("headline",))
+                              mine_depth=100, lr=1e-4, rerank_depth=5)
     return RerankExport(training=training, out_dir=brief / "export", validation_depth=5, parity_pairs=100,
                         min_top1_agreement=0.8)
 

@@ -108,8 +108,9 @@ def _worst(queries, docs, relevant, before, after) -> dict | None:
         return None
     top = {name: {"relevant": ranking[q][0] in relevant[q], "passage": docs[ranking[q][0]][:160]}
            for name, ranking in (("stage top", before), ("reranked top", after))}
-    return {"query": queries[q], "ndcg@10 change": round(drops[q], 4), **top,
-            "queries that lost": sum(d < 0 for d in drops), "queries that gained": sum(d > 0 for d in drops)}
+    return {"query": queries[q], "ndcg@10 change": round(float(drops[q]), 4), **top,
+            "queries that lost": int(sum(d < 0 for d in drops)),
+            "queries that gained": int(sum(d > 0 for d in drops))}
 
 
 def evaluate_shapes(url: str, *, embed_model: str = "sbert", rerankers=("rerank", "rerank_int8"),

@@ -121,22 +121,15 @@ def test_headline_retrieval_marks_every_copy_of_a_repeated_headline_relevant():
         headline_retrieval("train", ("test",))
 
 
-def test_training_batches_put_a_relevant_passage_first_and_hard_negatives_from_both_stages_after():
-    import random
 
-    from tritonrepo.datasets import KnownItems
-    from tritonrepo.export.rerank_train import RerankTraining, _batches, _Task, hard_pools
+def test_worst_names_the_query_a_reranker_hurt_most_as_plain_json():
+    import json
 
-    items = KnownItems(queries=["rates", "cup final"], documents=DOCS, relevant=[frozenset({0, 4}), frozenset({1})])
-    lexical, dense = [[0, 4, 3], [1, 2]], [[3, 2, 0], [0, 1]]
-    assert hard_pools(items, lexical, dense) == [[3, 2], [2, 0]]  # BM25's first, relevant ones dropped, no repeats
-    task = _Task("article x headline", items, hard_pools(items, lexical, dense))
-    other = _Task("sentence x keywords", KnownItems(["x"], ["y", "z"], [frozenset({0})]), [[1]])
-    batches = _batches([task, other], RerankTraining(negatives=1, queries_per_step=2), random.Random(0))
-    assert sorted(len(b) for b in batches) == [1, 2]  # a batch holds one task's queries
-    groups = next(b for b in batches if len(b) == 2)
-    assert sorted(q for q, _ in groups) == ["cup final", "rates"]
-    for query, passages in groups:
-        q = items.queries.index(query)
-        assert len(passages) == 2 and DOCS.index(passages[0]) in items.relevant[q]
-        assert DOCS.index(passages[1]) in hard_pools(items, lexical, dense)[q]
+    from tritonrepo.search_eval import _worst
+
+    before, after = [[0, 1, 2], [2, 1, 0]], [[1, 0, 2], [2, 0, 1]]
+    worst = _worst(["q0", "q1"], ["a", "b", "c"], [frozenset({0}), frozenset({2})], before, after)
+    assert json.loads(json.dumps(worst)) == {
+        "query": "q0", "ndcg@10 change": -0.3691, "stage top": {"relevant": True, "passage": "a"},
+        "reranked top": {"relevant": False, "passage": "b"}, "queries that lost": 1, "queries that gained": 0}
+    assert _worst(["q0"], ["a", "b"], [frozenset({0})], [[0, 1]], [[0, 1]]) is None
