@@ -3,7 +3,8 @@
 Queries: ``tritonrepo.datasets.short_queries``, CoNLL-2003 test sentences of 3-10 words (Reuters headlines and
 snippets), every other one lowercased as typed search queries are. One query per request at concurrency 1, 8 and 32:
   baseline  ``pipeline("token-classification")`` with the served default aggregation on the same trained weights,
-            called by `concurrency` threads of one process (the usual Python web-worker shape), torch on `threads` threads;
+            called by `concurrency` threads of one process (the usual Python web-worker shape), torch on `threads`
+            threads;
   served    perf_analyzer (C++, gRPC) against the ``ner`` / ``ner_int8`` ensembles.
 Client-side queries/s, p50 and p95. For each served run, Triton's own statistics of every step (queue, compute
 input/infer/output, average batch) say where the time goes; what the steps do not account for is gRPC, the ensemble

@@ -157,5 +157,5 @@ def evaluate_shapes(url: str, *, embed_model: str = "sbert", rerankers=("rerank"
             for c in clients.values():
                 c.close()
     return {"task": f"CoNLL-2003 test articles' headlines, keyword queries and lead sentences (first {limit} each) "
-                    "-> passages of the test + valid articles, per passage and query shape", "rerank_depth": rerank_depth, "embed_model": embed_model,
-            "rows": rows}
+                    "-> passages of the test + valid articles, per passage and query shape",
+            "rerank_depth": rerank_depth, "embed_model": embed_model, "rows": rows}
