@@ -386,11 +386,11 @@ def keyframes(video: bytes | Path, indices: list[int], max_side: int = 512) -> d
     through PyAV and scaled to fit ``max_side``."""
     import av
 
-    from tritonrepo.ensembles.video_io import VideoError, _Buffer
+    from tritonrepo.ensembles.video_io import BufferFile, VideoError
 
     wanted, found = set(indices), {}
     try:
-        container = av.open(str(video) if isinstance(video, Path) else _Buffer(video), mode="r")
+        container = av.open(str(video) if isinstance(video, Path) else BufferFile(video), mode="r")
     except av.FFmpegError as e:
         raise VideoError(f"not a video FFmpeg can read: {e}") from e
     with container:

@@ -10,16 +10,18 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aiogrpc
 from tritonclient.utils import InferenceServerException
 
+from tritonrepo import contracts
+
 from ._grpc import (
     AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, call_with_retry, call_with_retry_async, channel_args,
     chunks, encode_texts, traced, translate,
 )
 
-TEXT, EMBEDDING = "TEXT", "EMBEDDING"  # the ensemble's tensors (tritonrepo.models.TEXT / EMBEDDING)
+TEXT, EMBEDDING = contracts.TEXT.name, contracts.EMBEDDING.name
 
 
 def _request(batch: np.ndarray) -> list[grpcclient.InferInput]:
-    inp = grpcclient.InferInput(TEXT, list(batch.shape), "BYTES")
+    inp = grpcclient.InferInput(TEXT, list(batch.shape), contracts.TEXT.dtype.value)
     inp.set_data_from_numpy(batch)
     return [inp]
 

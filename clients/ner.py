@@ -17,6 +17,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aiogrpc
 
+from tritonrepo import contracts
 from tritonrepo.errors import InvalidInputError
 
 from ._grpc import (
@@ -26,7 +27,7 @@ from ._grpc import (
 
 log = logging.getLogger(__name__)
 
-QUERY, ENTITIES, TRUNCATED = "QUERY", "ENTITIES", "TRUNCATED"
+QUERY, ENTITIES, TRUNCATED = contracts.QUERY.name, contracts.ENTITIES.name, contracts.TRUNCATED.name
 STRATEGIES = ("simple", "first", "average", "max")
 MAX_BATCH = 64  # the ensemble's max_batch_size (tritonrepo.models.NER_REQUEST_BATCH)
 
@@ -47,7 +48,7 @@ class NerResult:
 
 
 def _request(batch: np.ndarray):
-    inp = grpcclient.InferInput(QUERY, list(batch.shape), "BYTES")
+    inp = grpcclient.InferInput(QUERY, list(batch.shape), contracts.QUERY.dtype.value)
     inp.set_data_from_numpy(batch)
     return [inp], [grpcclient.InferRequestedOutput(ENTITIES), grpcclient.InferRequestedOutput(TRUNCATED)]
 

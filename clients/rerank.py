@@ -16,6 +16,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aiogrpc
 
+from tritonrepo import contracts
 from tritonrepo.errors import InvalidInputError
 
 from ._grpc import (
@@ -24,7 +25,7 @@ from ._grpc import (
 )
 from .search import Hit
 
-QUERY, PASSAGE, SCORE = "QUERY", "PASSAGE", "SCORE"
+QUERY, PASSAGE, SCORE = contracts.QUERY.name, contracts.PASSAGE.name, contracts.SCORE.name
 MAX_BATCH = 64  # the ensemble's max_batch_size (tritonrepo.models.RERANK_REQUEST_BATCH)
 MAX_PASSAGES = 10_000  # per call: a larger candidate list is a caller bug (rerank the head of a retrieval)
 

@@ -23,12 +23,14 @@ from collections.abc import Sequence
 import numpy as np
 import tritonclient.http as httpclient
 
+from tritonrepo import contracts
 from tritonrepo.errors import (
     ClientError, DeadlineExceededError, InvalidInputError, ServerInternalError, ServerOverloadedError,
     ServerUnavailableError,
 )
 
 from ._grpc import RetryPolicy, chunks, encode_texts
+from .embedding import EMBEDDING, TEXT
 from .ner import ENTITIES, MAX_BATCH as NER_BATCH, QUERY, TRUNCATED, Entity, _results
 from .video import OUTPUTS as SHOT_OUTPUTS, ShotResult, _file_result, read_video
 
@@ -115,7 +117,7 @@ class InvocationsClient:
 
     # ---- the served models, as the gRPC clients call them ----------------------------------------------------
 
-    def embed(self, texts: Sequence[str], input_name: str = "TEXT", output: str = "EMBEDDING") -> np.ndarray:
+    def embed(self, texts: Sequence[str], input_name: str = TEXT, output: str = EMBEDDING) -> np.ndarray:
         batch = encode_texts(texts, self.model)
         parts = [self.infer([_input(input_name, batch[part])], [output]).as_numpy(output)
                  for part in chunks(len(batch), EMBED_BATCH)]
@@ -130,7 +132,7 @@ class InvocationsClient:
 
     def shots(self, video) -> ShotResult:
         data = read_video(video, self.model)
-        result = self.infer([_input("VIDEO", np.frombuffer(data, dtype=np.uint8))], SHOT_OUTPUTS)
+        result = self.infer([_input(contracts.VIDEO.name, np.frombuffer(data, dtype=np.uint8))], SHOT_OUTPUTS)
         return _file_result(result, probabilities=False)
 
 

@@ -33,6 +33,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aiogrpc
 from tritonclient.utils import InferenceServerException
 
+from tritonrepo import contracts as c
 from tritonrepo.errors import InvalidInputError
 
 from ._grpc import (
@@ -42,8 +43,9 @@ from ._grpc import (
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = ("SHOTS", "SHOT_TIMES", "FRAME_COUNT", "FPS", "PROBABILITIES")
-LIVE_OUTPUTS = ("SHOTS", "SHOT_TIMES", "FRAMES_DONE", "FPS")
+SHOTS, SHOT_TIMES, FPS = c.SHOTS.name, c.SHOT_TIMES.name, c.FPS.name
+OUTPUTS = (SHOTS, SHOT_TIMES, c.FRAME_COUNT.name, FPS, c.PROBABILITIES.name)
+LIVE_OUTPUTS = (SHOTS, SHOT_TIMES, c.FRAMES_DONE.name, FPS)
 MAX_REQUEST_BYTES = 256 << 20  # larger files go as segments through the live model
 _ids = itertools.count(int(time.time() * 1000) % 1_000_000_000 * 1000 + os.getpid() % 1000)
 
@@ -83,24 +85,24 @@ def read_video(video: str | os.PathLike | bytes, model: str) -> bytes:
 
 
 def _file_request(data: bytes, probabilities: bool):
-    video = grpcclient.InferInput("VIDEO", [len(data)], "UINT8")
+    video = grpcclient.InferInput(c.VIDEO.name, [len(data)], c.VIDEO.dtype.value)
     video.set_data_from_numpy(np.frombuffer(data, dtype=np.uint8))
     inputs = [video]
     if probabilities:
-        flag = grpcclient.InferInput("RETURN_PROBABILITIES", [1], "BOOL")
+        flag = grpcclient.InferInput(c.RETURN_PROBABILITIES.name, [1], c.RETURN_PROBABILITIES.dtype.value)
         flag.set_data_from_numpy(np.array([True]))
         inputs.append(flag)
     return inputs, [grpcclient.InferRequestedOutput(n) for n in OUTPUTS]
 
 
 def _file_result(result, probabilities: bool) -> ShotResult:
-    return ShotResult(_shots(result.as_numpy("SHOTS"), result.as_numpy("SHOT_TIMES")),
-                      int(result.as_numpy("FRAME_COUNT")[0]), float(result.as_numpy("FPS")[0]),
-                      result.as_numpy("PROBABILITIES") if probabilities else None)
+    return ShotResult(_shots(result.as_numpy(SHOTS), result.as_numpy(SHOT_TIMES)),
+                      int(result.as_numpy(c.FRAME_COUNT.name)[0]), float(result.as_numpy(FPS)[0]),
+                      result.as_numpy(c.PROBABILITIES.name) if probabilities else None)
 
 
 def _segment_request(segment: bytes):
-    inp = grpcclient.InferInput("SEGMENT", [1, len(segment)], "UINT8")
+    inp = grpcclient.InferInput(c.SEGMENT.name, [1, len(segment)], c.SEGMENT.dtype.value)
     inp.set_data_from_numpy(np.frombuffer(segment, dtype=np.uint8).reshape(1, -1))
     return [inp], [grpcclient.InferRequestedOutput(n) for n in LIVE_OUTPUTS]
 
@@ -219,9 +221,9 @@ class _Stream:
 
     def _took(self, result) -> list[Shot]:
         self.sent += 1
-        self.frames_done = int(result.as_numpy("FRAMES_DONE").reshape(-1)[0])
-        self.fps = float(result.as_numpy("FPS").reshape(-1)[0])
-        return _shots(result.as_numpy("SHOTS"), result.as_numpy("SHOT_TIMES"))
+        self.frames_done = int(result.as_numpy(c.FRAMES_DONE.name).reshape(-1)[0])
+        self.fps = float(result.as_numpy(FPS).reshape(-1)[0])
+        return _shots(result.as_numpy(SHOTS), result.as_numpy(SHOT_TIMES))
 
 
 class ShotStreamClient(_Stream, SyncClientBase):

@@ -38,7 +38,7 @@ DALI_CPU_CODECS = ("vp8", "vp9", "mjpeg")
 _STILL_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif", "apng")
 
 
-class _Buffer(io.RawIOBase):
+class BufferFile(io.RawIOBase):
     """A read-only, seekable file over a buffer that is never copied (``io.BytesIO`` copies its initial bytes: for a
     large request that would double the memory held)."""
 
@@ -155,7 +155,7 @@ def probe(data: bytes | memoryview, limits: VideoLimits = VideoLimits()) -> Vide
         raise LimitError(f"video is {len(data)} bytes; the limit is {limits.max_request_bytes} bytes "
                          "(max_request_bytes parameter): send longer videos as segments through video_shots_live")
     try:
-        container = av.open(_Buffer(data), mode="r")
+        container = av.open(BufferFile(data), mode="r")
     except (av.FFmpegError, UnicodeDecodeError) as e:
         raise VideoError(f"not a video FFmpeg can read ({len(data)} bytes; truncated, corrupt or another kind of "
                          f"file): {e}") from e
@@ -227,7 +227,7 @@ def ffmpeg_frames(data: bytes | memoryview, chunk: int = 50, threads: int = 0,
     import av
 
     try:
-        container = av.open(_Buffer(data), mode="r")
+        container = av.open(BufferFile(data), mode="r")
     except av.FFmpegError as e:
         raise VideoError(f"not a video FFmpeg can read: {e}") from e
     with container:

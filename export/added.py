@@ -30,13 +30,12 @@ import numpy as np
 
 from tritonrepo import added, render
 from tritonrepo.added import AddedModel, Source
-from tritonrepo.check import REFERENCE, save_reference
 from tritonrepo.errors import AddError, ValidationError
 from tritonrepo.paths import ASSETS, MODEL_REPOSITORY, ROOT, require
 from tritonrepo.specs import Tensor
+from tritonrepo.validate import REFERENCE, Checks, compare, save_reference
 
 from .artifacts import publish, staging_dir
-from .validate import Checks, compare
 
 log = logging.getLogger(__name__)
 

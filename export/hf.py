@@ -1,5 +1,5 @@
-"""What the Hugging Face fine-tuning recipes (NER, reranker) share: the optimizer loop with resumable checkpoints,
-and the export of a model's logits to ONNX."""
+"""What the Hugging Face fine-tuning recipes (NER, reranker) share: the training loop with resumable checkpoints,
+the export of a model's logits to ONNX, and the export + validation skeleton of the trained model."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
+
+from tritonrepo.errors import ValidationError
+
+from .artifacts import publish_validated, up_to_date
 
 log = logging.getLogger(__name__)
 
@@ -72,22 +76,47 @@ def stage_onnx(model_dir: Path, out_dir: Path, export_onnx, opset: int, int8_blo
     return work, fp32, int8
 
 
-class Fit:
-    """AdamW (no decay on biases and norms), linear warmup then decay, gradients clipped at 1.0, and an atomic
-    checkpoint (model, optimizer, scheduler, torch RNG, step, seconds) every ``every`` steps; built over an existing
-    checkpoint, it resumes from it, so a killed run continues to the same weights."""
+def export_trained(cfg, trained: dict, *, what: str, export_onnx, validate, force: bool) -> dict:
+    """Export a fine-tuned model (``cfg.training.out_dir``) unless ``cfg.out_dir`` holds it already (same
+    fingerprint): stage its fp32 and int8 ONNX graphs, run ``validate(model_dir, fp32, int8)`` -> (fp32 Checks, int8
+    Checks, report fields), and publish only when every check of both graphs passed. Returns the report."""
+    fingerprint = cfg.fingerprint(trained)
+    if report := up_to_date(cfg.out_dir, fingerprint, force, what):
+        return report
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    t0 = time.perf_counter()
+    model_dir = cfg.training.out_dir
+    work, fp32, int8 = stage_onnx(model_dir, cfg.out_dir, export_onnx, cfg.opset, cfg.int8_block_size)
+    fp32_checks, int8_checks, fields = validate(model_dir, fp32, int8)
+    failures = [f"{c.artifact}: {f}" for c in (fp32_checks, int8_checks) for f in c.failures]
+    if failures:  # one error for both graphs; nothing reaches the repository
+        raise ValidationError(f"{what.lower()} export", failures)
+    report = {"fingerprint": fingerprint, "model": str(model_dir), **fields, "fp32": fp32_checks.metrics,
+              "int8": int8_checks.metrics | {"method": f"MatMulNBits bits=8 block={cfg.int8_block_size} "
+                                                       "accuracy_level=4"},
+              "seconds": round(time.perf_counter() - t0, 1)}
+    return publish_validated(work, cfg.out_dir, report, what)
 
-    def __init__(self, model, *, lr: float, weight_decay: float, warmup: float, total: int, checkpoint: Path,
-                 every: int, what: str):
+
+class Fit:
+    """The training loop of both recipes: ``cfg.epochs`` epochs of ``per_epoch`` steps (at most ``cfg.max_steps``
+    when set), AdamW (no decay on biases and norms), linear warmup then decay, gradients clipped at 1.0, and an atomic
+    checkpoint (model, optimizer, scheduler, torch RNG, step, seconds) every ``cfg.checkpoint_every`` steps; built
+    over an existing checkpoint, it resumes from it, so a killed run continues to the same weights."""
+
+    def __init__(self, model, cfg, *, per_epoch: int, checkpoint: Path, what: str):
         import torch
         from transformers import get_linear_schedule_with_warmup
 
+        total = int(per_epoch * cfg.epochs)
+        total = min(total, cfg.max_steps) if cfg.max_steps else total
         groups = [{"params": [p for n, p in model.named_parameters() if not n.endswith(NO_DECAY)],
-                   "weight_decay": weight_decay},
+                   "weight_decay": cfg.weight_decay},
                   {"params": [p for n, p in model.named_parameters() if n.endswith(NO_DECAY)], "weight_decay": 0.0}]
-        self.model, self.total, self.path, self.every = model, total, checkpoint, every
-        self.optimizer = torch.optim.AdamW(groups, lr=lr)
-        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, int(warmup * total), total)
+        self.model, self.total, self.per_epoch, self.what = model, total, per_epoch, what
+        self.path, self.every = checkpoint, cfg.checkpoint_every
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, int(cfg.warmup * total), total)
         self.step, self._spent = 0, 0.0
         if checkpoint.exists():
             state = torch.load(checkpoint, weights_only=False)
@@ -104,6 +133,24 @@ class Fit:
     @property
     def seconds(self) -> float:
         return self._spent + time.perf_counter() - self._t0
+
+    def run(self, epoch_batches, loss, *, progress: bool = True) -> None:
+        """Train to the last step: ``epoch_batches(epoch)`` lists an epoch's batches (the same ones again on resume,
+        which continues inside its epoch) and ``loss(batch)`` is a batch's training loss."""
+        from tqdm import tqdm
+
+        bar = tqdm(total=self.total, initial=self.step, desc=f"{self.what} fine-tuning", unit="step",
+                   disable=not progress)
+        while self.step < self.total:
+            epoch, offset = divmod(self.step, self.per_epoch)
+            for batch in epoch_batches(epoch)[offset:]:
+                value = loss(batch)
+                self.update(value)
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{value.item():.3f}")
+                if self.step >= self.total:
+                    break
+        bar.close()
 
     def update(self, loss) -> None:
         import torch

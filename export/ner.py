@@ -14,21 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from tritonrepo import models
+from tritonrepo.datasets import read_conll
 from tritonrepo.errors import ValidationError
+from tritonrepo.validate import Checks
 
-from .ner_train import NER_ARTIFACTS, NerTraining, evaluate, read_conll, train
-from .artifacts import publish_validated, up_to_date
 from .artifacts import install as install_artifacts
-from .hf import logits_to_onnx, stage_onnx
-from .validate import Checks
+from .hf import export_trained, logits_to_onnx
+from .ner_train import NER_ARTIFACTS, NerTraining, evaluate, train
 
 log = logging.getLogger(__name__)
 
@@ -89,24 +87,22 @@ def max_logit_diff(reference_fn, candidate_fn, tokenizer, sentences, batch_size:
 def export(cfg: NerExport = NerExport(), *, force: bool = False) -> dict:
     """Train if needed (cached), export, validate, keep the artifacts in cfg.out_dir. Returns the report."""
     trained = train(cfg.training)
-    fingerprint = cfg.fingerprint(trained)
-    if report := up_to_date(cfg.out_dir, fingerprint, force, "NER"):
-        return report
+    return export_trained(cfg, trained, what="NER", export_onnx=export_onnx, force=force,
+                          validate=lambda model_dir, fp32, int8: _validate(cfg, trained, model_dir, fp32, int8))
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+def _validate(cfg: NerExport, trained: dict, model_dir: Path, fp32: Path, int8: Path):
+    """Logit parity of the fp32 graph with PyTorch, entity F1 of both graphs, int8 within ``max_f1_drop``."""
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     from .ner_train import torch_logits
 
-    t0 = time.perf_counter()
-    model_dir = cfg.training.out_dir
-    work, fp32, int8 = stage_onnx(model_dir, cfg.out_dir, export_onnx, cfg.opset, cfg.int8_block_size)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForTokenClassification.from_pretrained(str(model_dir)).eval()
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if tuple(labels) != models.NER_LABELS:
         raise ValidationError("ner export", [f"model labels {labels} != the served labels {models.NER_LABELS}"])
-    (work / "labels.json").write_text(json.dumps(labels))
+    (fp32.parent / "labels.json").write_text(json.dumps(labels))
 
     test = read_conll("test")
     fp32_fn, int8_fn = onnx_logits(fp32), onnx_logits(int8)
@@ -124,19 +120,9 @@ def export(cfg: NerExport = NerExport(), *, force: bool = False) -> dict:
     int8_checks.metrics |= {"test_f1_lowercased": int8_eval["lowercased"]["f1"],
                             "test_f1_queries": int8_eval["queries"]["f1"]}
     int8_checks.metrics["f1_drop_vs_fp32"] = round(fp32_eval["cased"]["f1"] - int8_eval["cased"]["f1"], 4)
-    failures = [f"{c.artifact}: {f}" for c in (fp32_checks, int8_checks) for f in c.failures]
-    if failures:  # one error for both graphs; nothing reaches the repository
-        raise ValidationError("ner export", failures)
-
-    report = {
-        "fingerprint": fingerprint,
-        "model": str(model_dir), "model_type": model.config.model_type,
-        "training": {k: trained[k] for k in ("steps", "train_seconds", "valid", "test")},
-        "fp32": fp32_checks.metrics, "int8": int8_checks.metrics
-        | {"method": f"MatMulNBits bits=8 block={cfg.int8_block_size} accuracy_level=4"},
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    return publish_validated(work, cfg.out_dir, report, "NER")
+    return fp32_checks, int8_checks, {
+        "model_type": model.config.model_type,
+        "training": {k: trained[k] for k in ("steps", "train_seconds", "valid", "test")}}
 
 
 def install(repository: Path, artifacts: Path = NER_ARTIFACTS / "export") -> list[Path]:

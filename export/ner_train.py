@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonrepo.datasets import query_shaped
+from tritonrepo.datasets import lowercased, query_shaped, read_conll
 from tritonrepo.models import NER_LABELS
-from tritonrepo.paths import ASSETS, CONLL_DIR, SBERT_WEIGHTS, require
+from tritonrepo.paths import ASSETS, CONLL_DIR, SBERT_WEIGHTS
+from tritonrepo.scoring import entity_f1
 
 from .artifacts import cached, publish, staging_dir
 from .hf import Fit, recipe_fingerprint, start_training
@@ -34,34 +35,6 @@ log = logging.getLogger(__name__)
 LABELS = NER_LABELS
 NER_ARTIFACTS = ASSETS / "artifacts" / "ner"
 TRAIN_VERSION = 1  # bump when the recipe changes: cached models are retrained
-
-
-def iob2(tags: list[str]) -> list[str]:
-    """IOB1 -> IOB2: an I- tag that does not continue an entity of its type starts one (B-)."""
-    out = []
-    for i, tag in enumerate(tags):
-        if tag.startswith("I-") and (i == 0 or out[-1][2:] != tag[2:]):
-            tag = "B-" + tag[2:]
-        out.append(tag)
-    return out
-
-
-def read_conll(split: str, directory: Path | None = None) -> list[tuple[list[str], list[str]]]:
-    """(words, IOB2 tags) per sentence of a CoNLL-2003 English split."""
-    path = require((directory or CONLL_DIR) / f"{split}.txt", f"CoNLL-2003 {split} split")
-    sentences, words, tags = [], [], []
-    for line in path.read_text(encoding="utf-8").splitlines() + [""]:
-        if line.startswith("-DOCSTART-"):
-            continue
-        if not line.strip():
-            if words:
-                sentences.append((words, iob2(tags)))
-            words, tags = [], []
-            continue
-        parts = line.split()
-        words.append(parts[0])
-        tags.append(parts[-1])
-    return sentences
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,18 +152,6 @@ def predict_words(logits_fn, tokenizer, sentences, *, max_length: int = 128, bat
     return predictions
 
 
-def entity_f1(sentences, predictions) -> dict:
-    from seqeval.metrics import f1_score, precision_score, recall_score
-
-    gold = [tags for _, tags in sentences]
-    return {"f1": round(f1_score(gold, predictions), 4), "precision": round(precision_score(gold, predictions), 4),
-            "recall": round(recall_score(gold, predictions), 4), "sentences": len(sentences)}
-
-
-def lowercased(sentences):
-    return [([w.lower() for w in words], tags) for words, tags in sentences]
-
-
 def evaluate(logits_fn, tokenizer, split: str = "test", max_length: int = 128) -> dict:
     """Entity-level F1 (seqeval) on a split as written, on its lowercased copy and cut into query shapes."""
     sentences = read_conll(split)
@@ -209,7 +170,6 @@ def train(cfg: NerTraining = NerTraining(), *, force: bool = False, progress: bo
 
     work = start_training(cfg, fingerprint, force)
     import torch
-    from tqdm import tqdm
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     checkpoint = work / "checkpoint.pt"
@@ -231,26 +191,14 @@ def train(cfg: NerTraining = NerTraining(), *, force: bool = False, progress: bo
         count = min(len(shaped), int(cfg.query_shaped_fraction * len(read_conll("train"))))
         train_sentences = train_sentences + [shaped[i] for i in sorted(rng.sample(range(len(shaped)), count))]
     rows = _encode(tokenizer, train_sentences, cfg.max_length, cfg.label_all_tokens)
-    per_epoch = -(-len(rows) // cfg.batch_size)
-    total = int(per_epoch * cfg.epochs)
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
 
-    fit = Fit(model, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=cfg.warmup, total=total, checkpoint=checkpoint,
-              every=cfg.checkpoint_every, what="NER")
-    bar = tqdm(total=total, initial=fit.step, desc="NER fine-tuning", unit="step", disable=not progress)
-    while fit.step < total:
-        epoch, offset = divmod(fit.step, per_epoch)
-        batches = _batches(rows, cfg.batch_size, random.Random(cfg.seed * 1000 + epoch))  # same order on resume
-        for batch in batches[offset:]:
-            ids, mask, labels = _collate([rows[r] for r in batch], tokenizer.pad_token_id)
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            fit.update(loss)
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-            if fit.step >= total:
-                break
-    bar.close()
+    def loss(batch):
+        ids, mask, labels = _collate([rows[r] for r in batch], tokenizer.pad_token_id)
+        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+
+    fit = Fit(model, cfg, per_epoch=-(-len(rows) // cfg.batch_size), checkpoint=checkpoint, what="NER")
+    fit.run(lambda epoch: _batches(rows, cfg.batch_size, random.Random(cfg.seed * 1000 + epoch)), loss,
+            progress=progress)
     step, seconds = fit.step, fit.seconds
 
     log.info("evaluating on CoNLL-2003 valid and test")

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,13 +20,11 @@ import numpy as np
 
 from tritonrepo import models
 from tritonrepo.datasets import headline_retrieval
-from tritonrepo.errors import ValidationError
+from tritonrepo.validate import Checks
 
-from .artifacts import publish_validated, up_to_date
 from .artifacts import install as install_artifacts
-from .hf import logits_to_onnx, stage_onnx
+from .hf import export_trained, logits_to_onnx
 from .rerank_train import RERANK_ARTIFACTS, RerankTraining, candidates, rerank_eval, torch_scores, train
-from .validate import Checks
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +83,13 @@ def _top1(scores: np.ndarray, pool: list[list[int]]) -> np.ndarray:
 def export(cfg: RerankExport = RerankExport(), *, force: bool = False) -> dict:
     """Train if needed (cached), export, validate, keep the artifacts in cfg.out_dir. Returns the report."""
     trained = train(cfg.training)
-    fingerprint = cfg.fingerprint(trained)
-    if report := up_to_date(cfg.out_dir, fingerprint, force, "rerank"):
-        return report
+    return export_trained(cfg, trained, what="rerank", export_onnx=export_onnx, force=force,
+                          validate=lambda model_dir, fp32, int8: _validate(cfg, trained, model_dir, fp32, int8))
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+def _validate(cfg: RerankExport, trained: dict, model_dir: Path, fp32: Path, int8: Path):
+    """Score parity of the fp32 graph with PyTorch; valid nDCG@10 and top-1 agreement of int8 against fp32."""
     from transformers import AutoModelForSequenceClassification
-
-    t0 = time.perf_counter()
-    model_dir = cfg.training.out_dir
-    work, fp32, int8 = stage_onnx(model_dir, cfg.out_dir, export_onnx, cfg.opset, cfg.int8_block_size)
 
     valid = headline_retrieval("valid", ("valid",))
     pool = candidates(valid, cfg.validation_depth)
@@ -122,19 +115,9 @@ def export(cfg: RerankExport = RerankExport(), *, force: bool = False) -> dict:
     agreement = float(np.mean(_top1(got_int8["scores"], pool) == _top1(got_fp32["scores"], pool)))
     int8_checks.at_least("top1_agreement", agreement, cfg.min_top1_agreement)
     int8_checks.metrics["max_abs_diff_vs_fp32"] = float(np.abs(got_int8["scores"] - got_fp32["scores"]).max())
-    failures = [f"{c.artifact}: {f}" for c in (fp32_checks, int8_checks) for f in c.failures]
-    if failures:  # one error for both graphs; nothing reaches the repository
-        raise ValidationError("rerank export", failures)
-
-    report = {
-        "fingerprint": fingerprint, "model": str(model_dir),
+    return fp32_checks, int8_checks, {
         "training": {k: trained[k] for k in ("steps", "train_seconds", "valid")},
-        "validation": f"CoNLL-2003 valid headlines, BM25 top {cfg.validation_depth} ({len(got_fp32['scores'])} pairs)",
-        "fp32": fp32_checks.metrics, "int8": int8_checks.metrics
-        | {"method": f"MatMulNBits bits=8 block={cfg.int8_block_size} accuracy_level=4"},
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    return publish_validated(work, cfg.out_dir, report, "rerank")
+        "validation": f"CoNLL-2003 valid headlines, BM25 top {cfg.validation_depth} ({len(got_fp32['scores'])} pairs)"}
 
 
 def install(repository: Path, artifacts: Path = RERANK_ARTIFACTS / "export") -> list[Path]:

@@ -28,7 +28,7 @@ import numpy as np
 from tritonrepo import models
 from tritonrepo.datasets import KnownItems, headline_retrieval
 from tritonrepo.paths import ASSETS, CONLL_DIR, SBERT_WEIGHTS, require
-from tritonrepo.search_eval import ndcg
+from tritonrepo.scoring import ndcg
 
 from .artifacts import cached, publish, staging_dir
 from .hf import Fit, recipe_fingerprint, start_training
@@ -144,7 +144,6 @@ def train(cfg: RerankTraining = RerankTraining(), *, force: bool = False, progre
 
     work = start_training(cfg, fingerprint, force)
     import torch
-    from tqdm import tqdm
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from tritonrepo.ensembles.pair_encoding import encode_pairs
@@ -156,35 +155,27 @@ def train(cfg: RerankTraining = RerankTraining(), *, force: bool = False, progre
     items = headline_retrieval("train", ("train",))
     log.info("mining BM25 hard negatives for %d training headlines", len(items.queries))
     hard = candidates(items, cfg.mine_depth + 1)
-    per_epoch = -(-len(items.queries) // cfg.queries_per_step)
-    total = int(per_epoch * cfg.epochs)
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
-    fit = Fit(model, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=cfg.warmup, total=total, checkpoint=checkpoint,
-              every=cfg.checkpoint_every, what="reranker")
-    bar = tqdm(total=total, initial=fit.step, desc="reranker fine-tuning", unit="step", disable=not progress)
-    while fit.step < total:
-        epoch, offset = divmod(fit.step, per_epoch)
+
+    def epoch_batches(epoch: int) -> list[list[tuple[str, list[int]]]]:
         rng = random.Random(cfg.seed * 1000 + epoch)  # the same groups and order on resume
         order = list(range(len(items.queries)))
         rng.shuffle(order)
-        epoch_groups = _groups(items, hard, cfg, rng)
-        for start in range(offset * cfg.queries_per_step, len(order), cfg.queries_per_step):
-            batch = [(items.queries[q], epoch_groups[q]) for q in order[start:start + cfg.queries_per_step]]
-            size = min(len(g) for _, g in batch)  # equal groups (a query with a short pool trims the step)
-            queries = [q for q, g in batch for _ in g[:size]]
-            passages = [items.documents[d] for _, g in batch for d in g[:size]]
-            ids, mask, types = (torch.from_numpy(a) for a in encode_pairs(
-                tok, queries, passages, max_length=cfg.max_length, max_query_tokens=cfg.max_query_tokens,
-                pad_id=pad_id))
-            logits = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits.view(len(batch), size)
-            loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
-            fit.update(loss)
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-            if fit.step >= total:
-                break
-    bar.close()
+        groups = _groups(items, hard, cfg, rng)
+        return [[(items.queries[q], groups[q]) for q in order[start:start + cfg.queries_per_step]]
+                for start in range(0, len(order), cfg.queries_per_step)]
+
+    def loss(batch):
+        size = min(len(g) for _, g in batch)  # equal groups (a query with a short pool trims the step)
+        queries = [q for q, g in batch for _ in g[:size]]
+        passages = [items.documents[d] for _, g in batch for d in g[:size]]
+        ids, mask, types = (torch.from_numpy(a) for a in encode_pairs(
+            tok, queries, passages, max_length=cfg.max_length, max_query_tokens=cfg.max_query_tokens, pad_id=pad_id))
+        logits = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits.view(len(batch), size)
+        return torch.nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
+
+    fit = Fit(model, cfg, per_epoch=-(-len(items.queries) // cfg.queries_per_step), checkpoint=checkpoint,
+              what="reranker")
+    fit.run(epoch_batches, loss, progress=progress)
     step, seconds = fit.step, fit.seconds
 
     final = staging_dir(cfg.out_dir)

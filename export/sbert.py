@@ -23,15 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from tritonrepo import models
-from tritonrepo.check import save_reference
 from tritonrepo.datasets import conll_sentences
 from tritonrepo.errors import ValidationError
 from tritonrepo.paths import ASSETS, SBERT_WEIGHTS, require
+from tritonrepo.validate import embedding_checks, save_reference
 
 from .artifacts import publish_validated, staging_dir, up_to_date
 from .artifacts import install as install_artifacts
 from .quantize import int8_blocks
-from .validate import embedding_checks
 
 log = logging.getLogger(__name__)
 

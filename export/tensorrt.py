@@ -213,7 +213,7 @@ def activate(repository: Path, model: str, target: str) -> Path:
 
 def validation_texts(repository: Path) -> list[str]:
     """Real sentences shipped in the repository: the texts of the SBERT ensemble's reference requests."""
-    from tritonrepo.check import REFERENCE, load_reference
+    from tritonrepo.validate import REFERENCE, load_reference
 
     path = repository / "sbert" / "1" / REFERENCE
     if not path.exists():

@@ -30,10 +30,11 @@ import numpy as np
 from tritonrepo import models
 from tritonrepo.errors import ValidationError
 from tritonrepo.paths import ASSETS, TRANSNET_DIR, VIDEO_DIR, require
+from tritonrepo.scoring import match_f1
+from tritonrepo.validate import Checks
 
 from .artifacts import publish_validated, staging_dir, up_to_date
 from .artifacts import install as install_artifacts
-from .validate import Checks
 
 log = logging.getLogger(__name__)
 
@@ -141,19 +142,6 @@ def boundary_f1(reference: np.ndarray, candidate: np.ndarray, tolerance: int = 1
     from tritonrepo.ensembles.shot_tracker import transitions
 
     return match_f1(transitions(reference), transitions(candidate), tolerance)[2]
-
-
-def match_f1(truth, found, tolerance: int) -> tuple[int, int, float]:
-    """(matched, found, F1): greedy one-to-one matching of sorted frame indices within `tolerance`."""
-    truth, used, hits = list(truth), set(), 0
-    for f in found:
-        best = min((abs(f - t), i) for i, t in enumerate(truth) if i not in used) if len(used) < len(truth) else None
-        if best is not None and best[0] <= tolerance:
-            used.add(best[1])
-            hits += 1
-    if not truth and not found:
-        return 0, 0, 1.0
-    return hits, len(found), 2 * hits / (len(truth) + len(found))
 
 
 def _quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray) -> None:

@@ -21,8 +21,8 @@ import numpy as np
 
 from tritonrepo.clients import AsyncEmbeddingClient
 from tritonrepo.datasets import conll_sentences
-from tritonrepo.paths import MODEL_REPOSITORY, ROOT, SBERT_WEIGHTS
-from tritonrepo.server import TritonServer
+from tritonrepo.paths import ROOT, SBERT_WEIGHTS
+from tritonrepo.server import served
 
 from . import perf_analyzer
 from .provenance import provenance, write_result
@@ -89,41 +89,33 @@ def run(*, sentences: int = 2000, reps: int = 2, concurrencies=(1, 4, 16), model
         threads: int = 2, url: str | None = None, batch_duration_s: float = 8.0, out: Path | None = None) -> dict:
     texts = conll_sentences("test")[:sentences]
     origin = provenance("torch", "sentence-transformers", "transformers")  # taken before the run, not after
-    server = None
-    if url is None:
-        server = TritonServer(MODEL_REPOSITORY, model_config_name="cpu").start()
-        url = server.grpc_url
     samples: dict[str, list[float]] = {}
 
     def add(key: str, value: float) -> None:
         samples.setdefault(key, []).append(value)
 
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            data = perf_analyzer.write_input_data(Path(tmp) / "sentences.json", "TEXT", texts)
-            for rep in range(reps):
-                log.info("repetition %d/%d: sentence-transformers baseline", rep + 1, reps)
-                base = st_baseline(texts, threads=threads)
-                add("baseline|batch|sentences_per_s", base["sentences_per_s"])
-                add("baseline|query|p95_ms", base["query_p95_ms"])
-                log.info("sentence-transformers: %.0f sentences/s (batch 32), single query p95 %.1f ms",
-                         base["sentences_per_s"], base["query_p95_ms"])
-                for model in models:
-                    for c in concurrencies:
-                        row = perf_analyzer.run(model, url, data, concurrency=c)
-                        add(f"{model}|query|c{c}|sentences_per_s", row.infer_per_s)
-                        add(f"{model}|query|c{c}|p95_ms", row.p95_ms)
-                        add(f"{model}|query|c{c}|server_queue_ms", row.server_queue_ms)
-                        add(f"{model}|query|c{c}|server_compute_ms", row.server_compute_ms)
-                        add(f"{model}|query|c{c}|unstable", float(not row.stable))
-                        got = asyncio.run(_batch_load(url, model, texts, c, batch_duration_s))
-                        add(f"{model}|batch|c{c}|sentences_per_s", got["sentences_per_s"])
-                        add(f"{model}|batch|c{c}|p95_ms", got["p95_ms"])
-                        log.info("%s c=%d: query %.0f/s p95 %.1f ms | batch %.0f/s p95 %.1f ms", model, c,
-                                 row.infer_per_s, row.p95_ms, got["sentences_per_s"], got["p95_ms"])
-    finally:
-        if server:
-            server.stop()
+    with served(url, None) as url, tempfile.TemporaryDirectory() as tmp:
+        data = perf_analyzer.write_input_data(Path(tmp) / "sentences.json", "TEXT", texts)
+        for rep in range(reps):
+            log.info("repetition %d/%d: sentence-transformers baseline", rep + 1, reps)
+            base = st_baseline(texts, threads=threads)
+            add("baseline|batch|sentences_per_s", base["sentences_per_s"])
+            add("baseline|query|p95_ms", base["query_p95_ms"])
+            log.info("sentence-transformers: %.0f sentences/s (batch 32), single query p95 %.1f ms",
+                     base["sentences_per_s"], base["query_p95_ms"])
+            for model in models:
+                for c in concurrencies:
+                    row = perf_analyzer.run(model, url, data, concurrency=c)
+                    add(f"{model}|query|c{c}|sentences_per_s", row.infer_per_s)
+                    add(f"{model}|query|c{c}|p95_ms", row.p95_ms)
+                    add(f"{model}|query|c{c}|server_queue_ms", row.server_queue_ms)
+                    add(f"{model}|query|c{c}|server_compute_ms", row.server_compute_ms)
+                    add(f"{model}|query|c{c}|unstable", float(not row.stable))
+                    got = asyncio.run(_batch_load(url, model, texts, c, batch_duration_s))
+                    add(f"{model}|batch|c{c}|sentences_per_s", got["sentences_per_s"])
+                    add(f"{model}|batch|c{c}|p95_ms", got["p95_ms"])
+                    log.info("%s c=%d: query %.0f/s p95 %.1f ms | batch %.0f/s p95 %.1f ms", model, c,
+                             row.infer_per_s, row.p95_ms, got["sentences_per_s"], got["p95_ms"])
 
     medians = {k: statistics.median(v) for k, v in samples.items()}
     validation = json.loads((ROOT / ".assets/artifacts/sbert/validation.json").read_text())

@@ -26,8 +26,7 @@ import numpy as np
 
 from tritonrepo.datasets import short_queries
 from tritonrepo.models import NER_AGGREGATION
-from tritonrepo.paths import MODEL_REPOSITORY
-from tritonrepo.server import TritonServer
+from tritonrepo.server import served
 
 from . import perf_analyzer
 from .provenance import provenance, write_result
@@ -130,18 +129,13 @@ def run(*, queries: int = 1000, concurrencies=(1, 8, 32), models=("ner", "ner_in
     model_dir = model_dir or cfg.training.out_dir
     texts = short_queries(queries)
     origin = provenance("torch", "transformers", "onnxruntime")
-    server = None
-    if url is None:
-        server = TritonServer(MODEL_REPOSITORY, model_config_name="cpu",
-                              explicit_models=list(models)).start()
-        url = server.grpc_url
     samples: dict[str, list[float]] = {}
     profiles: dict[str, list[dict]] = {}
 
     def add(key: str, value: float) -> None:
         samples.setdefault(key, []).append(value)
 
-    try:
+    with served(url, list(models)) as url:
         client = grpcclient.InferenceServerClient(url)
         with tempfile.TemporaryDirectory() as tmp:
             data = perf_analyzer.write_input_data(Path(tmp) / "queries.json", "QUERY", texts)
@@ -157,10 +151,10 @@ def run(*, queries: int = 1000, concurrencies=(1, 8, 32), models=("ner", "ner_in
                         before, cpu_before = {s: _stats(client, s) for s in steps}, cpu_snapshot()
                         row = perf_analyzer.run(model, url, data, concurrency=c, measurement_ms=measurement_ms)
                         cpu_after, after = cpu_snapshot(), {s: _stats(client, s) for s in steps}
-                        served = after[steps[0]]["requests"] - before[steps[0]]["requests"]
+                        answered = after[steps[0]]["requests"] - before[steps[0]]["requests"]
                         profiles.setdefault(f"{model}|c{c}", []).append(
                             {"steps": step_profile(before, after),
-                             "cpu_ms_per_query": cpu_per_query(cpu_before, cpu_after, served)})
+                             "cpu_ms_per_query": cpu_per_query(cpu_before, cpu_after, answered)})
                         add(f"{model}|c{c}|queries_per_s", row.infer_per_s)
                         add(f"{model}|c{c}|p50_ms", row.p50_ms)
                         add(f"{model}|c{c}|p95_ms", row.p95_ms)
@@ -170,9 +164,6 @@ def run(*, queries: int = 1000, concurrencies=(1, 8, 32), models=("ner", "ner_in
                         log.info("rep %d %s c=%d: %.0f q/s p95 %.1f ms", rep + 1, model, c, row.infer_per_s,
                                  row.p95_ms)
         client.close()
-    finally:
-        if server:
-            server.stop()
 
     medians = {k: statistics.median(v) for k, v in samples.items()}
     validation_path = cfg.out_dir / "validation.json"

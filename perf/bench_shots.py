@@ -31,8 +31,8 @@ from pathlib import Path
 from tritonrepo import shots_eval
 from tritonrepo.clients.video import ShotClient
 from tritonrepo.ensembles import video_io
-from tritonrepo.export.transnetv2 import match_f1
 from tritonrepo.paths import MODEL_REPOSITORY, RUNS, TRANSNET_DIR, VIDEO_DIR
+from tritonrepo.scoring import match_f1
 from tritonrepo.server import TritonServer
 
 from .provenance import provenance, write_result

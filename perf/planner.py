@@ -112,6 +112,14 @@ class Capacity:
 
 
 @dataclass(frozen=True)
+class NoCapacity:
+    """Why one instance type has no capacity for a model: no profile measured on its hardware, or no measured config
+    within the p95 target."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Option:
     service: str
     instance: Instance
@@ -240,20 +248,21 @@ def best_row(profile: dict, p95_ms: float) -> tuple[str, dict] | None:
     return sweep.best_row(profile["variants"], p95_ms)
 
 
-def capacity(slo: ModelSlo, instance: Instance, profiles: Path = PROFILES) -> Capacity | str:
+def capacity(slo: ModelSlo, instance: Instance, profiles: Path = PROFILES) -> Capacity | NoCapacity:
     """One instance's capacity for the model (the best of its alternatives) within its p95, or why there is none."""
     found = [_capacity(m, slo.p95_ms, instance, profiles) for m in slo.candidates]
     measured = [c for c in found if isinstance(c, Capacity)]
-    return max(measured, key=lambda c: c.infer_per_s) if measured else "; ".join(found)
+    return (max(measured, key=lambda c: c.infer_per_s) if measured
+            else NoCapacity("; ".join(c.reason for c in found)))
 
 
-def _capacity(model: str, p95_ms: float, instance: Instance, profiles: Path) -> Capacity | str:
+def _capacity(model: str, p95_ms: float, instance: Instance, profiles: Path) -> Capacity | NoCapacity:
     profile = load_profile(model, instance.profile, profiles)
     if profile is None:
-        return f"no measured profile of {model} on {instance.profile}"
+        return NoCapacity(f"no measured profile of {model} on {instance.profile}")
     found = best_row(profile, p95_ms)
     if found is None:
-        return f"no measured config of {model} meets p95 <= {p95_ms:g} ms on {instance.profile}"
+        return NoCapacity(f"no measured config of {model} meets p95 <= {p95_ms:g} ms on {instance.profile}")
     variant, row = found
     closed = None if row.get("request_rate") else (
         f"closed loop ({load_label(row)}): no open-loop rate measured within p95 {p95_ms:g} ms; Poisson arrivals at "
@@ -369,7 +378,7 @@ def plan(headroom: float, services: list[Service], catalog: list[Instance], prof
         priced, unpriced, why = [], [], []
         for inst in catalog:
             caps = [capacity(m, inst, profiles) for m in svc.models]
-            missing = [c for c in caps if isinstance(c, str)]
+            missing = [c.reason for c in caps if isinstance(c, NoCapacity)]
             if missing:
                 why.append(f"{inst.name}: {'; '.join(missing)}")
                 continue

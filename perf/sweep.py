@@ -22,7 +22,6 @@ from google.protobuf import json_format
 from tritonclient.utils import InferenceServerException
 
 from tritonrepo import added, models, render
-from tritonrepo.check import REFERENCE, load_reference
 from tritonrepo.datasets import conll_sentences, headline_retrieval, short_queries
 from tritonrepo.errors import TritonRepoError
 from tritonrepo.paths import MODEL_REPOSITORY, ROOT, VIDEO_DIR
@@ -30,6 +29,7 @@ from tritonrepo.repository import with_dependencies
 from tritonrepo.server import TritonServer
 from tritonrepo.specs import ModelSpec
 from tritonrepo.tuning import Variant
+from tritonrepo.validate import REFERENCE, load_reference
 
 from . import perf_analyzer
 from .provenance import provenance
@@ -139,11 +139,12 @@ def write_inputs(plan: SweepPlan, path: Path, limit: int = 2000, repository: Pat
         clips = [VIDEO_DIR / "carphone_pristine.mp4", VIDEO_DIR / "bikes.mp4"]
         return perf_analyzer.write_binary_input_data(path, plan.input_tensor, [p.read_bytes() for p in clips])
     if plan.inputs == "query-passage-pairs":  # valid headlines with their BM25 top 5 articles (unseen in training)
-        from tritonrepo.export.rerank_train import candidates
+        from tritonrepo.clients.search import BM25Retriever
 
         items = headline_retrieval("valid", ("valid",))
-        rows = [{"QUERY": items.queries[q], "PASSAGE": items.documents[d]}
-                for q, docs in enumerate(candidates(items, 5)) for d in docs]
+        top5 = BM25Retriever(items.documents).search_many(items.queries, 5)
+        rows = [{"QUERY": items.queries[q], "PASSAGE": items.documents[h.doc]}
+                for q, hits in enumerate(top5) for h in hits]
         return perf_analyzer.write_text_rows(path, rows[:limit])
     if plan.inputs == "conll-test-token-ids":  # what sbert_tokenizer hands the encoder for each test sentence
         from tokenizers import Tokenizer

@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 .venv/bin/tritonrepo render --check
+bash scripts/lint_imports.sh  # the layers and no import cycles (pyproject.toml [tool.importlinter])
 exec .venv/bin/python -m pytest "$@"

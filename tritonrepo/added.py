@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import SpecError
-from .models import MAX_TEXT_BYTES
 from .paths import MODEL_REPOSITORY
-from .specs import (AnySpec, Backend, Batching, Deployment, EnsembleSpec, InputLimits, Kind, ModelSpec, Step, Tensor,
-                    check_repository)
+from .specs import (MAX_TEXT_BYTES, AnySpec, Backend, Batching, Deployment, EnsembleSpec, InputLimits, Kind,
+                    ModelSpec, Step, Tensor, check_repository)
 from .targets import GPU_TARGETS
 
 SPEC_FILE = "model.yaml"
@@ -172,7 +171,7 @@ class AddedModel:
 
 
 def _tensor_dict(t: Tensor) -> dict:
-    return {"name": t.name, "dtype": t.dtype, "dims": list(t.dims)}
+    return {"name": t.name, "dtype": t.dtype.value, "dims": list(t.dims)}
 
 
 def _tensor(d: dict) -> Tensor:

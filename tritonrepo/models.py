@@ -13,24 +13,19 @@ import dataclasses
 
 from . import tuning
 from .errors import SpecError
-from .specs import (AnySpec, Backend, Batching, Deployment, EnsembleSpec, InputLimits, Kind, ModelSpec, Sequence, Step,
-                    Tensor, TensorRTAccelerator)
+from .specs import (MAX_TEXT_BYTES, AnySpec, Backend, Batching, Deployment, EnsembleSpec, InputLimits, Kind,
+                    ModelSpec, Sequence, Step, Tensor, TensorRTAccelerator)
+from .contracts import (EMBEDDING, ENTITIES, FPS, FRAME_COUNT, FRAMES_DONE, PASSAGE, PROBABILITIES, QUERY,
+                        RETURN_PROBABILITIES, SBERT_DIM, SCORE, SEGMENT, SHOT_TIMES, SHOTS, TEXT, TRUNCATED, VIDEO)
 from .targets import GPU_TARGETS, TARGETS
 
 # ---- SBERT all-MiniLM-L6-v2 -----------------------------------------------------------------------------------
-SBERT_DIM = 384
 SBERT_MAX_TOKENS = 256  # the model's max_seq_length (sentence_bert_config.json)
 SBERT_REQUEST_BATCH = 64  # the ensemble's max_batch_size: clients split larger inputs into requests of this size
 # Requests an encoder queues before Triton rejects more (RESOURCE_EXHAUSTED-like "Exceeds maximum queue size"):
 # overload answers at once and clients back off (clients/ingest.py), instead of latency growing without bound.
 ENCODER_MAX_QUEUE = 256
-# One UTF-8 text (query, passage, document) a text model reads; longer ones are refused. The tokenizers read only the
-# first max_length tokens (at most 100 characters each), so this bounds the bytes a request copies and checks, not
-# the model's work (docs/search.md: passages of any length up to it are accepted).
-MAX_TEXT_BYTES = 1 << 20
 
-TEXT = Tensor(name="TEXT", dtype="BYTES", dims=(1,))
-EMBEDDING = Tensor(name="EMBEDDING", dtype="FP32", dims=(SBERT_DIM,))
 INPUT_IDS = Tensor(name="input_ids", dtype="INT64", dims=(-1,))
 ATTENTION_MASK = Tensor(name="attention_mask", dtype="INT64", dims=(-1,))
 SENTENCE_EMBEDDING = Tensor(name="sentence_embedding", dtype="FP32", dims=(SBERT_DIM,))
@@ -160,9 +155,6 @@ NER_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC
 NER_MAX_TOKENS = 128  # the training length; longer queries are truncated and flagged
 NER_REQUEST_BATCH = 64
 
-QUERY = Tensor(name="QUERY", dtype="BYTES", dims=(1,))
-ENTITIES = Tensor(name="ENTITIES", dtype="BYTES", dims=(1,))  # JSON array per query
-TRUNCATED = Tensor(name="TRUNCATED", dtype="BOOL", dims=(1,))
 LOGITS = Tensor(name="logits", dtype="FP32", dims=(-1, len(NER_LABELS)))
 OFFSETS = Tensor(name="offsets", dtype="INT32", dims=(-1, 2))
 TOKEN_KIND = Tensor(name="token_kind", dtype="INT8", dims=(-1,))
@@ -252,10 +244,8 @@ def _ner_specs() -> list[AnySpec]:
 RERANK_MAX_TOKENS = 256  # [CLS] query [SEP] passage [SEP]
 RERANK_MAX_QUERY_TOKENS = 64  # longer queries are cut; the passage gets the rest
 
-PASSAGE = Tensor(name="PASSAGE", dtype="BYTES", dims=(1,))
 TOKEN_TYPE_IDS = Tensor(name="token_type_ids", dtype="INT64", dims=(-1,))
 RERANK_SCORE = Tensor(name="score", dtype="FP32", dims=(1,))  # the relevance logit
-SCORE = Tensor(name="SCORE", dtype="FP32", dims=(1,))
 RERANK_REQUEST_BATCH = 64  # (query, passage) pairs per request; clients split larger calls
 # Pairs are long (~256 tokens): smaller batches and a longer queue delay than the query models.
 _RERANK_GPU_TUNING = {
@@ -303,16 +293,7 @@ def _rerank_specs() -> list[AnySpec]:
 # ---- TransNetV2 shot boundaries behind video decoding --------------------------------------------------------------
 TRANSNET_WINDOW = Tensor(name="frames", dtype="UINT8", dims=(100, 27, 48, 3))  # one window, RGB 48x27
 TRANSNET_PROBS = Tensor(name="probs", dtype="FP32", dims=(100,))  # single-frame head, sigmoid
-VIDEO = Tensor(name="VIDEO", dtype="UINT8", dims=(-1,))  # an encoded file's bytes
 DECODED = Tensor(name="FRAMES", dtype="UINT8", dims=(-1, 27, 48, 3))
-RETURN_PROBABILITIES = Tensor(name="RETURN_PROBABILITIES", dtype="BOOL", dims=(1,), optional=True)
-SHOTS = Tensor(name="SHOTS", dtype="INT32", dims=(-1, 2))  # start, end frame (inclusive)
-SHOT_TIMES = Tensor(name="SHOT_TIMES", dtype="FP32", dims=(-1, 2))  # presentation times of those frames, seconds
-FRAME_COUNT = Tensor(name="FRAME_COUNT", dtype="INT32", dims=(1,))
-FPS = Tensor(name="FPS", dtype="FP32", dims=(1,))
-PROBABILITIES = Tensor(name="PROBABILITIES", dtype="FP32", dims=(-1,))  # per frame, empty unless asked
-SEGMENT = Tensor(name="SEGMENT", dtype="UINT8", dims=(-1,))  # one self-contained segment of a live stream
-FRAMES_DONE = Tensor(name="FRAMES_DONE", dtype="INT32", dims=(1,))  # frames whose boundary decision is final
 SHOT_CALLS = ("transnetv2", "transnetv2_int8", "video_decode")  # BLS: shot_model (either precision), decoding
 NVDEC_CODECS = "h264,hevc,vp8,vp9"  # decoded by the DALI model on GPU targets (4:2:0 only); the rest by FFmpeg
 # Server-side limits of one video request (a whole file to video_shots or video_decode, one segment to

@@ -13,8 +13,8 @@ import time
 from collections import Counter
 
 from .clients import NerClient
-from .datasets import entity_spans, query_shaped
-from .export.ner_train import entity_f1, lowercased, read_conll
+from .datasets import entity_spans, lowercased, query_shaped, read_conll
+from .scoring import entity_f1
 
 
 def word_tags(words: list[str], entities) -> list[str]:

@@ -1,19 +1,14 @@
-"""Build the model repository: configs from the specs, Python-backend code, validated artifacts from export/."""
+"""The repository on disk: Python-backend code into version folders, and what a model needs loaded beside it.
+(`tritonrepo build`, which also exports and installs the artifacts, is ``export/families.py``.)"""
 
 from __future__ import annotations
 
 import ast
-import logging
 import shutil
 from pathlib import Path
 
-from . import deployable, render
-from .errors import ToolNotFoundError
 from .models import all_specs
 from .specs import AnySpec, ModelSpec
-from .targets import TARGETS
-
-log = logging.getLogger(__name__)
 
 ENSEMBLES_SRC = Path(__file__).resolve().parents[1] / "ensembles"
 
@@ -68,34 +63,3 @@ def with_dependencies(names: list[str], repository: Path) -> set[str]:
     specs = all_specs() + [s for m in load_all(repository) for s in m.specs()]
     known = {s.name for s in specs}
     return set(names).union(*(dependencies(specs, n) for n in names if n in known))
-
-
-def build(repository: Path, *, force_export: bool = False, ner_export=None, transnet_export=None,
-          rerank_export=None) -> dict:
-    """Render configs, export+validate every model (cached), install code and artifacts. Returns export reports.
-    ``ner_export``: a ``tritonrepo.export.ner.NerExport`` (default: the full CoNLL-2003 fine-tuning recipe);
-    ``transnet_export``: a ``tritonrepo.export.transnetv2.TransNetExport`` (default: validated on all of test.mp4);
-    ``rerank_export``: a ``tritonrepo.export.rerank.RerankExport`` (default: the full headline -> article recipe)."""
-    from .export import added, ner, rerank, sbert, transnetv2
-
-    render.write(repository, all_specs())
-    install_python_models(repository)
-    ner_cfg = ner_export or ner.NerExport()
-    shots_cfg = transnet_export or transnetv2.TransNetExport()
-    rerank_cfg = rerank_export or rerank.RerankExport()
-    reports = {"sbert": sbert.export(force=force_export), "ner": ner.export(ner_cfg, force=force_export),
-               "rerank": rerank.export(rerank_cfg, force=force_export),
-               "transnetv2": transnetv2.export(shots_cfg, force=force_export)}
-    sbert.install(repository)
-    ner.install(repository, ner_cfg.out_dir)
-    rerank.install(repository, rerank_cfg.out_dir)
-    transnetv2.install(repository, shots_cfg.out_dir)
-    reports["added"] = added.install_all(repository, repository)  # models of `tritonrepo add`, from their sources
-    for spec in all_specs():  # ensembles need an (empty) version folder
-        (repository / spec.name / "1").mkdir(parents=True, exist_ok=True)
-    problems = [f for target in TARGETS for f in deployable.check(repository, target)]
-    if problems:
-        raise ToolNotFoundError("repository incomplete after build:\n" + "\n".join(
-            f"{f.model} ({f.where}): {f.message}" for f in problems))
-    log.info("model repository ready at %s", repository)
-    return reports

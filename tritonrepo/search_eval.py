@@ -1,31 +1,12 @@
-"""Retrieval metrics (binary relevance) and the hybrid-search evaluation on held-out Reuters headlines."""
+"""The hybrid-search evaluation on held-out Reuters headlines (metrics: scoring.py)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 
 import numpy as np
 
-
-def ndcg(ranked: Sequence[int], relevant: frozenset[int], k: int = 10) -> float:
-    dcg = sum(1.0 / np.log2(i + 2) for i, d in enumerate(ranked[:k]) if d in relevant)
-    ideal = sum(1.0 / np.log2(i + 2) for i in range(min(len(relevant), k)))
-    return dcg / ideal if ideal else 0.0
-
-
-def mrr(ranked: Sequence[int], relevant: frozenset[int], k: int = 10) -> float:
-    return next((1.0 / (i + 1) for i, d in enumerate(ranked[:k]) if d in relevant), 0.0)
-
-
-def recall(ranked: Sequence[int], relevant: frozenset[int], k: int = 100) -> float:
-    return len(set(ranked[:k]) & relevant) / len(relevant) if relevant else 0.0
-
-
-def scores(rankings: Sequence[Sequence[int]], relevant: Sequence[frozenset[int]]) -> dict[str, float]:
-    """nDCG@10, MRR@10 and recall@100, averaged over queries."""
-    return {name: round(float(np.mean([fn(r, rel) for r, rel in zip(rankings, relevant)])), 4)
-            for name, fn in (("ndcg@10", ndcg), ("mrr@10", mrr), ("recall@100", recall))}
+from .scoring import ndcg, scores
 
 
 def _percentiles(seconds: list[float]) -> dict[str, float]:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -23,8 +24,9 @@ from collections import deque
 from pathlib import Path
 
 from .errors import ModelLoadError, ServerError, ToolNotFoundError
-from .paths import RUNS, TritonTools, perf_analyzer
+from .paths import MODEL_REPOSITORY, RUNS, TritonTools, perf_analyzer
 from .stub_watch import StubWatch
+from .targets import DEFAULT_TARGET, Target
 
 log = logging.getLogger(__name__)
 
@@ -367,3 +369,15 @@ def check_tools() -> dict[str, Path]:
             raise ToolNotFoundError(f"{name} --help failed (missing libraries?):\n{(out.stdout + out.stderr)[-2000:]}")
     return {"tritonserver": tools.tritonserver, "python backend": tools.backend_dir / "python",
             "perf_analyzer": binary}
+
+
+@contextlib.contextmanager
+def served(url: str | None, models: list[str] | None = None, repository: Path = MODEL_REPOSITORY,
+           target: Target = DEFAULT_TARGET):
+    """The gRPC address of the server at ``url``, or without one, of a local server started here with only
+    ``models`` loaded (None: the whole repository) in ``target``'s configs, stopped at the end of the block."""
+    if url:
+        yield url
+        return
+    with TritonServer(repository, model_config_name=target, explicit_models=models) as server:
+        yield server.grpc_url

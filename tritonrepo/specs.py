@@ -9,13 +9,16 @@ import enum
 from dataclasses import dataclass, fields
 
 from .errors import SpecError
-from .targets import DEFAULT_TARGET, TARGETS
+from .targets import DEFAULT_TARGET, TARGETS, Choice
 
-# Triton data types (model_config.proto DataType without the TYPE_ prefix).
-DTYPES = frozenset(
-    {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-     "FP16", "FP32", "FP64", "BF16", "BYTES"}
-)
+DType = Choice("DType", [(n, n) for n in (  # Triton data types (model_config.proto DataType without TYPE_)
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BF16",
+    "BYTES")])
+
+# One UTF-8 text (query, passage, document) a text model reads; longer ones are refused. The tokenizers read only the
+# first max_length tokens (at most 100 characters each), so this bounds the bytes a request copies and checks, not
+# the model's work (docs/search.md: passages of any length up to it are accepted).
+MAX_TEXT_BYTES = 1 << 20
 
 
 class Backend(str, enum.Enum):
@@ -49,15 +52,14 @@ ONE_INSTANCE_QUEUE = ("a queue policy (max_queue_size, a queue timeout) needs 2 
 @dataclass(frozen=True, kw_only=True)
 class Tensor:
     name: str
-    dtype: str
+    dtype: DType  # a Triton type name ("FP32") is parsed into its DType
     dims: tuple[int, ...]  # without the batch dimension; -1 is variable
     optional: bool = False
 
     def __post_init__(self):
         if not self.name or not self.name.replace("_", "").isalnum():
             raise SpecError(f"tensor name {self.name!r} must be non-empty letters, digits and underscores")
-        if self.dtype not in DTYPES:
-            raise SpecError(f"tensor '{self.name}': dtype {self.dtype!r} is not a Triton type ({sorted(DTYPES)})")
+        object.__setattr__(self, "dtype", DType.parse(self.dtype, f"tensor '{self.name}'"))
         if not self.dims or any(d == 0 or d < -1 for d in self.dims):
             raise SpecError(f"tensor '{self.name}': dims {self.dims} must be non-empty, each -1 or positive")
 

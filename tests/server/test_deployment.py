@@ -210,10 +210,10 @@ def test_build_makes_what_every_target_names_and_check_says_so(tmp_path, sbert_a
     from typer.testing import CliRunner
 
     from tritonrepo.cli import app
-    from tritonrepo.repository import build
+    from tritonrepo.export.families import build
 
     repo = tmp_path / "repo"
-    build(repo, ner_export=ner_export, rerank_export=rerank_export)  # refuses to finish an incomplete repository
+    build(repo, configs={"ner": ner_export, "rerank": rerank_export})  # refuses to finish an incomplete repository
     assert (repo / "video_shots" / "1" / "video_io.py").exists() and (repo / "rerank_tokenizer" / "1" /
                                                                         "pair_encoding.py").exists()
     for target in sorted(TARGETS):
@@ -223,5 +223,6 @@ def test_build_makes_what_every_target_names_and_check_says_so(tmp_path, sbert_a
     result = CliRunner().invoke(app, ["check", "-r", str(repo), "--target", "h100", "--lint-only"],
                                 env={"COLUMNS": "300"})  # the table's rows unwrapped
     assert result.exit_code == 1 and "transnetv2/1/model.fp32.onnx" in result.output
-    result = CliRunner().invoke(app, ["check", "-r", str(repo), "--target", "v100", "--lint-only"])
-    assert result.exit_code == 1 and "unknown target 'v100'" in result.output
+    result = CliRunner().invoke(app, ["check", "-r", str(repo), "--target", "v100", "--lint-only"],
+                                env={"COLUMNS": "300"})
+    assert result.exit_code == 2 and "'v100' is not one of 'cpu', 't4'" in result.output

@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 from tritonclient.utils import InferenceServerException
 
 from tritonrepo import models, render
-from tritonrepo.check import load_reference
+from tritonrepo.validate import load_reference
 from tritonrepo.paths import SBERT_WEIGHTS
 from tritonrepo.repository import install_python_module
 from tritonrepo.server import TritonServer

@@ -18,9 +18,9 @@ from tritonrepo.clients.video import (
     AsyncShotClient, AsyncShotStreamClient, ShotClient, ShotStreamClient, segment_file,
 )
 from tritonrepo.errors import InvalidInputError
-from tritonrepo.export.transnetv2 import match_f1
 from tritonrepo.paths import RUNS, TRANSNET_DIR
 from tritonrepo.repository import install_python_models
+from tritonrepo.scoring import match_f1
 from tritonrepo.server import TritonServer
 from tritonrepo.specs import Backend, InputLimits
 

@@ -9,12 +9,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from tritonrepo import added, check, render
+from tritonrepo import added, check, render, validate
 from tritonrepo.errors import AddError, SpecError
 from tritonrepo.export import added as add_export
-from tritonrepo.export.validate import Checks, compare
 from tritonrepo.paths import MODEL_REPOSITORY
 from tritonrepo.specs import Tensor
+from tritonrepo.validate import Checks, compare
 
 FEATURES = Tensor(name="features", dtype="FP32", dims=(-1, 4))
 
@@ -138,8 +138,8 @@ def test_spec_file_refuses_what_cannot_be_served():
 def test_reference_round_trip_and_tolerances(tmp_path):
     requests = [{"TEXT": np.array([[b"caf\xc3\xa9"], [b"x"]], dtype=object), "N": np.arange(2)}]
     answers = [{"EMBEDDING": np.eye(2, dtype=np.float32)}]
-    check.save_reference(tmp_path / "r.npz", requests, answers, {"cosine_min": 0.99})
-    tolerance, pairs = check.load_reference(tmp_path / "r.npz")
+    validate.save_reference(tmp_path / "r.npz", requests, answers, {"cosine_min": 0.99})
+    tolerance, pairs = validate.load_reference(tmp_path / "r.npz")
     assert tolerance == {"cosine_min": 0.99}
     assert pairs[0][0]["TEXT"].dtype == object and pairs[0][0]["TEXT"][0, 0] == "café".encode()
     checks = Checks("x")
@@ -207,7 +207,7 @@ def test_samples_file_drives_validation_and_is_recorded(tmp_path):
                           samples=tmp_path / "rows.npz")
     assert (done["validation"]["requests"], done["validation"]["rows"]) == (2, 6)  # requests of up to 4 rows
     assert added.load("lin", tmp_path / "repo").samples == str(tmp_path / "rows.npz")
-    tolerance, pairs = check.load_reference(tmp_path / "repo" / "lin" / "1" / "reference.npz")
+    tolerance, pairs = validate.load_reference(tmp_path / "repo" / "lin" / "1" / "reference.npz")
     assert [len(p[0]["x"]) for p in pairs] == [4, 2] and pairs[0][0]["x"].dtype == np.float32
     np.savez(tmp_path / "other.npz", y=np.zeros((6, 4)))
     with pytest.raises(AddError, match="no arrays for inputs \\['x'\\]"):

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tritonrepo import models
+from tritonrepo import datasets, models
 from tritonrepo.export import ner, ner_train
 from tritonrepo.paths import SBERT_WEIGHTS
 
@@ -38,17 +38,30 @@ def test_token_classifier_exports_with_logit_parity(tmp_path, kind):
     onnx_path = tmp_path / "model.onnx"
     ner.export_onnx(src, onnx_path)
     model = AutoModelForTokenClassification.from_pretrained(str(src)).eval()
-    sentences = ner_train.read_conll("test")[:200]
+    sentences = datasets.read_conll("test")[:200]
     diff = ner.max_logit_diff(ner_train.torch_logits(model), ner.onnx_logits(onnx_path),
                               AutoTokenizer.from_pretrained(str(src)), sentences)
     assert diff < 1e-4
 
 
 def test_iob1_tags_become_iob2():
-    assert ner_train.iob2(["I-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-ORG"]) == \
+    assert datasets.iob2(["I-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-ORG"]) == \
         ["B-PER", "I-PER", "O", "B-LOC", "B-LOC", "B-ORG"]
-    words, tags = ner_train.read_conll("train")[0]
+    words, tags = datasets.read_conll("train")[0]
     assert words[:3] == ["EU", "rejects", "German"] and tags[:3] == ["B-ORG", "O", "B-MISC"]
+
+
+def test_one_conll_reader_gives_every_view_of_a_split():
+    documents = datasets.conll_documents("valid")
+    sentences = datasets.read_conll("valid")
+    assert len(documents) == 216 and len(sentences) == 3250 == sum(map(len, documents))
+    articles = datasets.conll_articles("valid")
+    assert [len(a) for a in articles] == [len(d) for d in documents]
+    assert articles[0][0] == datasets.detokenize(documents[0][0][0])
+    texts = datasets.conll_sentences("valid", min_tokens=1, unique=False)
+    assert texts == [datasets.detokenize(words) for words, _ in sentences]
+    assert datasets.conll_sentences("valid") == list(dict.fromkeys(t for t, (words, _) in zip(texts, sentences)
+                                                                   if len(words) >= 3))
 
 
 class _Killed(Exception):

@@ -10,7 +10,7 @@ import pytest
 from tritonrepo.clients.search import (
     BM25Retriever, DenseRetriever, Hit, HnswParams, HybridRetriever, SearchPipeline, rrf, weighted,
 )
-from tritonrepo.search_eval import mrr, ndcg, recall, scores
+from tritonrepo.scoring import mrr, ndcg, recall, scores
 
 DOCS = ["the central bank raised interest rates", "the striker scored twice in the cup final",
         "rain delayed the cricket test in lahore", "oil prices fell as opec output rose",

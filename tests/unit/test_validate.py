@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from tritonrepo.errors import ValidationError
-from tritonrepo.export.validate import embedding_checks, neighbour_recall
+from tritonrepo.validate import embedding_checks, neighbour_recall
 
 
 def _unit(rows, dim=16, seed=0):

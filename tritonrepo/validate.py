@@ -1,12 +1,17 @@
-"""Numeric validation of exported artifacts: collect every failed check, then raise one ValidationError."""
+"""Numeric validation of exported artifacts: collect every failed check, then raise one ValidationError; and the
+reference requests and answers (``reference.npz`` in a model's version folder) that `tritonrepo check` replays."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from tritonrepo.errors import ValidationError
+from .errors import ValidationError
+
+REFERENCE = "reference.npz"
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -97,3 +102,28 @@ def compare(checks: Checks, output: str, expected: np.ndarray, got: np.ndarray, 
     if bad or not np.isfinite(got).all():
         checks.failures.append(f"{where} {output}: {bad} of {diff.size} values outside atol {tolerance['atol']} + "
                                f"rtol {tolerance['rtol']} (max |diff| {worst:.3g})")
+
+
+def save_reference(path: Path, requests: list[dict], answers: list[dict], tolerance: dict) -> None:
+    """Requests and the framework model's answers to them, with the tolerance to compare within (``atol`` and
+    ``rtol``, or ``cosine_min`` for embeddings). Exporters write it into the model's version folder."""
+    arrays = {"__tolerance__": np.array(json.dumps(tolerance))}
+    for i, (request, answer) in enumerate(zip(requests, answers)):
+        arrays |= {f"{i}/in/{k}": (v.astype(np.bytes_) if v.dtype == object else v) for k, v in request.items()}
+        arrays |= {f"{i}/out/{k}": v for k, v in answer.items()}
+    np.savez(path, **arrays)
+
+
+def load_reference(path: Path) -> tuple[dict, list[tuple[dict, dict]]]:
+    """(tolerance, [(inputs, expected outputs)]) from a reference.npz."""
+    with np.load(path, allow_pickle=False) as data:
+        tolerance = json.loads(str(data["__tolerance__"]))
+        pairs: dict[int, tuple[dict, dict]] = {}
+        for key in data.files:
+            if key == "__tolerance__":
+                continue
+            index, side, name = key.split("/", 2)
+            array = data[key]
+            pairs.setdefault(int(index), ({}, {}))[0 if side == "in" else 1][name] = (
+                array.astype(np.object_) if array.dtype.kind == "S" else array)
+    return tolerance, [pairs[i] for i in sorted(pairs)]

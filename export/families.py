@@ -1,0 +1,72 @@
+"""The built-in model families, in build order: one registry that `tritonrepo build` and `tritonrepo export` iterate.
+
+A family is a module of this package (``export/<name>.py``) with an export config dataclass whose ``out_dir`` holds
+the validated artifacts, ``export(config, force=...)`` (train if needed, export, validate; cached by fingerprint) and
+``install(repository, artifacts)``. Models added with ``tritonrepo add`` are built from their spec files
+(``export/added.py``) after the families.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+
+from tritonrepo import deployable, render
+from tritonrepo.errors import ToolNotFoundError
+from tritonrepo.models import all_specs
+from tritonrepo.repository import install_python_models
+from tritonrepo.targets import TARGETS
+
+from .added import install_all
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    config_class: str  # the family module's export config (its defaults are the full recipe)
+
+    @property
+    def module(self):
+        return import_module(f"{__package__}.{self.name}")  # torch and friends load only for the families used
+
+    def config(self):
+        return getattr(self.module, self.config_class)()
+
+    def export(self, config=None, *, force: bool = False) -> dict:
+        return self.module.export(config or self.config(), force=force)
+
+    def install(self, repository: Path, config=None) -> list[Path]:
+        return self.module.install(repository, (config or self.config()).out_dir)
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("sbert", "SbertExport"),
+    Family("ner", "NerExport"),
+    Family("rerank", "RerankExport"),
+    Family("transnetv2", "TransNetExport"),
+)}
+
+
+def build(repository: Path, *, force_export: bool = False, configs: dict | None = None) -> dict:
+    """Render configs, export + validate every family (cached), install code and artifacts, then the added models.
+    ``configs``: export configs by family name (e.g. a brief NER recipe); the others use their full recipes.
+    Refuses to finish a repository that a target's configs would not load from. Returns the export reports."""
+    configs = {name: (configs or {}).get(name) or f.config() for name, f in FAMILIES.items()}
+    render.write(repository, all_specs())
+    install_python_models(repository)
+    reports = {name: f.export(configs[name], force=force_export) for name, f in FAMILIES.items()}
+    for name, f in FAMILIES.items():
+        f.install(repository, configs[name])
+    reports["added"] = install_all(repository, repository)  # models of `tritonrepo add`, from their sources
+    for spec in all_specs():  # ensembles need an (empty) version folder
+        (repository / spec.name / "1").mkdir(parents=True, exist_ok=True)
+    problems = [f for target in TARGETS for f in deployable.check(repository, target)]
+    if problems:
+        raise ToolNotFoundError("repository incomplete after build:\n" + "\n".join(
+            f"{f.model} ({f.where}): {f.message}" for f in problems))
+    log.info("model repository ready at %s", repository)
+    return reports
