@@ -10,6 +10,12 @@ import typer
 from .errors import TritonRepoError
 
 
+def console():
+    from rich.console import Console
+
+    return Console(width=150)  # tables stay readable when stdout is a pipe or a CI log
+
+
 def fail(e: Exception) -> None:
     typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
     raise typer.Exit(1)
