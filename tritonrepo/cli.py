@@ -292,13 +292,8 @@ def demo(corpus: int = typer.Option(2000, help="CoNLL-2003 test sentences to ind
 
     result = demo_job.run(corpus_size=corpus, perf=perf)
     console = _console()
-    table = Table(title=f"Nearest neighbours among {corpus} Reuters sentences (sbert_int8 served by Triton)")
-    for col in ("query", "cosine", "sentence"):
-        table.add_column(col)
-    for query, hits in result.neighbours.items():
-        for i, (score, sentence) in enumerate(hits):
-            table.add_row(query if i == 0 else "", f"{score:.3f}", sentence[:100])
-    console.print(table)
+    console.print(_ranked(f"Nearest neighbours among {corpus} Reuters sentences (sbert_int8 served by Triton)",
+                          ("cosine", "sentence"), result.neighbours, digits=3))
     console.print(f"int8 vs fp32 served query embeddings: min cosine {result.fp32_int8_cosine_min:.4f}")
     ents = Table(title="Entities in search queries (ner_int8 served by Triton; offsets in the query)")
     for col in ("query", "entities"):
@@ -307,14 +302,9 @@ def demo(corpus: int = typer.Option(2000, help="CoNLL-2003 test sentences to ind
         ents.add_row(repr(query), ", ".join(f"{e.type} {e.text!r} [{e.start}:{e.end}] {e.score:.2f}" for e in found)
                      or "-")
     console.print(ents)
-    found = Table(title="Hybrid search over the Reuters test articles: BM25 + HNSW (sbert_int8), RRF, top 20 "
-                  "reranked by rerank_int8")
-    for col in ("query", "rerank score", "headline of the article found"):
-        found.add_column(col)
-    for query, hits in result.search.items():
-        for i, (score, headline) in enumerate(hits):
-            found.add_row(query if i == 0 else "", f"{score:.2f}", headline[:100])
-    console.print(found)
+    console.print(_ranked("Hybrid search over the Reuters test articles: BM25 + HNSW (sbert_int8), RRF, top 20 "
+                          "reranked by rerank_int8", ("rerank score", "headline of the article found"), result.search,
+                          digits=2))
     for name, shots in result.shots.items():
         console.print(_shots_table(f"Shots of {name} (video_shots served by Triton, int8)", shots))
     console.print(_shots_table("bikes.mp4 streamed live as 1 s segments (video_shots_live)", result.live))
@@ -341,6 +331,19 @@ def demo(corpus: int = typer.Option(2000, help="CoNLL-2003 test sentences to ind
             t.add_row(r["model"], f"{r['concurrency']:.0f}", f"{r['infer_per_s']:.0f}", f"{r['p50_ms']:.1f}",
                       f"{r['p95_ms']:.1f}", f"{r['p99_ms']:.1f}")
         console.print(t)
+
+
+def _ranked(title: str, columns: tuple[str, str], ranked: dict, digits: int):
+    """A table of each query's hits, (score, text) in rank order, the query on its first row."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("query", *columns):
+        table.add_column(col)
+    for query, hits in ranked.items():
+        for i, (score, text) in enumerate(hits):
+            table.add_row(query if i == 0 else "", f"{score:.{digits}f}", text[:100])
+    return table
 
 
 def _shots_table(title: str, shots, limit: int = 12):
