@@ -10,6 +10,10 @@ import typer
 from .errors import TritonRepoError
 
 
+# `--url` of the commands that use a running server or start one (server.served)
+URL_OPT = typer.Option(None, help="Use a running server (default: start one).")
+
+
 def console():
     from rich.console import Console
 

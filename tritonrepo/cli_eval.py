@@ -8,12 +8,12 @@ from typing import Optional
 import typer
 
 from . import paths
-from .cli_app import console as _console
+from .cli_app import URL_OPT, console as _console
 from .errors import TritonRepoError
 
 
 def evaluate(model: str = typer.Argument("ner", help="What to evaluate: ner, shots or search."),
-             url: Optional[str] = typer.Option(None, help="Use a running server (default: start one)."),
+             url: Optional[str] = URL_OPT,
              aggregation: str = typer.Option("simple,first", help="ner: aggregation strategies of the served "
                                              "decoder, comma-separated (simple, first, average, max)."),
              joins: int = typer.Option(60, help="shots: transitions in the spliced test videos."),

@@ -9,9 +9,8 @@ from typing import Optional
 import typer
 
 from . import paths
-from .cli_app import console as _console
+from .cli_app import URL_OPT, App, console as _console
 from .errors import TritonRepoError
-from .cli_app import App
 from .targets import Target
 
 perf_app = App(no_args_is_help=True, help="Benchmarks and perf_analyzer sweeps.")
@@ -56,7 +55,7 @@ def perf_hnsw(url: Optional[str] = typer.Option(None, help="Use a running server
 @perf_app.command("embeddings")
 def perf_embeddings(sentences: int = typer.Option(2000, help="Real sentences (CoNLL-2003 test split)."),
                     reps: int = typer.Option(2, help="Alternating repetitions; medians are reported."),
-                    url: Optional[str] = typer.Option(None, help="Use a running server (default: start one)."),
+                    url: Optional[str] = URL_OPT,
                     threads: int = typer.Option(2, help="Threads for the in-process baseline.")):
     """Served SBERT (fp32, int8) vs sentence-transformers in-process: sentences/s and p95; writes JSON."""
     from .perf import bench_embeddings
@@ -69,7 +68,7 @@ def perf_embeddings(sentences: int = typer.Option(2000, help="Real sentences (Co
 @perf_app.command("ner")
 def perf_ner(queries: int = typer.Option(1000, help="Short real queries (CoNLL-2003 test, 3-10 words)."),
              reps: int = typer.Option(2, help="Repetitions; medians are reported."),
-             url: Optional[str] = typer.Option(None, help="Use a running server (default: start one)."),
+             url: Optional[str] = URL_OPT,
              threads: int = typer.Option(2, help="torch threads for the in-process HF pipeline baseline.")):
     """Served NER (fp32, int8) vs the HF pipeline in-process at concurrency 1, 8, 32; step profile; writes JSON."""
     from .perf import bench_ner
@@ -200,7 +199,7 @@ def perf_soak(minutes: float = typer.Option(10.0, help="How long (bounded)."),
 
 @perf_app.command("load")
 def perf_load(slo: Path = typer.Option(paths.ROOT / "perf" / "slos" / "example.yaml", help="p95 targets and mix."),
-              url: Optional[str] = typer.Option(None, help="Use a running server (default: start one)."),
+              url: Optional[str] = URL_OPT,
               users: int = typer.Option(8, help="Concurrent locust users."),
               duration: int = typer.Option(30, help="Seconds of load."),
               max_error_rate: float = typer.Option(0.001, help="Highest tolerated share of failed requests."),
