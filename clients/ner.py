@@ -28,7 +28,7 @@ from ._grpc import (
 log = logging.getLogger(__name__)
 
 QUERY, ENTITIES, TRUNCATED = contracts.QUERY.name, contracts.ENTITIES.name, contracts.TRUNCATED.name
-STRATEGIES = ("simple", "first", "average", "max")
+STRATEGIES = ("simple", "first", "average", "max", "viterbi")  # ensembles/ner_decoder.py
 MAX_BATCH = 64  # the ensemble's max_batch_size (tritonrepo.models.NER_REQUEST_BATCH)
 
 

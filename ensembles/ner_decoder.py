@@ -12,7 +12,10 @@ offsets INT32 [rows, L, 2] and token kinds INT8 [rows, L] from the tokenizer ste
 Decoding follows the Hugging Face token-classification pipeline: softmax per token; ``simple`` labels each token by
 its argmax, ``first`` / ``average`` / ``max`` first label whole words (first token's label, mean of the tokens'
 probabilities, or the most confident token's label); then IOB2 grouping: a B- tag or a change of type starts an
-entity, I- of the same type continues it, O ends it. Labels come from ``labels.json`` in the version folder (the
+entity, I- of the same type continues it, O ends it. ``viterbi`` (not in the pipeline) takes each word's first-token
+probabilities, as ``first`` does, and labels the words with the most probable sequence that is valid IOB2 (an I-X
+only after B-X or I-X; the product of the chosen labels' probabilities is maximal), so a type change inside a name
+(``B-PER I-ORG``) or an entity opened by I- is resolved by the whole query instead of word by word. Labels come from ``labels.json`` in the version folder (the
 trained model's id2label). The strategy is the config parameter ``aggregation_strategy`` (the repository sets a
 word-level one, so no entity starts or ends inside a word; ``simple`` when unset), or per request the request
 parameter of that name.
@@ -28,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-STRATEGIES = ("simple", "first", "average", "max")
+STRATEGIES = ("simple", "first", "average", "max", "viterbi")
 
 
 def _error(message):
@@ -40,6 +43,26 @@ def split_tag(label):
     if label.startswith(("B-", "I-")):
         return label[0], label[2:]
     return "I", label  # "O" or a tag without a prefix continues a run of the same tag
+
+
+def best_iob2_path(probs, labels):
+    """Label indices, one per row of ``probs`` [words, labels], of the valid IOB2 sequence with the largest sum of
+    log probabilities (Viterbi; an I-X may follow only B-X or I-X and cannot start the query)."""
+    inside = np.array([label.startswith("I-") for label in labels])
+    types = [split_tag(label)[1] if label.startswith(("B-", "I-")) else None for label in labels]
+    follows = np.array([[not inside[j] or (types[i] is not None and types[i] == types[j]) for j in range(len(labels))]
+                        for i in range(len(labels))])  # follows[i, j]: label j may come right after label i
+    barred = np.where(follows, 0.0, -np.inf)
+    logp = np.log(np.maximum(probs, 1e-30))
+    score, back = np.where(inside, -np.inf, logp[0]), []
+    for row in logp[1:]:
+        candidates = score[:, None] + barred
+        back.append(candidates.argmax(axis=0))
+        score = candidates.max(axis=0) + row
+    path = [int(score.argmax())]
+    for pointers in reversed(back):
+        path.append(int(pointers[path[-1]]))
+    return path[::-1]
 
 
 def decode(text, logits, offsets, kinds, labels, strategy="simple"):
@@ -58,17 +81,11 @@ def decode(text, logits, offsets, kinds, labels, strategy="simple"):
         starts = np.flatnonzero(kinds[keep] != 2)
         if not len(starts) or starts[0] != 0:
             starts = np.concatenate([[0], starts])
-        units = []
-        for a, b in zip(starts, list(starts[1:]) + [len(probs)]):
-            word = probs[a:b]
-            if strategy == "first":
-                p = word[0]
-            elif strategy == "average":
-                p = word.mean(axis=0)
-            else:  # max
-                p = word[word.max(axis=1).argmax()]
-            label = int(p.argmax())
-            units.append((label, float(p[label]), int(spans[a][0]), int(spans[b - 1][1])))
+        bounds = [(int(spans[a][0]), int(spans[b - 1][1])) for a, b in zip(starts, list(starts[1:]) + [len(probs)])]
+        words = np.array([word.mean(axis=0) if strategy == "average" else word[word.max(axis=1).argmax()]
+                          if strategy == "max" else word[0] for word in np.split(probs, starts[1:])])
+        path = best_iob2_path(words, labels) if strategy == "viterbi" else words.argmax(axis=1)
+        units = [(int(label), float(p[label]), start, end) for label, p, (start, end) in zip(path, words, bounds)]
 
     entities, run = [], []
 

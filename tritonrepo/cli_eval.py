@@ -14,8 +14,9 @@ from .errors import TritonRepoError
 
 def evaluate(model: str = typer.Argument("ner", help="What to evaluate: ner, shots or search."),
              url: Optional[str] = URL_OPT,
-             aggregation: str = typer.Option("simple,first", help="ner: aggregation strategies of the served "
-                                             "decoder, comma-separated (simple, first, average, max)."),
+             aggregation: str = typer.Option("simple,first,viterbi", help="ner: aggregation strategies of the "
+                                             "served decoder, comma-separated (simple, first, average, max, "
+                                             "viterbi)."),
              joins: int = typer.Option(60, help="shots: transitions in the spliced test videos."),
              same_source_cuts: bool = typer.Option(False, help="shots: let consecutive segments come from the same "
                                                    "source video (harder cuts)."),

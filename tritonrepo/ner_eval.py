@@ -4,7 +4,8 @@ search-query shapes: ``datasets.query_shaped``), through NerClient.
 Each sentence is sent as its words joined by single spaces, so every served entity span maps back onto whole words:
 the first word an entity overlaps gets B-<type>, the rest I-<type>, every other word O; seqeval scores the word tags
 against the gold IOB2 tags. Aggregation ``first`` labels whole words by their first sub-token, as training's
-evaluation does, so served F1 is comparable with the export report's (the offline ONNX Runtime figure).
+evaluation does, so served F1 is comparable with the export report's (the offline ONNX Runtime figure); the served
+default ``viterbi`` starts from the same word labels.
 """
 
 from __future__ import annotations

@@ -70,7 +70,10 @@ def test_default_is_word_level_no_entity_starts_or_ends_inside_a_word(triton, hf
     queries = ["Nvidia shares record high", "Mount Etna eruption disrupts flights", *sentences[:60]]
     with NerClient(triton.grpc_url, "ner") as client:
         got = client.entities(queries)
-    assert [_key(g) for g in got] == [_hf_key(w) for w in hf(NER_AGGREGATION)(queries)]
+        assert [_key(g) for g in got] == [_key(g) for g in client.entities(queries, aggregation=NER_AGGREGATION)]
+    # viterbi repairs the pipeline's `first` labels where they are not valid IOB2, and keeps them elsewhere
+    first = [_hf_key(w) for w in hf("first")(queries)]
+    assert sum(_key(g) == f for g, f in zip(got, first)) >= 0.8 * len(queries)
     def inside(text, i):  # between two letters or digits of one word (CJK characters are words of their own)
         return 0 < i < len(text) and all(c.isascii() and c.isalnum() for c in text[i - 1:i + 1])
 

@@ -2,10 +2,12 @@
 
 A tiny randomly initialised classifier labels tokens almost at random: every grouping rule (B-/I- runs, type changes,
 subwords, O gaps) is exercised on each text, so the decoder must agree with the pipeline entity by entity, for all
-four aggregation strategies, with offsets into texts full of unicode, extra spaces and punctuation.
+four aggregation strategies, with offsets into texts full of unicode, extra spaces and punctuation. ``viterbi`` (not
+in the pipeline) is checked against a brute-force search over every label sequence.
 """
 
 import importlib
+import itertools
 import json
 import sys
 import types
@@ -132,6 +134,47 @@ def test_decoder_on_hand_made_logits():
     assert [(e["type"], e["text"]) for e in got] == [("PER", "Bill Clinton"), ("LOC", "New York")]
     assert all(0.99 < e["score"] <= 1 for e in got)
     assert decoder.decode("", logits[:2] * 0, offsets[:2] * 0, kinds[:2] * 0, labels) == []
+
+
+def _valid_iob2(labels, path):
+    return all(not labels[j].startswith("I-") or (i is not None and labels[i][2:] == labels[j][2:] and labels[i] != "O")
+               for i, j in zip([None, *path[:-1]], path))
+
+
+def test_viterbi_path_is_the_most_probable_valid_iob2_sequence():
+    decoder = _load("ner_decoder")
+    labels = models.NER_LABELS
+    rng = np.random.default_rng(5)
+    repaired = 0
+    for words in [1, 2, 3, 4] * 25:
+        probs = rng.dirichlet(np.full(len(labels), 0.3), size=words)
+        path = decoder.best_iob2_path(probs, labels)
+        best = max((p for p in itertools.product(range(len(labels)), repeat=words) if _valid_iob2(labels, p)),
+                   key=lambda p: np.log(probs[np.arange(words), p]).sum())
+        assert _valid_iob2(labels, path) and tuple(path) == best
+        greedy = list(probs.argmax(axis=1))
+        if _valid_iob2(labels, greedy):
+            assert path == greedy  # a valid argmax sequence is kept as it is
+        repaired += path != greedy
+    assert repaired >= 20  # the random draws did exercise invalid argmax sequences
+
+
+def test_viterbi_keeps_a_name_whole_where_first_splits_it():
+    decoder = _load("ner_decoder")
+    labels = models.NER_LABELS
+    text = "Bill Clinton visits"
+    probs = {1: {"B-PER": 0.9, "B-ORG": 0.1}, 2: {"I-ORG": 0.5, "I-PER": 0.4, "O": 0.1}, 3: {"O": 1.0}}
+    logits = np.full((5, len(labels)), -30.0, dtype=np.float32)
+    for t, row in probs.items():
+        for label, p in row.items():
+            logits[t, labels.index(label)] = np.log(p)
+    offsets = np.array([(0, 0), (0, 4), (5, 12), (13, 19), (0, 0)], dtype=np.int32)
+    kinds = np.array([0, 1, 1, 1, 0], dtype=np.int8)
+    first = decoder.decode(text, logits, offsets, kinds, labels, "first")
+    viterbi = decoder.decode(text, logits, offsets, kinds, labels, "viterbi")
+    assert [(e["type"], e["text"]) for e in first] == [("PER", "Bill"), ("ORG", "Clinton")]
+    assert [(e["type"], e["text"]) for e in viterbi] == [("PER", "Bill Clinton")]
+    assert viterbi[0]["score"] == pytest.approx((0.9 + 0.4) / 2, abs=1e-6)
 
 
 def test_served_spans_map_back_to_word_tags():
