@@ -140,6 +140,21 @@ class HybridRetriever:
         return weighted(lists, self.weights or [1.0] * len(lists))[:k]
 
 
+# Weight of the retrieval rank in the reranked head: a candidate's reranker score minus RANK_PRIOR x ln(its rank in
+# the stage). Chosen on the CoNLL-2003 *valid* articles (every passage x query shape of datasets.shaped_retrieval,
+# BM25, dense and hybrid stages, rerank_int8, top 20): mean nDCG@10 change over the stage +0.018 against -0.006 for the
+# reranker alone, worst shape -0.025 against -0.132 (weights 1, 1.5, 2, 3 gave +0.018 / +0.018 / +0.018 / +0.016 and
+# worst -0.031 / -0.026 / -0.025 / -0.026). 0 is the reranker's order alone.
+RANK_PRIOR = 2.0
+
+
+def with_rank_prior(reranked: Sequence[Hit], weight: float) -> list[Hit]:
+    """Reranker hits over a retrieved head (``doc``: position in the head, 0 = the stage's first) reordered by
+    ``score - weight * ln(position + 1)``, the returned scores; the stage's order stays a prior the reranker's
+    evidence must outweigh."""
+    return sorted((Hit(h.doc, h.score - weight * float(np.log1p(h.doc))) for h in reranked), key=lambda h: -h.score)
+
+
 @dataclass
 class SearchResult:
     hits: list[Hit]
@@ -148,13 +163,15 @@ class SearchResult:
 
 @dataclass
 class SearchPipeline:
-    """Retrieve, then (optionally) rerank the top ``rerank_depth`` candidates with their passages. Candidates below
-    the reranked head keep their retrieval order after it."""
+    """Retrieve, then (optionally) rerank the top ``rerank_depth`` candidates with their passages, the retrieval rank
+    weighing in with ``rank_prior`` (``with_rank_prior``). Candidates below the reranked head keep their retrieval
+    order after it."""
 
     retriever: Retriever
     passages: Sequence[str]  # passage text per document id, what the reranker reads
     reranker: Reranker | None = None
     rerank_depth: int = 20
+    rank_prior: float = RANK_PRIOR
 
     def search(self, query: str, k: int = 10) -> SearchResult:
         t0 = time.perf_counter()
@@ -163,7 +180,8 @@ class SearchPipeline:
         if self.reranker is not None and hits:
             head = hits[: self.rerank_depth]
             t1 = time.perf_counter()
-            order = self.reranker.rerank(query, [self.passages[h.doc] for h in head])
+            order = with_rank_prior(self.reranker.rerank(query, [self.passages[h.doc] for h in head]),
+                                    self.rank_prior)
             seconds["rerank"] = time.perf_counter() - t1
             hits = [Hit(head[h.doc].doc, h.score) for h in order] + hits[len(head):]
         return SearchResult(hits[:k], seconds)

@@ -24,7 +24,11 @@ def evaluate(model: str = typer.Argument("ner", help="What to evaluate: ner, sho
              shape_rerankers: str = typer.Option("rerank,rerank_int8", help="search: served rerankers scored per "
                                                  "passage x query shape, comma-separated."),
              shape_queries: int = typer.Option(100, help="search: queries per passage x query shape (0: skip the "
-                                               "shapes).")):
+                                               "shapes)."),
+             shape_split: str = typer.Option("test", help="search: CoNLL-2003 split the shaped queries come from "
+                                             "(valid: where the rank prior is chosen)."),
+             rank_priors: str = typer.Option("", help="search: rank prior weights scored per shape besides the "
+                                             "reranker alone, comma-separated (default: the search pipeline's).")):
     """Accuracy of the served models. ner: CoNLL-2003 test split entity F1 (fp32, int8). shots: hard-cut F1
     (+-2 frames) on real footage spliced at known frames, H.264 and VP9, fp32 and int8, each decoder. search:
     nDCG@10, MRR@10, recall@100 of BM25, dense, hybrid and hybrid + rerank (fp32, int8) on held-out Reuters
@@ -36,7 +40,8 @@ def evaluate(model: str = typer.Argument("ner", help="What to evaluate: ner, sho
     if model not in families:
         raise TritonRepoError(f"unknown model family {model!r}; known: {', '.join(families)}")
     run = {"ner": lambda: _eval_ner(aggregation), "shots": lambda: _eval_shots(joins, same_source_cuts),
-           "search": lambda: _eval_search(rerank_depth, shape_queries, shape_rerankers)}[model]()
+           "search": lambda: _eval_search(rerank_depth, shape_queries, shape_rerankers, shape_split,
+                                            rank_priors)}[model]()
     with served(url, families[model]) as address:
         results = run(address)
     typer.echo(json.dumps(results, indent=2))
@@ -76,19 +81,26 @@ def _eval_ner(aggregation: str):
     return run
 
 
-def _eval_search(rerank_depth: int, shape_queries: int, shape_rerankers: str):
+def _eval_search(rerank_depth: int, shape_queries: int, shape_rerankers: str, shape_split: str, rank_priors: str):
     from rich.table import Table
 
     from .perf.provenance import provenance, write_result
     from .search_eval import evaluate as evaluate_search
     from .search_eval import evaluate_shapes
 
+    if shape_split not in ("test", "valid"):
+        raise TritonRepoError(f"--shape-split {shape_split!r}: test or valid")
+
     def run(url: str) -> dict:
         result = evaluate_search(url, rerank_depth=rerank_depth) | provenance("faiss-cpu", "bm25s")
         if shape_queries:
             rerankers = tuple(m.strip() for m in shape_rerankers.split(",") if m.strip())
+            try:
+                priors = tuple(float(w) for w in rank_priors.split(",") if w.strip()) or None
+            except ValueError:
+                raise TritonRepoError(f"--rank-priors {rank_priors!r}: comma-separated numbers, e.g. 0,1,2") from None
             result["shapes"] = evaluate_shapes(url, rerank_depth=rerank_depth, limit=shape_queries,
-                                               rerankers=rerankers)
+                                               rerankers=rerankers, split=shape_split, priors=priors)
         table = Table(title=f"{result['task']}: {result['queries']} queries, {result['documents']} documents")
         for col in ("method", "nDCG@10", "MRR@10", "recall@100"):
             table.add_column(col, justify="left" if col == "method" else "right")
@@ -111,6 +123,9 @@ def _eval_search(rerank_depth: int, shape_queries: int, shape_rerankers: str):
             for r in result["shapes"]["rows"]:
                 shapes.add_row(r["passages"], r["queries"], r["stage"], f"{r['ndcg@10']:.4f}",
                                *(f"{r[m]:.4f} ({r[m] - r['ndcg@10']:+.4f})" for m in models))
+            deltas = {m: [r[m] - r["ndcg@10"] for r in result["shapes"]["rows"]] for m in models}
+            shapes.add_row("all rows", "", "mean change, rows below the stage", "",
+                           *(f"{sum(d) / len(d):+.4f}, {sum(x < 0 for x in d)}" for d in deltas.values()))
             console.print(shapes)
         return write_result(result, "search-eval")
     return run

@@ -23,13 +23,18 @@ def best_weight(bm25: list, dense: list, relevant: list, grid=np.linspace(0, 1, 
     return float(max(grid, key=quality))
 
 
+def _prior_label(prior: float, sep: str = "") -> str:
+    return f"{sep} rank prior {prior:g}" if prior else ""
+
+
 def evaluate(url: str, *, embed_model: str = "sbert", rerankers=("rerank", "rerank_int8"), depth: int = 100,
              rerank_depth: int = 20, hnsw=None) -> dict:
     """BM25, dense (HNSW over served embeddings), hybrid (RRF; weighted mix with its weight tuned on the valid
-    headlines) and hybrid + rerank of the top ``rerank_depth`` by each served reranker, on the CoNLL-2003 test
-    headlines over the test + valid articles. Latency per query and stage, one query at a time."""
+    headlines) and hybrid + rerank of the top ``rerank_depth`` by each served reranker, alone and with the search
+    pipeline's rank prior (``clients.search.RANK_PRIOR``), on the CoNLL-2003 test headlines over the test + valid
+    articles. Latency per query and stage, one query at a time."""
     from .clients import BM25Retriever, DenseRetriever, EmbeddingClient, RerankClient
-    from .clients.search import HnswParams, rrf, weighted
+    from .clients.search import RANK_PRIOR, HnswParams, rrf, weighted, with_rank_prior
     from .datasets import headline_retrieval
 
     test, valid = headline_retrieval("test", ("test", "valid")), headline_retrieval("valid", ("test", "valid"))
@@ -65,15 +70,18 @@ def evaluate(url: str, *, embed_model: str = "sbert", rerankers=("rerank", "rera
                           (f"hybrid weighted (bm25 {weight:.1f})", fused_weighted)):
         runs[name] = scores([[h.doc for h in r] for r in ranking], test.relevant)
     for model in rerankers:
-        reranked, seconds = [], []
+        reranked, seconds = {0.0: [], RANK_PRIOR: []}, []
         with RerankClient(url, model, timeout_s=60) as client:
             for q, hits in zip(test.queries, fused_rrf):
                 head = hits[:rerank_depth]
                 t = time.perf_counter()
                 order = client.rerank(q, [docs[h.doc] for h in head])
                 seconds.append(time.perf_counter() - t)
-                reranked.append([head[h.doc].doc for h in order] + [h.doc for h in hits[rerank_depth:]])
-        runs[f"hybrid rrf + {model} top {rerank_depth}"] = scores(reranked, test.relevant)
+                for prior, out in reranked.items():
+                    out.append([head[h.doc].doc for h in with_rank_prior(order, prior)] +
+                               [h.doc for h in hits[rerank_depth:]])
+        for prior, ranking in reranked.items():
+            runs[f"hybrid rrf + {model} top {rerank_depth}{_prior_label(prior, ',')}"] = scores(ranking, test.relevant)
         stages[f"rerank {model} x{rerank_depth}"] = _percentiles(seconds)
     return {"task": "CoNLL-2003 test headlines -> article bodies (test + valid articles)",
             "queries": len(test.queries), "documents": len(docs), "embed_model": embed_model,
@@ -95,15 +103,19 @@ def _worst(queries, docs, relevant, before, after) -> dict | None:
 
 
 def evaluate_shapes(url: str, *, embed_model: str = "sbert", rerankers=("rerank", "rerank_int8"),
-                    rerank_depth: int = 20, limit: int = 100, depth: int = 100) -> dict:
+                    rerank_depth: int = 20, limit: int = 100, depth: int = 100, split: str = "test",
+                    priors: tuple[float, ...] | None = None) -> dict:
     """nDCG@10 of each first stage (BM25, dense, hybrid RRF) and of each served reranker reordering that stage's top
-    ``rerank_depth``, for every passage shape x query shape of ``datasets.shaped_retrieval`` (the first ``limit``
-    queries of the test articles over the test + valid articles). A reranker that never hurts scores at least its
-    stage in every row; each row also names the query it hurt most (``<model> worst``)."""
-    from .clients import BM25Retriever, DenseRetriever, EmbeddingClient, RerankClient
-    from .clients.search import rrf
+    ``rerank_depth`` (alone and with each rank prior of ``priors``, by default the search pipeline's), for every
+    passage shape x query shape of ``datasets.shaped_retrieval`` (the first ``limit`` queries of the ``split``
+    articles over the test + valid articles; the valid split is where the rank prior was chosen). A reranker that
+    never hurts scores at least its stage in every row; each row also names the query it hurt most
+    (``<model>[ rank prior w] worst``)."""
+    from .clients import BM25Retriever, DenseRetriever, EmbeddingClient, Hit, RerankClient
+    from .clients.search import RANK_PRIOR, rrf, with_rank_prior
     from .datasets import PASSAGE_SHAPES, QUERY_SHAPES, shaped_retrieval
 
+    priors = sorted({0.0, *((RANK_PRIOR,) if priors is None else priors)})
     rows = []
     with EmbeddingClient(url, embed_model, timeout_s=600) as embedder:
         clients = {m: RerankClient(url, m, timeout_s=120) for m in rerankers}
@@ -111,7 +123,7 @@ def evaluate_shapes(url: str, *, embed_model: str = "sbert", rerankers=("rerank"
             for passages in PASSAGE_SHAPES:
                 docs: list[str] = []
                 for queries in QUERY_SHAPES:
-                    items = shaped_retrieval(passages, queries)
+                    items = shaped_retrieval(passages, queries, query_split=split)
                     if items.documents != docs:  # lead queries index the articles without their lead sentence
                         docs = items.documents
                         bm25, dense = BM25Retriever(docs), DenseRetriever(embedder.embed(docs), embedder.embed)
@@ -128,15 +140,17 @@ def evaluate_shapes(url: str, *, embed_model: str = "sbert", rerankers=("rerank"
                                "documents": len(docs),
                                "ndcg@10": scores([[h.doc for h in r] for r in ranking], relevant)["ndcg@10"]}
                         before = [[h.doc for h in r] for r in ranking]
-                        for m in rerankers:
-                            reordered = [sorted(r[:rerank_depth], key=lambda d: -s[d]) + r[rerank_depth:]
-                                         for r, s in zip(before, scored[m])]
-                            row[f"{m} ndcg@10"] = scores(reordered, relevant)["ndcg@10"]
-                            row[f"{m} worst"] = _worst(qs, docs, relevant, before, reordered)
+                        for m, prior in ((m, w) for m in rerankers for w in priors):
+                            reordered = [[r[h.doc] for h in with_rank_prior([Hit(i, s[d]) for i, d in
+                                                                             enumerate(r[:rerank_depth])], prior)]
+                                         + r[rerank_depth:] for r, s in zip(before, scored[m])]
+                            name = m + _prior_label(prior)
+                            row[f"{name} ndcg@10"] = scores(reordered, relevant)["ndcg@10"]
+                            row[f"{name} worst"] = _worst(qs, docs, relevant, before, reordered)
                         rows.append(row)
         finally:
             for c in clients.values():
                 c.close()
-    return {"task": f"CoNLL-2003 test articles' headlines, keyword queries and lead sentences (first {limit} each) "
-                    "-> passages of the test + valid articles, per passage and query shape",
-            "rerank_depth": rerank_depth, "embed_model": embed_model, "rows": rows}
+    return {"task": f"CoNLL-2003 {split} articles' headlines, keyword queries and lead sentences (first {limit} "
+                    "each) -> passages of the test + valid articles, per passage and query shape",
+            "split": split, "rerank_depth": rerank_depth, "priors": priors, "embed_model": embed_model, "rows": rows}

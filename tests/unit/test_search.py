@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tritonrepo.clients.search import (
-    BM25Retriever, DenseRetriever, Hit, HnswParams, HybridRetriever, SearchPipeline, rrf, weighted,
+    RANK_PRIOR, BM25Retriever, DenseRetriever, Hit, HnswParams, HybridRetriever, SearchPipeline, rrf, weighted,
+    with_rank_prior,
 )
 from tritonrepo.scoring import mrr, ndcg, recall, scores
 
@@ -69,11 +70,32 @@ class _ByLength:
 def test_pipeline_reranks_the_head_and_keeps_the_tail_in_retrieval_order():
     hybrid = HybridRetriever([BM25Retriever(DOCS)], depth=5)
     plain = SearchPipeline(hybrid, DOCS).search("the bank", k=5)
-    reranked = SearchPipeline(hybrid, DOCS, reranker=_ByLength(), rerank_depth=2).search("the bank", k=5)
+    reranked = SearchPipeline(hybrid, DOCS, reranker=_ByLength(), rerank_depth=2, rank_prior=0).search("the bank",
+                                                                                                     k=5)
     head = sorted(plain.hits[:2], key=lambda h: -len(DOCS[h.doc]))
     assert [h.doc for h in reranked.hits[:2]] == [h.doc for h in head]
     assert [h.doc for h in reranked.hits[2:]] == [h.doc for h in plain.hits[2:]]
     assert set(reranked.seconds) == {"retrieve", "rerank"} and set(plain.seconds) == {"retrieve"}
+
+
+def test_rank_prior_lets_the_stage_order_stand_unless_the_reranker_is_clearly_surer():
+    reranked = [Hit(2, 5.0), Hit(0, 4.5), Hit(1, 1.0), Hit(3, 0.9)]  # doc: position in the retrieved head
+    assert [h.doc for h in with_rank_prior(reranked, 0)] == [2, 0, 1, 3]  # weight 0: the reranker alone
+    fused = with_rank_prior(reranked, 2.0)  # scores - 2 ln(position + 1): 0 keeps 4.5, 2 drops to 5 - 2 ln 3
+    assert [h.doc for h in fused] == [0, 2, 1, 3]
+    assert fused[0].score == pytest.approx(4.5) and fused[1].score == pytest.approx(5.0 - 2 * np.log(3))
+    assert [h.doc for h in with_rank_prior([Hit(0, 0.0), Hit(3, 9.0)], 2.0)] == [3, 0]  # a wide margin wins
+
+
+def test_pipeline_applies_the_rank_prior_to_the_reranked_head():
+    hybrid = HybridRetriever([BM25Retriever(DOCS)], depth=5)
+    plain = SearchPipeline(hybrid, DOCS).search("the bank", k=5)
+    reranker = _ByLength()
+    prior = SearchPipeline(hybrid, DOCS, reranker=reranker, rerank_depth=5, rank_prior=100).search("the bank", k=5)
+    assert [h.doc for h in prior.hits] == [h.doc for h in plain.hits]  # a heavy prior keeps the retrieval order
+    scores = reranker.rerank("the bank", [DOCS[h.doc] for h in plain.hits])
+    default = SearchPipeline(hybrid, DOCS, reranker=reranker, rerank_depth=5).search("the bank", k=5)
+    assert [h.doc for h in default.hits] == [plain.hits[h.doc].doc for h in with_rank_prior(scores, RANK_PRIOR)]
 
 
 def test_hybrid_refuses_unknown_fusion_and_mismatched_weights():
