@@ -141,10 +141,10 @@ class HybridRetriever:
 
 
 # Weight of the retrieval rank in the reranked head: a candidate's reranker score minus RANK_PRIOR x ln(its rank in
-# the stage). Chosen on the CoNLL-2003 *valid* articles (every passage x query shape of datasets.shaped_retrieval,
-# BM25, dense and hybrid stages, rerank_int8, top 20): mean nDCG@10 change over the stage +0.018 against -0.006 for the
-# reranker alone, worst shape -0.025 against -0.132 (weights 1, 1.5, 2, 3 gave +0.018 / +0.018 / +0.018 / +0.016 and
-# worst -0.031 / -0.026 / -0.025 / -0.026). 0 is the reranker's order alone.
+# the stage); 0 is the reranker's order alone. Chosen on the CoNLL-2003 *valid* articles (every passage x query shape
+# of datasets.shaped_retrieval, BM25, dense and hybrid stages, rerank_int8, top 20;
+# perf/reference/search-shapes-valid-cpu-2core.json): mean nDCG@10 change over the stage +0.018 against -0.006 for
+# the reranker alone, 6 of 27 rows below their stage against 10, the worst -0.025 against -0.132.
 RANK_PRIOR = 2.0
 
 
