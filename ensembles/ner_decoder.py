@@ -15,10 +15,10 @@ probabilities, or the most confident token's label); then IOB2 grouping: a B- ta
 entity, I- of the same type continues it, O ends it. ``viterbi`` (not in the pipeline) takes each word's first-token
 probabilities, as ``first`` does, and labels the words with the most probable sequence that is valid IOB2 (an I-X
 only after B-X or I-X; the product of the chosen labels' probabilities is maximal), so a type change inside a name
-(``B-PER I-ORG``) or an entity opened by I- is resolved by the whole query instead of word by word. Labels come from ``labels.json`` in the version folder (the
-trained model's id2label). The strategy is the config parameter ``aggregation_strategy`` (the repository sets a
-word-level one, so no entity starts or ends inside a word; ``simple`` when unset), or per request the request
-parameter of that name.
+(``B-PER I-ORG``) or an entity opened by I- is resolved by the whole query instead of word by word. Labels come from
+``labels.json`` in the version folder (the trained model's id2label). The strategy is the config parameter
+``aggregation_strategy`` (the repository sets a word-level one, so no entity starts or ends inside a word; ``simple``
+when unset), or per request the request parameter of that name.
 
 Limits (config parameters), for clients that call this step directly: ``max_text_bytes`` per query (default 1 MiB,
 the tokenizer's) and ``max_tokens`` token positions per row (default 128, the tokenizer's max_length). A request over
