@@ -14,9 +14,13 @@ its argmax, ``first`` / ``average`` / ``max`` first label whole words (first tok
 probabilities, or the most confident token's label); then IOB2 grouping: a B- tag or a change of type starts an
 entity, I- of the same type continues it, O ends it. ``viterbi`` (not in the pipeline) takes each word's first-token
 probabilities, as ``first`` does, and labels the words with the most probable sequence that is valid IOB2 (an I-X
-only after B-X or I-X; the product of the chosen labels' probabilities is maximal), so a type change inside a name
-(``B-PER I-ORG``) or an entity opened by I- is resolved by the whole query instead of word by word. Labels come from
-``labels.json`` in the version folder (the trained model's id2label). The strategy is the config parameter
+only after B-X or I-X), so a type change inside a name (``B-PER I-ORG``) or an entity opened by I- is resolved by the
+whole query instead of word by word. A sequence scores the sum of its labels' log probabilities plus, when the
+labels file has them, the training data's log probabilities of its first label and of each label given the one
+before (label bigrams, as an HMM scores transitions): ``Salem Bitar`` then stays one name rather than two. Labels come
+from ``labels.json`` in the version folder: the trained model's id2label as a list, or an object with ``labels``,
+``start_logp`` [labels] and ``transition_logp`` [labels, labels] (previous -> next). The strategy is the config
+parameter
 ``aggregation_strategy`` (the repository sets a word-level one, so no entity starts or ends inside a word; ``simple``
 when unset), or per request the request parameter of that name.
 
@@ -45,16 +49,20 @@ def split_tag(label):
     return "I", label  # "O" or a tag without a prefix continues a run of the same tag
 
 
-def best_iob2_path(probs, labels):
+def best_iob2_path(probs, labels, start_logp=None, transition_logp=None):
     """Label indices, one per row of ``probs`` [words, labels], of the valid IOB2 sequence with the largest sum of
-    log probabilities (Viterbi; an I-X may follow only B-X or I-X and cannot start the query)."""
+    log probabilities, plus ``start_logp`` [labels] of its first label and ``transition_logp`` [previous, next] of
+    each pair when given (Viterbi; an I-X may follow only B-X or I-X and cannot start the query)."""
+    n = len(labels)
     inside = np.array([label.startswith("I-") for label in labels])
     types = [split_tag(label)[1] if label.startswith(("B-", "I-")) else None for label in labels]
-    follows = np.array([[not inside[j] or (types[i] is not None and types[i] == types[j]) for j in range(len(labels))]
-                        for i in range(len(labels))])  # follows[i, j]: label j may come right after label i
-    barred = np.where(follows, 0.0, -np.inf)
+    follows = np.array([[not inside[j] or (types[i] is not None and types[i] == types[j]) for j in range(n)]
+                        for i in range(n)])  # follows[i, j]: label j may come right after label i
+    start = np.zeros(n) if start_logp is None else np.asarray(start_logp, dtype=np.float64)
+    step = np.zeros((n, n)) if transition_logp is None else np.asarray(transition_logp, dtype=np.float64)
+    barred = np.where(follows, step, -np.inf)
     logp = np.log(np.maximum(probs, 1e-30))
-    score, back = np.where(inside, -np.inf, logp[0]), []
+    score, back = np.where(inside, -np.inf, logp[0] + start), []
     for row in logp[1:]:
         candidates = score[:, None] + barred
         back.append(candidates.argmax(axis=0))
@@ -65,8 +73,8 @@ def best_iob2_path(probs, labels):
     return path[::-1]
 
 
-def decode(text, logits, offsets, kinds, labels, strategy="simple"):
-    """Entities of one query (see the module docstring)."""
+def decode(text, logits, offsets, kinds, labels, strategy="simple", start_logp=None, transition_logp=None):
+    """Entities of one query (see the module docstring; the log probabilities are ``viterbi``'s label bigrams)."""
     keep = kinds > 0
     if not keep.any():
         return []
@@ -84,7 +92,8 @@ def decode(text, logits, offsets, kinds, labels, strategy="simple"):
         bounds = [(int(spans[a][0]), int(spans[b - 1][1])) for a, b in zip(starts, list(starts[1:]) + [len(probs)])]
         words = np.array([word.mean(axis=0) if strategy == "average" else word[word.max(axis=1).argmax()]
                           if strategy == "max" else word[0] for word in np.split(probs, starts[1:])])
-        path = best_iob2_path(words, labels) if strategy == "viterbi" else words.argmax(axis=1)
+        path = (best_iob2_path(words, labels, start_logp, transition_logp) if strategy == "viterbi" else
+                words.argmax(axis=1))
         units = [(int(label), float(p[label]), start, end) for label, p, (start, end) in zip(path, words, bounds)]
 
     entities, run = [], []
@@ -109,6 +118,20 @@ def decode(text, logits, offsets, kinds, labels, strategy="simple"):
     return entities
 
 
+def read_labels(path):
+    """(labels, start_logp or None, transition_logp or None) from a labels file (see the module docstring)."""
+    found = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(found, list):
+        return found, None, None
+    labels = found["labels"]
+    start, transition = np.array(found["start_logp"], dtype=np.float64), np.array(found["transition_logp"],
+                                                                                   dtype=np.float64)
+    if start.shape != (len(labels),) or transition.shape != (len(labels), len(labels)):
+        raise ValueError(f"{path}: start_logp {list(start.shape)} and transition_logp {list(transition.shape)} must "
+                         f"be [{len(labels)}] and [{len(labels)}, {len(labels)}] for {len(labels)} labels")
+    return labels, start, transition
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -117,7 +140,7 @@ class TritonPythonModel:
         if self.strategy not in STRATEGIES:
             raise pb_utils.TritonModelException(f"aggregation_strategy {self.strategy!r}: one of {STRATEGIES}")
         path = Path(args["model_repository"]) / args["model_version"] / params.get("model_filename", "labels.json")
-        self.labels = json.loads(path.read_text(encoding="utf-8"))
+        self.labels, self.start_logp, self.transition_logp = read_labels(path)
         self.input_names = [t["name"] for t in config["input"]]
         self.output_name = config["output"][0]["name"]
         self.max_text_bytes = int(params.get("max_text_bytes", str(1 << 20)))
@@ -158,7 +181,8 @@ class TritonPythonModel:
                 query = queries[i].decode("utf-8")
             except UnicodeDecodeError as e:  # the tokenizer step rejects these; a direct caller may not
                 raise ValueError(f"QUERY: text {i} is not valid UTF-8 ({e.reason} at byte {e.start})") from None
-            found = decode(query, logits[i], offsets[i], kinds[i], self.labels, strategy)
+            found = decode(query, logits[i], offsets[i], kinds[i], self.labels, strategy, self.start_logp,
+                           self.transition_logp)
             out[i, 0] = json.dumps(found, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         return out
 

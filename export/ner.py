@@ -2,7 +2,8 @@
 repository.
 
 The graph takes ``input_ids`` and ``attention_mask`` (no token types, so BERT and DistilBERT export alike) and returns
-``logits`` [batch, seq, labels]; softmax and entity decoding run in the ``ner_decoder`` step.
+``logits`` [batch, seq, labels]; softmax and entity decoding run in the ``ner_decoder`` step, which reads the labels
+and the training data's label bigram log probabilities (its ``viterbi`` prior) from ``labels.json``.
 
 Gates (DESIGN.md §4), over the CoNLL-2003 test split through the same tokenizer the server uses:
 fp32: max |logit - PyTorch logit| <= ``max_abs_diff`` over every real token of ``parity_sentences`` sentences;
@@ -26,11 +27,11 @@ from tritonrepo.validate import Checks
 
 from .artifacts import install as install_artifacts
 from .hf import export_trained, logits_to_onnx
-from .ner_train import NER_ARTIFACTS, NerTraining, evaluate, train
+from .ner_train import NER_ARTIFACTS, NerTraining, evaluate, label_bigrams, train, training_sentences
 
 log = logging.getLogger(__name__)
 
-EXPORT_VERSION = 1  # bump when the export recipe changes: cached artifacts are rebuilt
+EXPORT_VERSION = 2  # bump when the export recipe changes: cached artifacts are rebuilt
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,7 +103,8 @@ def _validate(cfg: NerExport, trained: dict, model_dir: Path, fp32: Path, int8: 
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if tuple(labels) != models.NER_LABELS:
         raise ValidationError("ner export", [f"model labels {labels} != the served labels {models.NER_LABELS}"])
-    (fp32.parent / "labels.json").write_text(json.dumps(labels))
+    sentences, _ = training_sentences(cfg.training, tokenizer)
+    (fp32.parent / "labels.json").write_text(json.dumps({"labels": labels, **label_bigrams(sentences)}))
 
     test = read_conll("test")
     fp32_fn, int8_fn = onnx_logits(fp32), onnx_logits(int8)

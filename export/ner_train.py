@@ -70,6 +70,38 @@ def _lowercases(tokenizer) -> bool:
     return tokenizer("Reuters BRUSSELS")["input_ids"] == tokenizer("reuters brussels")["input_ids"]
 
 
+def training_sentences(cfg: NerTraining, tokenizer) -> tuple[list, bool]:
+    """The recipe's training examples (CoNLL train, lowercased copies, query-shaped spans), and whether the lowercase
+    augmentation applied (not for a tokenizer that lowercases anyway)."""
+    sentences = read_conll("train")
+    augment = cfg.lowercase_fraction > 0 and not _lowercases(tokenizer)
+    if cfg.lowercase_fraction > 0 and not augment:
+        log.info("tokenizer lowercases its input: lowercase augmentation would change nothing, skipped")
+    rng = random.Random(cfg.seed)
+    if augment:
+        picked = rng.sample(range(len(sentences)), int(cfg.lowercase_fraction * len(sentences)))
+        sentences = sentences + lowercased([sentences[i] for i in picked])
+    if cfg.query_shaped_fraction:
+        shaped = query_shaped(read_conll("train"), seed=cfg.seed)
+        count = min(len(shaped), int(cfg.query_shaped_fraction * len(read_conll("train"))))
+        sentences = sentences + [shaped[i] for i in sorted(rng.sample(range(len(shaped)), count))]
+    return sentences, augment
+
+
+def label_bigrams(sentences) -> dict:
+    """Log probabilities of each sentence's first label and of each label given the one before it, over LABELS,
+    counted in IOB2 tag sequences with add-one smoothing: the ``viterbi`` decoder's prior (ensembles/ner_decoder)."""
+    index = {label: i for i, label in enumerate(LABELS)}
+    start, transition = np.ones(len(LABELS)), np.ones((len(LABELS), len(LABELS)))
+    for _, tags in sentences:
+        if tags:
+            start[index[tags[0]]] += 1
+        for before, after in zip(tags, tags[1:]):
+            transition[index[before], index[after]] += 1
+    return {"start_logp": np.log(start / start.sum()).round(6).tolist(),
+            "transition_logp": np.log(transition / transition.sum(axis=1, keepdims=True)).round(6).tolist()}
+
+
 def _encode(tokenizer, sentences, max_length: int, all_tokens: bool) -> list[dict]:
     """Token ids with labels on each word's first token; with all_tokens, its other tokens get the I- tag of the
     word's type (O stays O), else -100 (ignored by the loss)."""
@@ -179,18 +211,7 @@ def train(cfg: NerTraining = NerTraining(), *, force: bool = False, progress: bo
         str(cfg.backbone), num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
         label2id={label: i for i, label in enumerate(LABELS)})
 
-    train_sentences = read_conll("train")
-    augment = cfg.lowercase_fraction > 0 and not _lowercases(tokenizer)
-    if cfg.lowercase_fraction > 0 and not augment:
-        log.info("tokenizer lowercases its input: lowercase augmentation would change nothing, skipped")
-    rng = random.Random(cfg.seed)
-    if augment:
-        picked = rng.sample(range(len(train_sentences)), int(cfg.lowercase_fraction * len(train_sentences)))
-        train_sentences = train_sentences + lowercased([train_sentences[i] for i in picked])
-    if cfg.query_shaped_fraction:
-        shaped = query_shaped(read_conll("train"), seed=cfg.seed)
-        count = min(len(shaped), int(cfg.query_shaped_fraction * len(read_conll("train"))))
-        train_sentences = train_sentences + [shaped[i] for i in sorted(rng.sample(range(len(shaped)), count))]
+    train_sentences, augment = training_sentences(cfg, tokenizer)
     rows = _encode(tokenizer, train_sentences, cfg.max_length, cfg.label_all_tokens)
 
     def loss(batch):

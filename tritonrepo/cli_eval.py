@@ -17,6 +17,8 @@ def evaluate(model: str = typer.Argument("ner", help="What to evaluate: ner, sho
              aggregation: str = typer.Option("simple,first,viterbi", help="ner: aggregation strategies of the "
                                              "served decoder, comma-separated (simple, first, average, max, "
                                              "viterbi)."),
+             split: str = typer.Option("test", help="ner: CoNLL-2003 split scored (valid: where decoding choices "
+                                       "are made)."),
              joins: int = typer.Option(60, help="shots: transitions in the spliced test videos."),
              same_source_cuts: bool = typer.Option(False, help="shots: let consecutive segments come from the same "
                                                    "source video (harder cuts)."),
@@ -29,17 +31,20 @@ def evaluate(model: str = typer.Argument("ner", help="What to evaluate: ner, sho
                                              "(valid: where the rank prior is chosen)."),
              rank_priors: str = typer.Option("", help="search: rank prior weights scored per shape besides the "
                                              "reranker alone, comma-separated (default: the search pipeline's).")):
-    """Accuracy of the served models. ner: CoNLL-2003 test split entity F1 (fp32, int8). shots: hard-cut F1
-    (+-2 frames) on real footage spliced at known frames, H.264 and VP9, fp32 and int8, each decoder. search:
-    nDCG@10, MRR@10, recall@100 of BM25, dense, hybrid and hybrid + rerank (fp32, int8) on held-out Reuters
+    """Accuracy of the served models. ner: CoNLL-2003 entity F1 (fp32, int8; test split unless --split). shots:
+    hard-cut F1 (+-2 frames) on real footage spliced at known frames, H.264 and VP9, fp32 and int8, each decoder.
+    search: nDCG@10, MRR@10, recall@100 of BM25, dense, hybrid and hybrid + rerank (fp32, int8) on held-out Reuters
     headlines -> articles, with per-query latency per stage; JSON in perf/results/."""
     from .server import served
 
+    for option, value in (("--split", split), ("--shape-split", shape_split)):
+        if value not in ("valid", "test"):
+            raise typer.BadParameter(f"{value!r} is not a held-out CoNLL-2003 split: valid or test", param_hint=option)
     families = {"ner": ["ner", "ner_int8"], "shots": ["video_shots", "video_decode", "transnetv2", "transnetv2_int8"],
                 "search": ["sbert", "rerank", "rerank_int8"]}
     if model not in families:
         raise TritonRepoError(f"unknown model family {model!r}; known: {', '.join(families)}")
-    run = {"ner": lambda: _eval_ner(aggregation), "shots": lambda: _eval_shots(joins, same_source_cuts),
+    run = {"ner": lambda: _eval_ner(aggregation, split), "shots": lambda: _eval_shots(joins, same_source_cuts),
            "search": lambda: _eval_search(rerank_depth, shape_queries, shape_rerankers, shape_split,
                                             rank_priors)}[model]()
     with served(url, families[model]) as address:
@@ -47,7 +52,7 @@ def evaluate(model: str = typer.Argument("ner", help="What to evaluate: ner, sho
     typer.echo(json.dumps(results, indent=2))
 
 
-def _eval_ner(aggregation: str):
+def _eval_ner(aggregation: str, split: str):
     from rich.table import Table
 
     from .ner_eval import served_f1
@@ -56,9 +61,9 @@ def _eval_ner(aggregation: str):
     strategies = [a.strip() for a in aggregation.split(",") if a.strip()]
 
     def run(url: str) -> dict:
-        rows = [served_f1(url, m, aggregation=a) for a in strategies for m in ("ner", "ner_int8")]
-        table = Table(title="Served NER, CoNLL-2003 test split as written, lowercased and cut into query shapes, "
-                            "entity F1 (seqeval)")
+        rows = [served_f1(url, m, split=split, aggregation=a) for a in strategies for m in ("ner", "ner_int8")]
+        table = Table(title=f"Served NER, CoNLL-2003 {split} split as written, lowercased and cut into query "
+                            "shapes, entity F1 (seqeval)")
         for col in ("model", "aggregation", "F1", "precision", "recall", "F1 lowercased", "F1 query-shaped",
                     "precision / recall query-shaped", "sentences / queries", "seconds"):
             table.add_column(col, justify="left" if col in ("model", "aggregation") else "right")
@@ -69,7 +74,7 @@ def _eval_ner(aggregation: str):
                           f"{q['precision']:.4f} / {q['recall']:.4f}", f"{c['sentences']} / {q['sentences']}",
                           f"{c['seconds'] + low['seconds'] + q['seconds']:.0f}")
         kinds = ("correct", "wrong type", "wrong boundary", "missed", "spurious")
-        errors = Table(title="Query-shaped test split: gold entities by outcome, and spurious served entities")
+        errors = Table(title=f"Query-shaped {split} split: gold entities by outcome, and spurious served entities")
         for col in ("model", "aggregation", *kinds):
             errors.add_column(col, justify="left" if col in ("model", "aggregation") else "right")
         for r in rows:

@@ -51,6 +51,20 @@ def test_iob1_tags_become_iob2():
     assert words[:3] == ["EU", "rejects", "German"] and tags[:3] == ["B-ORG", "O", "B-MISC"]
 
 
+def test_label_bigrams_are_the_training_tags_log_probabilities():
+    index = {label: i for i, label in enumerate(models.NER_LABELS)}
+    sentences = [(["Bill", "Clinton", "won"], ["B-PER", "I-PER", "O"]), (["Salem", "Bitar"], ["B-PER", "I-PER"]),
+                 (["in", "Paris"], ["O", "B-LOC"]), ([], [])]
+    prior = ner_train.label_bigrams(sentences)
+    start, transition = np.exp(prior["start_logp"]), np.exp(prior["transition_logp"])
+    assert start.sum() == pytest.approx(1, abs=1e-5) and np.allclose(transition.sum(axis=1), 1, atol=1e-5)
+    n = len(index)  # add-one smoothing: every pair keeps a probability, the counted ones lead their rows
+    assert start[index["B-PER"]] == pytest.approx(3 / (3 + n), abs=1e-5)
+    assert transition[index["B-PER"]].argmax() == index["I-PER"]
+    assert transition[index["B-PER"], index["I-PER"]] == pytest.approx(3 / (2 + n), abs=1e-5)
+    assert transition[index["O"], index["B-LOC"]] == pytest.approx(2 * transition[index["O"], index["O"]])  # 1 vs 0
+
+
 def test_one_conll_reader_gives_every_view_of_a_split():
     documents = datasets.conll_documents("valid")
     sentences = datasets.read_conll("valid")

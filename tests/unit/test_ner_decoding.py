@@ -145,7 +145,7 @@ def test_viterbi_path_is_the_most_probable_valid_iob2_sequence():
     decoder = _load("ner_decoder")
     labels = models.NER_LABELS
     rng = np.random.default_rng(5)
-    repaired = 0
+    repaired = moved = 0
     for words in [1, 2, 3, 4] * 25:
         probs = rng.dirichlet(np.full(len(labels), 0.3), size=words)
         path = decoder.best_iob2_path(probs, labels)
@@ -156,25 +156,67 @@ def test_viterbi_path_is_the_most_probable_valid_iob2_sequence():
         if _valid_iob2(labels, greedy):
             assert path == greedy  # a valid argmax sequence is kept as it is
         repaired += path != greedy
-    assert repaired >= 20  # the random draws did exercise invalid argmax sequences
+        # with label bigram log probabilities: the valid sequence of the largest total score
+        start = np.log(rng.dirichlet(np.ones(len(labels))))
+        transition = np.log(rng.dirichlet(np.ones(len(labels)), size=len(labels)))
+        with_prior = decoder.best_iob2_path(probs, labels, start, transition)
+        best = max((p for p in itertools.product(range(len(labels)), repeat=words) if _valid_iob2(labels, p)),
+                   key=lambda p: np.log(probs[np.arange(words), p]).sum() + start[p[0]]
+                   + sum(transition[a, b] for a, b in zip(p, p[1:])))
+        assert tuple(with_prior) == best
+        moved += with_prior != path
+    assert repaired >= 20 and moved >= 20  # the random draws did exercise invalid argmax sequences and the prior
+
+
+def _three_words(probs, text):
+    """Logits, offsets and kinds of [CLS] w1 w2 w3 [SEP], each word one token with the given label probabilities."""
+    labels = models.NER_LABELS
+    logits = np.full((5, len(labels)), -30.0, dtype=np.float32)
+    for t, row in enumerate(probs, start=1):
+        for label, p in row.items():
+            logits[t, labels.index(label)] = np.log(p)
+    ends = np.cumsum([len(w) + 1 for w in text.split()]) - 1
+    offsets = np.array([(0, 0), *zip([0, *(ends[:-1] + 1)], ends), (0, 0)], dtype=np.int32)
+    return logits, offsets, np.array([0, 1, 1, 1, 0], dtype=np.int8)
 
 
 def test_viterbi_keeps_a_name_whole_where_first_splits_it():
     decoder = _load("ner_decoder")
     labels = models.NER_LABELS
     text = "Bill Clinton visits"
-    probs = {1: {"B-PER": 0.9, "B-ORG": 0.1}, 2: {"I-ORG": 0.5, "I-PER": 0.4, "O": 0.1}, 3: {"O": 1.0}}
-    logits = np.full((5, len(labels)), -30.0, dtype=np.float32)
-    for t, row in probs.items():
-        for label, p in row.items():
-            logits[t, labels.index(label)] = np.log(p)
-    offsets = np.array([(0, 0), (0, 4), (5, 12), (13, 19), (0, 0)], dtype=np.int32)
-    kinds = np.array([0, 1, 1, 1, 0], dtype=np.int8)
+    logits, offsets, kinds = _three_words([{"B-PER": 0.9, "B-ORG": 0.1}, {"I-ORG": 0.5, "I-PER": 0.4, "O": 0.1},
+                                           {"O": 1.0}], text)
     first = decoder.decode(text, logits, offsets, kinds, labels, "first")
     viterbi = decoder.decode(text, logits, offsets, kinds, labels, "viterbi")
     assert [(e["type"], e["text"]) for e in first] == [("PER", "Bill"), ("ORG", "Clinton")]
     assert [(e["type"], e["text"]) for e in viterbi] == [("PER", "Bill Clinton")]
     assert viterbi[0]["score"] == pytest.approx((0.9 + 0.4) / 2, abs=1e-6)
+
+
+def test_label_bigrams_keep_a_two_word_name_whole(tmp_path):
+    decoder = _load("ner_decoder")
+    labels = list(models.NER_LABELS)
+    text = "Salem Bitar scored"
+    logits, offsets, kinds = _three_words([{"B-PER": 1.0}, {"B-PER": 0.6, "I-PER": 0.4}, {"O": 1.0}], text)
+    transition = np.full((len(labels), len(labels)), np.log(0.1))
+    transition[labels.index("B-PER"), labels.index("I-PER")] = np.log(0.8)  # names run on more often than not
+    start = np.log(np.full(len(labels), 1 / len(labels)))
+    (tmp_path / "labels.json").write_text(json.dumps({"labels": labels, "start_logp": start.tolist(),
+                                                      "transition_logp": transition.tolist()}))
+    read = decoder.read_labels(tmp_path / "labels.json")
+    assert read[0] == labels and np.allclose(read[2], transition)
+    plain = decoder.decode(text, logits, offsets, kinds, labels, "viterbi")
+    assert [(e["type"], e["text"]) for e in plain] == [("PER", "Salem"), ("PER", "Bitar")]
+    with_prior = decoder.decode(text, logits, offsets, kinds, labels, "viterbi", *read[1:])
+    assert [(e["type"], e["text"]) for e in with_prior] == [("PER", "Salem Bitar")]
+    assert decoder.decode(text, logits, offsets, kinds, labels, "first", *read[1:]) == plain  # viterbi's only
+
+    (tmp_path / "labels.json").write_text(json.dumps(labels))  # a plain list: no prior
+    assert decoder.read_labels(tmp_path / "labels.json") == (labels, None, None)
+    (tmp_path / "labels.json").write_text(json.dumps({"labels": labels, "start_logp": [0.0],
+                                                      "transition_logp": transition.tolist()}))
+    with pytest.raises(ValueError, match=r"start_logp \[1\] and transition_logp \[9, 9\] must be \[9\]"):
+        decoder.read_labels(tmp_path / "labels.json")
 
 
 def test_served_spans_map_back_to_word_tags():

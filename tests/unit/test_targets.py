@@ -1,5 +1,5 @@
-"""Targets are typed where users type them: a wrong name fails at the command line with the list, before anything
-starts; inside, a Target is the string it names (dict keys, paths, JSON, messages)."""
+"""Targets (and evaluation splits) are typed where users type them: a wrong name fails at the command line with the
+list, before anything starts; inside, a Target is the string it names (dict keys, paths, JSON, messages)."""
 
 import json
 from pathlib import Path
@@ -23,6 +23,13 @@ def test_a_wrong_target_fails_at_the_command_line_with_the_list(argv, tmp_path):
         "serve", "check") else argv, env={"COLUMNS": "300"})
     assert result.exit_code == 2, result.output  # usage error: the command's body never ran
     assert f"'v100' is not one of {CHOICES}" in result.output
+
+
+@pytest.mark.parametrize("argv", [["eval", "ner", "--split", "train"], ["eval", "search", "--shape-split", "tst"]])
+def test_an_evaluation_split_is_checked_at_the_command_line(argv):
+    result = CliRunner().invoke(app, [*argv, "--url", "127.0.0.1:1"], env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output  # before any server is looked for
+    assert f"'{argv[-1]}' is not a held-out CoNLL-2003 split: valid or test" in result.output
 
 
 def test_a_target_is_the_string_it_names():
