@@ -6,8 +6,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
@@ -121,30 +119,47 @@ def shown_commands(page: Path) -> list[tuple[int, str]]:
     return found
 
 
-def command_problem(root, text: str) -> str | None:
-    words = text.split()[1:]
-    if words and words[0] in PLACEHOLDERS:
-        return None
-    command, i = root, 0
-    while hasattr(command, "commands") and i < len(words) and not words[i].startswith("-"):
-        if words[i] in PLACEHOLDERS:
-            return None
-        sub = command.commands.get(words[i])
-        if sub is None:
-            return f"no command {words[i]!r} (commands: {', '.join(sorted(command.commands))})"
-        command, i = sub, i + 1
+def option_names(command) -> set[str]:
     names = {o for p in command.params if p.param_type_name == "option" for o in (*p.opts, *p.secondary_opts)}
-    names.add("--help")  # click's own, not among the params
-    for word in words[i:]:
-        m = OPTION.match(word.strip("[]()|,;`'\""))
-        if m and m.group(0) not in names:
-            return f"no option {m.group(0)} (options: {', '.join(sorted(n for n in names if n.startswith('--')))})"
+    return names | {"--help"}  # click's own, not among the params
+
+
+def option_problem(command, word: str) -> str | None:
+    m = OPTION.match(word.strip("[]()|,;`'\""))
+    names = option_names(command)
+    if m and m.group(0) not in names:
+        return f"no option {m.group(0)} (options: {', '.join(sorted(n for n in names if n.startswith('--')))})"
     return None
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_relative_link_resolves(page):
-    problems = broken_links(page)
+def command_problem(root, text: str) -> str | None:
+    """Why `tritonrepo WORDS...` is not a command path of the CLI with those options (None: it is). Subcommand
+    groups are walked by the words after `tritonrepo` (a group's own options may come first) down to a leaf command;
+    every `--option` after it must be one of that command's; a placeholder (`...`) ends the check."""
+    words = text.split()[1:]
+    command, i = root, 0
+    while hasattr(command, "commands") and i < len(words):
+        word = words[i]
+        if word in PLACEHOLDERS:
+            return None
+        if word.startswith("-"):
+            problem = option_problem(command, word)
+            if problem:
+                return problem
+        elif word in command.commands:
+            command = command.commands[word]
+        else:
+            return f"no command {word!r} (commands: {', '.join(sorted(command.commands))})"
+        i += 1
+    for word in words[i:]:
+        problem = option_problem(command, word)
+        if problem:
+            return problem
+    return None
+
+
+def test_every_relative_link_resolves():
+    problems = [problem for page in PAGES for problem in broken_links(page)]
     assert not problems, "broken links:\n" + "\n".join(problems)
 
 
@@ -179,5 +194,7 @@ def test_the_checks_find_what_they_look_for():
     root = typer.main.get_command(app)
     assert command_problem(root, "tritonrepo perf sweep ner_int8 --only untuned [--apply]") is None
     assert command_problem(root, "tritonrepo ingest ...") is None
+    assert command_problem(root, "tritonrepo --verbose build --force") is None
+    assert "no command 'biuld'" in command_problem(root, "tritonrepo --verbose biuld")
     assert "no option --bogus" in command_problem(root, "tritonrepo perf sweep ner_int8 --bogus=1")
     assert "no command 'sweeep'" in command_problem(root, "tritonrepo perf sweeep ner_int8")
