@@ -77,9 +77,10 @@ def _warn_truncated(results: list[NerResult], model: str) -> None:
 class NerClient(SyncClientBase):
     """Blocking client. ``entities(queries)`` -> one list of Entity per query, in input order.
 
-    ``analyze`` also says which queries were truncated. ``aggregation`` picks the HF-pipeline strategy per call
-    (default: the server's, word-level ``first``). ``timeout_s`` is the deadline of one call, retries included. Errors are
-    ``tritonrepo.errors.ClientError`` subclasses; an empty, blank or emoji-only query is valid and has no entities.
+    ``analyze`` also says which queries were truncated. ``aggregation`` picks the decoding strategy per call
+    (default: the server's, word-level ``viterbi``). ``timeout_s`` is the deadline of one call, retries included.
+    Errors are ``tritonrepo.errors.ClientError`` subclasses; an empty, blank or emoji-only query is valid and has no
+    entities.
     """
 
     def __init__(self, url: str = "127.0.0.1:8001", model: str = "ner", *, timeout_s: float | None = 10.0,

@@ -51,19 +51,25 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
 )}
 
 
-def build(repository: Path, *, force_export: bool = False, configs: dict | None = None) -> dict:
+def build(repository: Path, *, force_export: bool = False, configs: dict | None = None,
+          families: tuple[str, ...] | None = None) -> dict:
     """Render configs, export + validate every family (cached), install code and artifacts, then the added models.
     ``configs``: export configs by family name (e.g. a brief NER recipe); the others use their full recipes.
-    Refuses to finish a repository that a target's configs would not load from. Returns the export reports."""
-    configs = {name: (configs or {}).get(name) or f.config() for name, f in FAMILIES.items()}
+    ``families``: only these, and no added models: a partial repository, to be served with explicit model control
+    (the main job's first part needs no training). A whole build refuses to finish a repository that a target's
+    configs would not load from. Returns the export reports."""
+    chosen = FAMILIES if families is None else {name: FAMILIES[name] for name in families}
+    configs = {name: (configs or {}).get(name) or f.config() for name, f in chosen.items()}
     render.write(repository, all_specs())
     install_python_models(repository)
-    reports = {name: f.export(configs[name], force=force_export) for name, f in FAMILIES.items()}
-    for name, f in FAMILIES.items():
+    reports = {name: f.export(configs[name], force=force_export) for name, f in chosen.items()}
+    for name, f in chosen.items():
         f.install(repository, configs[name])
-    reports["added"] = install_all(repository, repository)  # models of `tritonrepo add`, from their sources
     for spec in all_specs():  # ensembles need an (empty) version folder
         (repository / spec.name / "1").mkdir(parents=True, exist_ok=True)
+    if families is not None:
+        return reports
+    reports["added"] = install_all(repository, repository)  # models of `tritonrepo add`, from their sources
     problems = [f for target in TARGETS for f in deployable.check(repository, target)]
     if problems:
         raise ToolNotFoundError("repository incomplete after build:\n" + "\n".join(

@@ -1,8 +1,11 @@
-"""The main job: build the repository, start Triton, embed real news sentences, print nearest neighbours, find
-entities in search queries, run hybrid search (BM25 + HNSW over served embeddings, reranked by the served
-cross-encoder) over Reuters articles, cut a real video into shots (whole file, and as a live stream of segments), ingest a
-manifest of real articles, captions and videos through the resilient pipeline, and take a short perf_analyzer
-measurement of the served models."""
+"""The main job, in two parts, each printed as soon as it is done.
+
+Part 1 needs no training: build the SBERT and TransNetV2 families, start Triton with those models, embed real news
+sentences and print nearest neighbours, cut real videos into shots (whole files, and one streamed live in segments),
+and take a short perf_analyzer measurement of sbert_int8. Part 2 builds the rest (fine-tunes the NER model and the
+cross-encoder once; cached afterwards), then finds entities in search queries, runs hybrid search (BM25 + HNSW over
+served embeddings, reranked by the served cross-encoder) over Reuters articles, ingests a manifest of real articles,
+captions and videos through the resilient pipeline, and measures ner_int8 with perf_analyzer."""
 
 from __future__ import annotations
 
@@ -34,58 +37,76 @@ NER_QUERIES = ("biden xi summit bali", "Taylor Swift Eras tour Tokyo", "clinton 
                "Bayern Munich v Manchester United, Champions League", "  Zürich  ,  UBS   shares ")
 
 
+# What part 1 serves: the ensembles load their steps; video_shots calls the others from Python (BLS)
+PART1_FAMILIES = ("sbert", "transnetv2")
+PART1_MODELS = ["sbert", "sbert_int8", "video_decode", "transnetv2", "transnetv2_int8", "video_shots",
+                "video_shots_live"]
+
+
 @dataclass
-class DemoResult:
+class FirstLook:
+    """Part 1: the models that need no training."""
     neighbours: dict[str, list[tuple[float, str]]]
-    entities: dict[str, list]
-    search: dict[str, list[tuple[float, str]]]  # query -> (rerank score, headline) of the top articles
     fp32_int8_cosine_min: float
     shots: dict[str, list[Shot]]  # file -> shots (whole-file requests)
     live: list[Shot]  # bikes.mp4 streamed as 1 s segments
+    perf: list[dict]
+
+
+@dataclass
+class Trained:
+    """Part 2: with the fine-tuned NER model and reranker."""
+    entities: dict[str, list]
+    search: dict[str, list[tuple[float, str]]]  # query -> (rerank score, headline) of the top articles
     ingestion: dict  # the pipeline's summary on a sample manifest
     triton_load: list[ModelLoad]  # Triton's metrics after the clients ran
     perf: list[dict]
     grpc_url: str
 
 
-def run(repository: Path = MODEL_REPOSITORY, corpus_size: int = 2000, k: int = 3, perf: bool = True) -> DemoResult:
-    build(repository)
+def first_look(repository: Path = MODEL_REPOSITORY, corpus_size: int = 2000, k: int = 3,
+               perf: bool = True) -> FirstLook:
+    build(repository, families=PART1_FAMILIES)
     corpus = conll_sentences("test")[:corpus_size]
-    with TritonServer(repository, model_config_name="cpu") as server:
+    with TritonServer(repository, model_config_name="cpu", explicit_models=PART1_MODELS) as server:
         with EmbeddingClient(server.grpc_url, "sbert_int8") as int8, EmbeddingClient(server.grpc_url, "sbert") as fp32:
             vectors = int8.embed(corpus)
             queries = int8.embed(list(QUERIES))
             check = fp32.embed(list(QUERIES))
-        with NerClient(server.grpc_url, "ner_int8") as ner:
-            entities = dict(zip(NER_QUERIES, ner.entities(list(NER_QUERIES))))
-        search = _search(server.grpc_url, k)
         with ShotClient(server.grpc_url) as shots_client:
             shots = {p.name: shots_client.shots(p).shots for p in (TRANSNET_DIR / "test.mp4", VIDEO_DIR / "bikes.mp4")}
         with tempfile.TemporaryDirectory() as tmp, ShotStreamClient(server.grpc_url) as stream:
             segments = segment_file(VIDEO_DIR / "bikes.mp4", tmp, seconds=1.0, reencode=True)
             live = list(stream.stream(p.read_bytes() for p in segments))
-        ingestion = _ingest(server.grpc_url)
-        triton_load = summarize(server.metrics_url)
         scores = queries @ vectors.T
         neighbours = {q: [(float(scores[i, j]), corpus[j]) for j in np.argsort(-scores[i])[:k]]
                       for i, q in enumerate(QUERIES)}
-        rows = []
-        if perf:
-            from .perf import perf_analyzer
+        rows = _probe(server.grpc_url, "sbert_int8", "TEXT", corpus, (1, 4)) if perf else []
+    return FirstLook(neighbours=neighbours, fp32_int8_cosine_min=float((queries * check).sum(axis=1).min()),
+                     shots=shots, live=live, perf=rows)
 
-            with tempfile.TemporaryDirectory() as tmp:
-                data = perf_analyzer.write_input_data(Path(tmp) / "data.json", "TEXT", corpus)
-                for c in (1, 4):
-                    row = perf_analyzer.run("sbert_int8", server.grpc_url, data, concurrency=c, measurement_ms=2000)
-                    rows.append({"model": "sbert_int8"} | row.as_dict())
-                queries_file = Path(tmp) / "queries.json"
-                data = perf_analyzer.write_input_data(queries_file, "QUERY", list(QUERIES + NER_QUERIES))
-                for c in (1, 8):
-                    row = perf_analyzer.run("ner_int8", server.grpc_url, data, concurrency=c, measurement_ms=2000)
-                    rows.append({"model": "ner_int8"} | row.as_dict())
-        return DemoResult(neighbours=neighbours, entities=entities, search=search,
-                          fp32_int8_cosine_min=float((queries * check).sum(axis=1).min()), shots=shots, live=live,
-                          ingestion=ingestion, triton_load=triton_load, perf=rows, grpc_url=server.grpc_url)
+
+def trained(repository: Path = MODEL_REPOSITORY, k: int = 3, perf: bool = True) -> Trained:
+    build(repository)
+    with TritonServer(repository, model_config_name="cpu") as server:
+        with NerClient(server.grpc_url, "ner_int8") as ner:
+            entities = dict(zip(NER_QUERIES, ner.entities(list(NER_QUERIES))))
+        search = _search(server.grpc_url, k)
+        ingestion = _ingest(server.grpc_url)
+        triton_load = summarize(server.metrics_url)
+        rows = _probe(server.grpc_url, "ner_int8", "QUERY", list(QUERIES + NER_QUERIES), (1, 8)) if perf else []
+        return Trained(entities=entities, search=search, ingestion=ingestion, triton_load=triton_load, perf=rows,
+                       grpc_url=server.grpc_url)
+
+
+def _probe(url: str, model: str, tensor: str, texts: list[str], concurrencies: tuple[int, ...]) -> list[dict]:
+    """A short perf_analyzer measurement of one model: one text per request, 2 s windows."""
+    from .perf import perf_analyzer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = perf_analyzer.write_input_data(Path(tmp) / "data.json", tensor, texts)
+        return [{"model": model} | perf_analyzer.run(model, url, data, concurrency=c, measurement_ms=2000).as_dict()
+                for c in concurrencies]
 
 
 def _search(url: str, k: int) -> dict[str, list[tuple[float, str]]]:

@@ -205,6 +205,22 @@ def test_every_onnx_file_a_gpu_target_serves_natively_runs_in_the_ngc_images_onn
     assert [(path, status) for path, _, status in results if status != "ok"] == []
 
 
+def test_the_main_jobs_first_part_serves_before_anything_is_trained(tmp_path, sbert_artifacts, transnet_artifacts):
+    from tritonrepo.demo import PART1_FAMILIES, PART1_MODELS
+    from tritonrepo.export.families import build
+    from tritonrepo.paths import VIDEO_DIR
+
+    repo = tmp_path / "repo"
+    build(repo, families=PART1_FAMILIES)
+    assert not list((repo / "ner_encoder" / "1").iterdir())  # nothing trained is needed
+    assert not (repo / "ner_decoder" / "1" / "labels.json").exists()
+    with TritonServer(repo, model_config_name="cpu", explicit_models=PART1_MODELS) as server:
+        with EmbeddingClient(server.grpc_url, "sbert_int8") as client:
+            assert client.embed(["oil prices fall"]).shape == (1, 384)
+        with ShotClient(server.grpc_url) as client:  # video_shots reaches its steps (BLS): they were loaded too
+            assert client.shots(VIDEO_DIR / "bikes.mp4").frames > 0
+
+
 def test_build_makes_what_every_target_names_and_check_says_so(tmp_path, sbert_artifacts, ner_export, rerank_export,
                                                                 transnet_artifacts):
     from typer.testing import CliRunner
