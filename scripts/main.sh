@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job from a fresh clone: set up everything, then export + validate the models (NER is fine-tuned once),
-# build the repository, start the real tritonserver, embed real news sentences, print nearest neighbours, entities in
-# search queries, the shots of real videos (whole files and a live stream) and a short perf_analyzer probe; then a short sweep of ner_int8 (the untuned config against the
-# tuned one, closed loop and Poisson arrivals) and a plan of instances for the NER search SLO from that sweep.
+# The main job from a fresh clone: set up everything; part 1 (no training): export + validate SBERT and TransNetV2,
+# start the real tritonserver, nearest neighbours over real news, the shots of real videos (whole files and a live
+# stream), a perf_analyzer probe; part 2: fine-tune NER and the reranker once (cached), then entities in search
+# queries, hybrid search, an ingestion run, a perf_analyzer probe; then a short sweep of ner_int8 (the untuned config
+# against the tuned one, Poisson arrivals) and a plan of instances for the NER search SLO from that sweep.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh

@@ -292,8 +292,8 @@ def demo(corpus: int = typer.Option(2000, help="CoNLL-2003 test sentences to ind
     from . import demo as demo_job
 
     console = _console()
-    console.rule("Part 1 of 2: embeddings and video shots, no training (about 5 min the first time here, 2 min "
-                 "cached)")
+    console.rule("Part 1 of 2: embeddings and video shots, no training (about 5 min the first time here, about 1 "
+                 "min cached)")
     first = demo_job.first_look(corpus_size=corpus, perf=perf)
     console.print(_ranked(f"Nearest neighbours among {corpus} Reuters sentences (sbert_int8 served by Triton)",
                           ("cosine", "sentence"), first.neighbours, digits=3))
@@ -302,8 +302,8 @@ def demo(corpus: int = typer.Option(2000, help="CoNLL-2003 test sentences to ind
         console.print(_shots_table(f"Shots of {name} (video_shots served by Triton, int8)", shots))
     console.print(_shots_table("bikes.mp4 streamed live as 1 s segments (video_shots_live)", first.live))
     _perf_table(first.perf)
-    console.rule("Part 2 of 2: NER and the reranker (fine-tuned the first time: about 41 + 25 min here; cached "
-                 "afterwards, then about 3 min)")
+    console.rule("Part 2 of 2: NER and the reranker (fine-tuned the first time: about 75 min here; cached "
+                 "afterwards: about 1 min)")
     result = demo_job.trained(perf=perf)
     ents = Table(title="Entities in search queries (ner_int8 served by Triton; offsets in the query)")
     for col in ("query", "entities"):
