@@ -140,8 +140,9 @@ def _eval_shots(joins: int, same_source_cuts: bool):
     from rich.table import Table
 
     from . import shots_eval
+    from .perf.provenance import provenance, write_result
 
-    def run(url: str) -> list[dict]:
+    def run(url: str) -> dict:
         videos = shots_eval.build(paths.RUNS / "spliced", joins=joins, same_source_cuts=same_source_cuts)
         rows = []
         for v in videos:
@@ -156,5 +157,7 @@ def _eval_shots(joins: int, same_source_cuts: bool):
             table.add_row(r["codec"], decoder, r["shot_model"], f"{r['f1']:.4f}", f"{r['precision']:.4f}",
                           f"{r['recall']:.4f}", f"{r['frames'] / r['seconds']:.0f}")
         _console().print(table)
-        return rows
+        return write_result({"joins": joins, "same_source_cuts": same_source_cuts, "frames": videos[0].frames,
+                             "cuts": len(videos[0].cuts), "tolerance": shots_eval.TOLERANCE, "rows": rows,
+                             **provenance()}, "shots-eval")
     return run
