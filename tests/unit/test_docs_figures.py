@@ -40,6 +40,13 @@ FIGURES = [
      "{:.4f}"),
     ("search-eval-cpu-2core.json",
      lambda d: d["results"]["hybrid rrf + rerank_int8 top 20, rank prior 2"]["ndcg@10"], "{:.4f}"),
+    ("shots-cpu-2core.json", lambda d: _row(d["files"], file="test.mp4")["speedup_int8_vs_cli"], "**{:.2f}**"),
+    ("shots-cpu-2core.json", lambda d: _row(d["files"], file="bbb-1080p-60s.mp4")["speedup_int8_vs_cli"],
+     "**{:.2f}**"),
+    ("shots-memory-cpu-2core.json", lambda d: _row(d["memory"], seconds=240, sent_as="one request")[
+        "video_shots_peak_rss_mb"], "{:.0f} MB |"),
+    ("shots-eval-cpu-2core.json", lambda d: min(r["f1"] for r in d["rows"]), "{:.3f} (1.000 / 1.000)"),
+    ("shots-eval-same-source-cpu-2core.json", lambda d: max(r["f1"] for r in d["rows"]), "F1 {:.3f}"),
     ("soak-cpu-2core.json", lambda d: d["requests"], "{:,} client"),
     ("soak-cpu-2core.json", lambda d: d["errors_unexpected"], "**{} unexpected errors**"),
     ("batch-invariance-cpu-2core.json", lambda d: _row(d["rows"], model="ner_int8")["changed"],
