@@ -16,7 +16,7 @@ from pathlib import Path
 from tritonrepo import deployable, render
 from tritonrepo.errors import ToolNotFoundError
 from tritonrepo.models import all_specs
-from tritonrepo.repository import install_python_models
+from tritonrepo.repository import install_python_models, with_dependencies
 from tritonrepo.targets import TARGETS
 
 from .added import install_all
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 class Family:
     name: str
     config_class: str  # the family module's export config (its defaults are the full recipe)
+    serves: tuple[str, ...]  # the models clients call; a server loads them with what they need (with_dependencies)
 
     @property
     def module(self):
@@ -44,11 +45,16 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("sbert", "SbertExport"),
-    Family("ner", "NerExport"),
-    Family("rerank", "RerankExport"),
-    Family("transnetv2", "TransNetExport"),
+    Family("sbert", "SbertExport", ("sbert", "sbert_int8")),
+    Family("ner", "NerExport", ("ner", "ner_int8")),
+    Family("rerank", "RerankExport", ("rerank", "rerank_int8")),
+    Family("transnetv2", "TransNetExport", ("video_shots", "video_shots_live")),
 )}
+
+
+def models_to_load(families, repository: Path) -> list[str]:
+    """What a server loads to serve these families (names): the models their clients call and what those need."""
+    return sorted(with_dependencies([m for name in families for m in FAMILIES[name].serves], repository))
 
 
 def build(repository: Path, *, force_export: bool = False, configs: dict | None = None,

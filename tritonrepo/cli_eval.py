@@ -40,14 +40,16 @@ def evaluate(model: str = typer.Argument("ner", help="What to evaluate: ner, sho
     for option, value in (("--split", split), ("--shape-split", shape_split)):
         if value not in ("valid", "test"):
             raise typer.BadParameter(f"{value!r} is not a held-out CoNLL-2003 split: valid or test", param_hint=option)
-    families = {"ner": ["ner", "ner_int8"], "shots": ["video_shots", "video_decode", "transnetv2", "transnetv2_int8"],
-                "search": ["sbert", "rerank", "rerank_int8"]}
+    from .export.families import FAMILIES
+
+    serves = {name: f.serves for name, f in FAMILIES.items()}
+    families = {"ner": serves["ner"], "shots": ("video_shots",), "search": serves["sbert"] + serves["rerank"]}
     if model not in families:
         raise TritonRepoError(f"unknown model family {model!r}; known: {', '.join(families)}")
     run = {"ner": lambda: _eval_ner(aggregation, split), "shots": lambda: _eval_shots(joins, same_source_cuts),
            "search": lambda: _eval_search(rerank_depth, shape_queries, shape_rerankers, shape_split,
                                             rank_priors)}[model]()
-    with served(url, families[model]) as address:
+    with served(url, list(families[model])) as address:
         results = run(address)
     typer.echo(json.dumps(results, indent=2))
 

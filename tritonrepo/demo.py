@@ -24,7 +24,7 @@ from .clients.metrics import IngestMetrics, ModelLoad, summarize
 from .clients.store import SqliteStore
 from .clients.video import Shot, ShotClient, ShotStreamClient, segment_file
 from .datasets import conll_articles, conll_sentences, sample_manifest
-from .export.families import build
+from .export.families import build, models_to_load
 from .paths import MODEL_REPOSITORY, RUNS, TRANSNET_DIR, VIDEO_DIR
 from .server import TritonServer
 
@@ -37,10 +37,7 @@ NER_QUERIES = ("biden xi summit bali", "Taylor Swift Eras tour Tokyo", "clinton 
                "Bayern Munich v Manchester United, Champions League", "  Zürich  ,  UBS   shares ")
 
 
-# What part 1 serves: the ensembles load their steps; video_shots calls the others from Python (BLS)
-PART1_FAMILIES = ("sbert", "transnetv2")
-PART1_MODELS = ["sbert", "sbert_int8", "video_decode", "transnetv2", "transnetv2_int8", "video_shots",
-                "video_shots_live"]
+PART1_FAMILIES = ("sbert", "transnetv2")  # part 1: the families that need no training
 
 
 @dataclass
@@ -68,7 +65,8 @@ def first_look(repository: Path = MODEL_REPOSITORY, corpus_size: int = 2000, k: 
                perf: bool = True) -> FirstLook:
     build(repository, families=PART1_FAMILIES)
     corpus = conll_sentences("test")[:corpus_size]
-    with TritonServer(repository, model_config_name="cpu", explicit_models=PART1_MODELS) as server:
+    with TritonServer(repository, model_config_name="cpu",
+                      explicit_models=models_to_load(PART1_FAMILIES, repository)) as server:
         with EmbeddingClient(server.grpc_url, "sbert_int8") as int8, EmbeddingClient(server.grpc_url, "sbert") as fp32:
             vectors = int8.embed(corpus)
             queries = int8.embed(list(QUERIES))

@@ -375,9 +375,13 @@ def check_tools() -> dict[str, Path]:
 def served(url: str | None, models: list[str] | None = None, repository: Path = MODEL_REPOSITORY,
            target: Target = DEFAULT_TARGET):
     """The gRPC address of the server at ``url``, or without one, of a local server started here with only
-    ``models`` loaded (None: the whole repository) in ``target``'s configs, stopped at the end of the block."""
+    ``models`` and what they need beside them loaded (None: the whole repository) in ``target``'s configs, stopped
+    at the end of the block."""
     if url:
         yield url
         return
-    with TritonServer(repository, model_config_name=target, explicit_models=models) as server:
+    from .repository import with_dependencies
+
+    explicit = None if models is None else sorted(with_dependencies(list(models), repository))
+    with TritonServer(repository, model_config_name=target, explicit_models=explicit) as server:
         yield server.grpc_url

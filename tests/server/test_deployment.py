@@ -206,15 +206,15 @@ def test_every_onnx_file_a_gpu_target_serves_natively_runs_in_the_ngc_images_onn
 
 
 def test_the_main_jobs_first_part_serves_before_anything_is_trained(tmp_path, sbert_artifacts, transnet_artifacts):
-    from tritonrepo.demo import PART1_FAMILIES, PART1_MODELS
-    from tritonrepo.export.families import build
+    from tritonrepo.demo import PART1_FAMILIES
+    from tritonrepo.export.families import build, models_to_load
     from tritonrepo.paths import VIDEO_DIR
 
     repo = tmp_path / "repo"
     build(repo, families=PART1_FAMILIES)
     assert not list((repo / "ner_encoder" / "1").glob("*.onnx"))  # nothing trained is needed
     assert not (repo / "ner_decoder" / "1" / "labels.json").exists()
-    with TritonServer(repo, model_config_name="cpu", explicit_models=PART1_MODELS) as server:
+    with TritonServer(repo, model_config_name="cpu", explicit_models=models_to_load(PART1_FAMILIES, repo)) as server:
         with EmbeddingClient(server.grpc_url, "sbert_int8") as client:
             assert client.embed(["oil prices fall"]).shape == (1, 384)
         with ShotClient(server.grpc_url) as client:  # video_shots reaches its steps (BLS): they were loaded too
