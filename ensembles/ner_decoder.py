@@ -20,9 +20,8 @@ labels file has them, the training data's log probabilities of its first label a
 before (label bigrams, as an HMM scores transitions): ``Salem Bitar`` then stays one name rather than two. Labels come
 from ``labels.json`` in the version folder: the trained model's id2label as a list, or an object with ``labels``,
 ``start_logp`` [labels] and ``transition_logp`` [labels, labels] (previous -> next). The strategy is the config
-parameter
-``aggregation_strategy`` (the repository sets a word-level one, so no entity starts or ends inside a word; ``simple``
-when unset), or per request the request parameter of that name.
+parameter ``aggregation_strategy`` (the repository sets a word-level one, so no entity starts or ends inside a word;
+``simple`` when unset), or per request the request parameter of that name.
 
 Limits (config parameters), for clients that call this step directly: ``max_text_bytes`` per query (default 1 MiB,
 the tokenizer's) and ``max_tokens`` token positions per row (default 128, the tokenizer's max_length). A request over
