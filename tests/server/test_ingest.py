@@ -24,6 +24,7 @@ import tritonclient.grpc as grpcclient
 from http_origin import Origin, serve
 
 from tritonrepo import models, render
+from tritonrepo.clients import NerClient
 from tritonrepo.clients._grpc import RetryPolicy
 from tritonrepo.clients.ingest import IngestConfig, Processor, decode_result, ingest, read_manifest
 from tritonrepo.clients.metrics import IngestMetrics, follow_trace
@@ -294,8 +295,9 @@ def test_urls_are_fetched_and_http_errors_are_dead_lettered_or_retried(server, t
         def log_message(self, *args):
             pass
 
+    text = "Reuters reports that Fiat shares rose in Milan on Friday."
     (tmp_path / "www").mkdir()
-    (tmp_path / "www" / "article.txt").write_text("Reuters reports that Fiat shares rose in Milan on Friday.")
+    (tmp_path / "www" / "article.txt").write_text(text)
     http_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
                                                   functools.partial(Handler, directory=str(tmp_path / "www")))
     threading.Thread(target=http_server.serve_forever, daemon=True).start()
@@ -311,8 +313,11 @@ def test_urls_are_fetched_and_http_errors_are_dead_lettered_or_retried(server, t
     finally:
         http_server.shutdown()
     assert summary.counts == {"pending": 1, "done": 1, "dead": 1}
-    found = decode_result(ENTITIES, store.results("article")[ENTITIES])["entities"]
-    assert {(e["type"], e["text"]) for e in found} >= {("ORG", "Fiat"), ("LOC", "Milan")}
+    result = decode_result(ENTITIES, store.results("article")[ENTITIES])
+    assert " ".join(text[a:b] for a, b in result["chunks"]) == text  # the fetched body, whole
+    with NerClient(server.grpc_url, "ner_int8") as ner:  # and the model's answer for it
+        assert [(e["type"], e["start"], e["end"]) for e in result["entities"]] == [
+            (e.type, e.start, e.end) for e in ner.entities([text])[0]]
     assert "HTTP 404" in dict((a, e) for a, _, e in store.dead_letters())["missing"]
     assert metrics.value("ingest_retries_total", model="fetch") == 2  # 503 is retried, then left pending
     error = store._db.execute("SELECT error FROM assets WHERE id = 'busy'").fetchone()[0]
