@@ -1,4 +1,5 @@
-"""What every client shares: gRPC error translation, retries with backoff inside one deadline, text encoding."""
+"""What every client shares: gRPC error translation, retries with backoff inside one deadline, text encoding, and
+the blocking and asyncio cores that send a call's requests."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import asyncio
 import logging
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aiogrpc
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 from tritonclient.utils import InferenceServerException
 
@@ -142,12 +146,37 @@ async def call_with_retry_async(fn, *, model: str, deadline: Deadline, retry: Re
             await asyncio.sleep(retry.delay(attempt))
 
 
-class SyncClientBase:
-    """Lifecycle shared by the blocking clients: ``self._client`` is a tritonclient gRPC client."""
+Request = tuple[list, list | None]  # inputs, requested outputs (None: all of them)
 
-    _client: object
+
+class SyncClientBase:
+    """The blocking clients' core: a tritonclient gRPC client, calls retried inside one deadline, and a call's
+    requests sent ``max_in_flight`` at a time (in order when 1). A client builds its requests and parses the results
+    with functions its asyncio twin shares; only the sending differs."""
+
+    def __init__(self, url: str, model: str, *, timeout_s: float | None, retry: RetryPolicy = RetryPolicy(),
+                 max_in_flight: int = 1):
+        self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
+        self._client = grpcclient.InferenceServerClient(url, channel_args=channel_args())
+        self._pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix=model) if max_in_flight > 1 else None
+
+    def _call(self, fn, deadline: Deadline):
+        """``fn(client, timeout_s)`` with retries, all of them inside ``deadline``."""
+        return call_with_retry(lambda t: fn(self._client, t), model=self.model, deadline=deadline, retry=self.retry)
+
+    def _infer(self, requests: list[Request], deadline: Deadline, **kwargs) -> list:
+        """Each request's result, in order; the first error raises (the deadline bounds the requests still out)."""
+        def one(request: Request):
+            inputs, outputs = request
+            return self._call(lambda c, t: c.infer(self.model, inputs, outputs=outputs, client_timeout=t, **kwargs),
+                              deadline)
+        if self._pool is None:
+            return [one(r) for r in requests]
+        return [future.result() for future in [self._pool.submit(one, r) for r in requests]]
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         self._client.close()
 
     def __enter__(self):
@@ -158,9 +187,26 @@ class SyncClientBase:
 
 
 class AsyncClientBase:
-    """Lifecycle shared by the asyncio clients."""
+    """The asyncio clients' core (see SyncClientBase): a call's requests run concurrently, ``max_in_flight`` at a
+    time across the client."""
 
-    _client: object
+    def __init__(self, url: str, model: str, *, timeout_s: float | None, retry: RetryPolicy = RetryPolicy(),
+                 max_in_flight: int = 4):
+        self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
+        self._client = aiogrpc.InferenceServerClient(url, channel_args=channel_args())
+        self._slots = asyncio.Semaphore(max_in_flight)
+
+    async def _call(self, fn, deadline: Deadline):
+        return await call_with_retry_async(lambda t: fn(self._client, t), model=self.model, deadline=deadline,
+                                           retry=self.retry)
+
+    async def _infer(self, requests: list[Request], deadline: Deadline, **kwargs) -> list:
+        async def one(request: Request):
+            inputs, outputs = request
+            async with self._slots:
+                return await self._call(
+                    lambda c, t: c.infer(self.model, inputs, outputs=outputs, client_timeout=t, **kwargs), deadline)
+        return list(await asyncio.gather(*(one(r) for r in requests)))
 
     async def close(self) -> None:
         await self._client.close()

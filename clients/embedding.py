@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 import numpy as np
 import tritonclient.grpc as grpcclient
-import tritonclient.grpc.aio as aiogrpc
 from tritonclient.utils import InferenceServerException
 
 from tritonrepo import contracts
 
-from ._grpc import (
-    AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, call_with_retry, call_with_retry_async, channel_args,
-    chunks, encode_texts, traced, translate,
-)
+from ._grpc import AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, chunks, encode_texts, traced, translate
 
 TEXT, EMBEDDING = contracts.TEXT.name, contracts.EMBEDDING.name
-
-
-def _request(batch: np.ndarray) -> list[grpcclient.InferInput]:
-    inp = grpcclient.InferInput(TEXT, list(batch.shape), contracts.TEXT.dtype.value)
-    inp.set_data_from_numpy(batch)
-    return [inp]
 
 
 def _shape_from_config(config: dict, model: str) -> tuple[int, int]:
@@ -36,6 +25,23 @@ def _shape_from_config(config: dict, model: str) -> tuple[int, int]:
     return max_batch, int(out["dims"][-1])
 
 
+def _config(client, timeout_s: float | None, model: str):
+    return client.get_model_config(model, as_json=True, client_timeout=timeout_s)
+
+
+def _requests(batch: np.ndarray, max_batch: int) -> list:
+    requests = []
+    for part in chunks(len(batch), max_batch):
+        inp = grpcclient.InferInput(TEXT, list(batch[part].shape), contracts.TEXT.dtype.value)
+        inp.set_data_from_numpy(batch[part])
+        requests.append(([inp], None))
+    return requests
+
+
+def _embeddings(results: list, dim: int) -> np.ndarray:
+    return np.concatenate([r.as_numpy(EMBEDDING) for r in results]) if results else np.empty((0, dim), np.float32)
+
+
 class EmbeddingClient(SyncClientBase):
     """Blocking client. ``embed(texts)`` -> float32 [len(texts), dim], L2-normalised, in input order.
 
@@ -45,30 +51,16 @@ class EmbeddingClient(SyncClientBase):
 
     def __init__(self, url: str = "127.0.0.1:8001", model: str = "sbert", *, timeout_s: float | None = 30.0,
                  retry: RetryPolicy = RetryPolicy()):
-        self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
-        self._client = grpcclient.InferenceServerClient(url, channel_args=channel_args())
+        super().__init__(url, model, timeout_s=timeout_s, retry=retry)
         self._shape: tuple[int, int] | None = None
-
-    def _model_shape(self, deadline: Deadline) -> tuple[int, int]:
-        if self._shape is None:
-            config = call_with_retry(
-                lambda t: self._client.get_model_config(self.model, as_json=True, client_timeout=t),
-                model=self.model, deadline=deadline, retry=self.retry)
-            self._shape = _shape_from_config(config, self.model)
-        return self._shape
 
     def embed(self, texts: Sequence[str], *, trace_id: str | None = None) -> np.ndarray:
         batch = encode_texts(texts, self.model)
         deadline = Deadline(self.timeout_s)
-        max_batch, dim = self._model_shape(deadline)
-        out = np.empty((len(batch), dim), dtype=np.float32)
-        for part in chunks(len(batch), max_batch):
-            result = call_with_retry(
-                lambda t, part=part: self._client.infer(self.model, _request(batch[part]), client_timeout=t,
-                                                        **traced(trace_id)),
-                model=self.model, deadline=deadline, retry=self.retry)
-            out[part] = result.as_numpy(EMBEDDING)
-        return out
+        if self._shape is None:
+            self._shape = _shape_from_config(self._call(lambda c, t: _config(c, t, self.model), deadline), self.model)
+        max_batch, dim = self._shape
+        return _embeddings(self._infer(_requests(batch, max_batch), deadline, **traced(trace_id)), dim)
 
 
 class AsyncEmbeddingClient(AsyncClientBase):
@@ -76,32 +68,14 @@ class AsyncEmbeddingClient(AsyncClientBase):
 
     def __init__(self, url: str = "127.0.0.1:8001", model: str = "sbert", *, timeout_s: float | None = 30.0,
                  retry: RetryPolicy = RetryPolicy(), max_in_flight: int = 4):
-        self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
-        self._client = aiogrpc.InferenceServerClient(url, channel_args=channel_args())
+        super().__init__(url, model, timeout_s=timeout_s, retry=retry, max_in_flight=max_in_flight)
         self._shape: tuple[int, int] | None = None
-        self._slots = asyncio.Semaphore(max_in_flight)
-
-    async def _model_shape(self, deadline: Deadline) -> tuple[int, int]:
-        if self._shape is None:
-            config = await call_with_retry_async(
-                lambda t: self._client.get_model_config(self.model, as_json=True, client_timeout=t),
-                model=self.model, deadline=deadline, retry=self.retry)
-            self._shape = _shape_from_config(config, self.model)
-        return self._shape
 
     async def embed(self, texts: Sequence[str], *, trace_id: str | None = None) -> np.ndarray:
         batch = encode_texts(texts, self.model)
         deadline = Deadline(self.timeout_s)
-        max_batch, dim = await self._model_shape(deadline)
-        out = np.empty((len(batch), dim), dtype=np.float32)
-
-        async def one(part: slice) -> None:
-            async with self._slots:
-                result = await call_with_retry_async(
-                    lambda t: self._client.infer(self.model, _request(batch[part]), client_timeout=t,
-                                                 **traced(trace_id)),
-                    model=self.model, deadline=deadline, retry=self.retry)
-            out[part] = result.as_numpy(EMBEDDING)
-
-        await asyncio.gather(*(one(part) for part in chunks(len(batch), max_batch)))
-        return out
+        if self._shape is None:
+            config = await self._call(lambda c, t: _config(c, t, self.model), deadline)
+            self._shape = _shape_from_config(config, self.model)
+        max_batch, dim = self._shape
+        return _embeddings(await self._infer(_requests(batch, max_batch), deadline, **traced(trace_id)), dim)

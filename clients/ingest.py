@@ -39,7 +39,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -253,6 +253,91 @@ def decode_result(task_key: str, payload: bytes):
     return json.loads(payload)
 
 
+class ResultCache:
+    """Results by (content hash, task key): the store first, then the results computed here lately (the store may not
+    have them yet), then a computation in flight for the same key, which is awaited rather than repeated. Hits are
+    counted in ``ingest_dedup_hits_total`` by where they were found."""
+
+    def __init__(self, store: Store, metrics: IngestMetrics, recent: int = RECENT_RESULTS):
+        self.store, self.metrics, self.size = store, metrics, recent
+        self._recent: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._inflight: dict[tuple[str, str], asyncio.Future] = {}
+
+    def ready(self, key: tuple[str, str]) -> bytes | None:
+        payload = self.store.cached(*key) or self._recent.get(key)
+        if payload is not None:
+            self.metrics.dedup.labels(key[1], "store").inc()
+        return payload
+
+    async def shared(self, key: tuple[str, str]) -> bytes | None:
+        """The result of the same computation in flight, or None when there is none."""
+        if key not in self._inflight:
+            return None
+        self.metrics.dedup.labels(key[1], "in_flight").inc()
+        return await asyncio.shield(self._inflight[key])
+
+    async def compute(self, key: tuple[str, str], make: Callable[[], Awaitable[bytes]],
+                      started: Callable[[asyncio.Future], None] = lambda future: None) -> bytes:
+        """``make()``'s result, shared with whoever asks for ``key`` while it runs (``started`` sees its future)."""
+        future = asyncio.ensure_future(make())
+        self._inflight[key] = future
+        started(future)
+        try:
+            payload = await future
+        finally:
+            del self._inflight[key]
+        self._recent[key] = payload
+        if len(self._recent) > self.size:
+            self._recent.popitem(last=False)
+        return payload
+
+
+class Fetcher:
+    """An asset's bytes (or, for a local video over the request limit, its path) and their SHA-256: inline text,
+    URLs (retried on transient failures, ``clients.fetch``) and local files inside the allowed roots, each within
+    its kind's size limit."""
+
+    def __init__(self, config: IngestConfig, metrics: IngestMetrics):
+        self.config, self.metrics = config, metrics
+
+    async def __call__(self, asset: Asset) -> tuple[bytes | Path, str]:
+        c = self.config
+        limit = {"text": c.max_text_bytes, "image": c.max_image_bytes}.get(asset.kind, c.max_fetch_bytes)
+        if asset.text is not None:
+            data = asset.text.encode("utf-8", "surrogatepass")  # lone surrogates fail at decode, with the position
+            if len(data) > limit:
+                raise FetchError(f"inline text of {len(data)} bytes is over the {limit}-byte ({limit / 2**20:g} MiB) "
+                                 "limit for text (IngestConfig.max_text_bytes)", permanent=True)
+            return data, hashlib.sha256(data).hexdigest()
+        uri = asset.uri
+        if uri.lower().startswith(("http://", "https://")):
+            for attempt in range(c.retry.attempts):
+                try:
+                    data = await asyncio.to_thread(self._download, uri, limit)
+                    return data, hashlib.sha256(data).hexdigest()
+                except FetchError as e:
+                    if e.permanent or attempt == c.retry.attempts - 1:
+                        raise
+                    self.metrics.retries.labels("fetch", "http").inc()
+                    await asyncio.sleep(c.retry.delay(attempt))
+        path = confine(local_path(uri), c.roots)  # resolved: what is read is what was checked
+        try:
+            size = path.stat().st_size
+            if asset.kind != "video" and size > limit:
+                raise FetchError(f"{path}: {size} bytes, over the {limit}-byte limit for {asset.kind}", permanent=True)
+            if asset.kind == "video" and size > min(limit, MAX_REQUEST_BYTES):  # streamed from disk in segments
+                return path, await asyncio.to_thread(_file_sha256, path)
+            data = await asyncio.to_thread(path.read_bytes)
+            return data, hashlib.sha256(data).hexdigest()
+        except OSError as e:
+            raise FetchError(f"cannot read {path}: {e.strerror or e}", permanent=True) from e
+
+    def _download(self, uri: str, limit: int) -> bytes:
+        c = self.config
+        return fetch_url(uri, limit=limit, deadline_s=c.fetch_deadline_s, timeout_s=c.fetch_timeout_s,
+                         allow_hosts=c.allow_hosts)
+
+
 class Processor:
     """Turns assets into outcomes (results or errors) through the served models. The asyncio pipeline and the Ray
     workers both use it. ``cache`` is the store to look results up in (read only here). Paid captions are written at
@@ -275,8 +360,10 @@ class Processor:
         self.limit = AdaptiveLimit(config.concurrency, on_change=self.metrics.limit.set)
         self.captioner = Captioner(config.captions, metrics=self.metrics) if config.captions else None
         self._phashes = PhashIndex(config.captions.phash_distance) if config.captions else None
-        self._inflight: dict[tuple[str, str], asyncio.Future] = {}
-        self._recent: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self.fetch = Fetcher(config, self.metrics)
+        self.results = ResultCache(cache, self.metrics)
+        self._handlers = {"embed": self._embeddings, "entities": self._entities, "shots": self._shot_list,
+                          "captions": self._captions}  # task name -> handler(data, asset, content hash) -> payload
         self.tasks: dict[str, list[Task]] = {}
 
     async def start(self) -> None:
@@ -314,7 +401,7 @@ class Processor:
             tasks = self.tasks[asset.kind]
             if not tasks:
                 raise InvalidInputError(f"asset {asset.id}: this run has no model for kind {asset.kind!r}")
-            data, outcome.content_hash = await self._fetch(asset)
+            data, outcome.content_hash = await self.fetch(asset)
             payloads = await asyncio.gather(*(self._result(t, outcome.content_hash, data, asset) for t in tasks))
             outcome.results = {t.key: p for t, p in zip(tasks, payloads)}
         except (InvalidInputError, FetchError) as e:
@@ -332,96 +419,45 @@ class Processor:
                content_hash=outcome.content_hash, error=outcome.error)
         return outcome
 
-    async def _fetch(self, asset: Asset) -> tuple[bytes | Path, str]:
-        """The asset's bytes (or, for a local video over the request limit, its path) and their SHA-256."""
-        c = self.config
-        limit = {"text": c.max_text_bytes, "image": c.max_image_bytes}.get(asset.kind, c.max_fetch_bytes)
-        if asset.text is not None:
-            data = asset.text.encode("utf-8", "surrogatepass")  # lone surrogates fail at decode, with the position
-            if len(data) > limit:
-                raise FetchError(f"inline text of {len(data)} bytes is over the {limit}-byte ({limit / 2**20:g} MiB) "
-                                 "limit for text (IngestConfig.max_text_bytes)", permanent=True)
-            return data, hashlib.sha256(data).hexdigest()
-        uri = asset.uri
-        if uri.lower().startswith(("http://", "https://")):
-            for attempt in range(c.retry.attempts):
-                try:
-                    data = await asyncio.to_thread(self._download, uri, limit)
-                    return data, hashlib.sha256(data).hexdigest()
-                except FetchError as e:
-                    if e.permanent or attempt == c.retry.attempts - 1:
-                        raise
-                    self.metrics.retries.labels("fetch", "http").inc()
-                    await asyncio.sleep(c.retry.delay(attempt))
-        path = confine(local_path(uri), c.roots)  # resolved: what is read is what was checked
-        try:
-            size = path.stat().st_size
-            if asset.kind != "video" and size > limit:
-                raise FetchError(f"{path}: {size} bytes, over the {limit}-byte limit for {asset.kind}", permanent=True)
-            if asset.kind == "video" and size > min(limit, MAX_REQUEST_BYTES):  # streamed from disk in segments
-                return path, await asyncio.to_thread(_file_sha256, path)
-            data = await asyncio.to_thread(path.read_bytes)
-            return data, hashlib.sha256(data).hexdigest()
-        except OSError as e:
-            raise FetchError(f"cannot read {path}: {e.strerror or e}", permanent=True) from e
-
-    def _download(self, uri: str, limit: int) -> bytes:
-        c = self.config
-        return fetch_url(uri, limit=limit, deadline_s=c.fetch_deadline_s, timeout_s=c.fetch_timeout_s,
-                         allow_hosts=c.allow_hosts)
-
     async def _result(self, task: Task, content_hash: str, data: bytes | Path, asset: Asset) -> bytes:
         key = (content_hash, task.key)
-        payload = self.cache.cached(content_hash, task.key)
+        payload = self.results.ready(key) or await self.results.shared(key)
         if payload is None:
-            payload = self._recent.get(key)  # computed here, maybe not recorded in the store yet
-        if payload is not None:
-            self.metrics.dedup.labels(task.key, "store").inc()
-            return payload
-        if key in self._inflight:  # an identical asset is being computed: share its result
-            self.metrics.dedup.labels(task.key, "in_flight").inc()
-            return await asyncio.shield(self._inflight[key])
-        future = asyncio.ensure_future(self._compute(task, data, asset, content_hash))
-        self._inflight[key] = future
-        try:
-            payload = await future
-        finally:
-            del self._inflight[key]
-        self.metrics.computed.labels(task.key).inc()
-        self._recent[key] = payload
-        if len(self._recent) > RECENT_RESULTS:
-            self._recent.popitem(last=False)
+            payload = await self.results.compute(key, lambda: self._handlers[task.name](task, data, asset,
+                                                                                        content_hash))
+            self.metrics.computed.labels(task.key).inc()
         return payload
 
-    async def _compute(self, task: Task, data: bytes | Path, asset: Asset, content_hash: str) -> bytes:
-        trace = asset.trace_id
-        if task.name == "captions":
-            return await self._captions(data, asset, content_hash)
-        if task.name == "shots":
-            if isinstance(data, Path):  # over the request limit: segments through the live model (blocking client)
-                sync = ShotClient(self.config.url, self.config.shots_model, timeout_s=self.config.video_timeout_s,
-                                  max_request_bytes=min(self.config.max_fetch_bytes, MAX_REQUEST_BYTES))
-                with sync:
-                    found = await self._call(task.model, lambda: asyncio.to_thread(sync.shots, data), asset)
-            else:
-                found = await self._call(task.model, lambda: self._shots.shots(data, trace_id=trace), asset)
-            return json.dumps({"frames": found.frames, "fps": found.fps,
-                               "shots": [asdict(s) for s in found.shots]}).encode()
+    async def _shot_list(self, task: Task, data: bytes | Path, asset: Asset, content_hash: str) -> bytes:
+        if isinstance(data, Path):  # over the request limit: segments through the live model (blocking client)
+            sync = ShotClient(self.config.url, self.config.shots_model, timeout_s=self.config.video_timeout_s,
+                              max_request_bytes=min(self.config.max_fetch_bytes, MAX_REQUEST_BYTES))
+            with sync:
+                found = await self._call(task.model, lambda: asyncio.to_thread(sync.shots, data), asset)
+        else:
+            found = await self._call(task.model, lambda: self._shots.shots(data, trace_id=asset.trace_id), asset)
+        shots = [asdict(s) for s in found.shots]
+        return json.dumps({"frames": found.frames, "fps": found.fps, "shots": shots}).encode()
+
+    async def _embeddings(self, task: Task, data: bytes | Path, asset: Asset, content_hash: str) -> bytes:
+        text = _decode_text(data, asset)
+        chunks = [text[a:b] for a, b in chunk_spans(text)]
+        vectors = await self._call(task.model, lambda: self._embed.embed(chunks, trace_id=asset.trace_id), asset)
+        buf = io.BytesIO()
+        np.save(buf, vectors.astype(np.float32), allow_pickle=False)
+        return buf.getvalue()
+
+    async def _entities(self, task: Task, data: bytes | Path, asset: Asset, content_hash: str) -> bytes:
         text = _decode_text(data, asset)
         spans = chunk_spans(text)
-        chunks = [text[a:b] for a, b in spans]
-        if task.name == "embed":
-            vectors = await self._call(task.model, lambda: self._embed.embed(chunks, trace_id=trace), asset)
-            buf = io.BytesIO()
-            np.save(buf, vectors.astype(np.float32), allow_pickle=False)
-            return buf.getvalue()
-        found = await self._call(task.model, lambda: self._ner.analyze(chunks, trace_id=trace), asset)
+        found = await self._call(task.model, lambda: self._ner.analyze([text[a:b] for a, b in spans],
+                                                                       trace_id=asset.trace_id), asset)
         entities = [{**asdict(e), "start": e.start + a, "end": e.end + a} for r, (a, _) in zip(found, spans)
                     for e in r.entities]
         return json.dumps({"chunks": spans, "entities": entities,
                            "truncated_chunks": [i for i, r in enumerate(found) if r.truncated]}).encode()
 
-    async def _captions(self, data: bytes | Path, asset: Asset, content_hash: str) -> bytes:
+    async def _captions(self, task: Task, data: bytes | Path, asset: Asset, content_hash: str) -> bytes:
         """Caption the photo, or the middle frame of each shot of the video, then embed the captions (served SBERT).
         The payload holds each caption with where it came from (paid, store, in_flight, phash) and what it cost
         this asset: a reused caption costs nothing here (its payer's record has it)."""
@@ -462,29 +498,17 @@ class Processor:
 
     async def _caption(self, key: str, image: bytes, hash64: int, asset: Asset) -> tuple[Caption, str, str, str | None]:
         """(caption, source, keyframe hash, hash of the near-identical keyframe whose caption it reuses)."""
-        task = self.config.captions.key
-        slot = (key, task)
-        payload = self.cache.cached(key, task) or self._recent.get(slot)
-        if payload is not None:
-            self.metrics.dedup.labels(task, "store").inc()
+        slot = (key, self.config.captions.key)
+        if (payload := self.results.ready(slot)) is not None:
             return Caption.from_json(payload), "store", key, None
-        if slot in self._inflight:
-            self.metrics.dedup.labels(task, "in_flight").inc()
-            return Caption.from_json(await asyncio.shield(self._inflight[slot])), "in_flight", key, None
+        if (payload := await self.results.shared(slot)) is not None:
+            return Caption.from_json(payload), "in_flight", key, None
         near = self._phashes.find(hash64)
         if near is not None and not (near[1].done() and near[1].exception()):
-            self.metrics.dedup.labels(task, "phash").inc()
+            self.metrics.dedup.labels(slot[1], "phash").inc()
             return Caption.from_json(await asyncio.shield(near[1])), "phash", key, near[0]
-        future = asyncio.ensure_future(self._pay(key, image, asset))
-        self._inflight[slot] = future
-        self._phashes.add(hash64, (key, future))
-        try:
-            payload = await future
-        finally:
-            del self._inflight[slot]
-        self._recent[slot] = payload
-        if len(self._recent) > RECENT_RESULTS:
-            self._recent.popitem(last=False)
+        payload = await self.results.compute(slot, lambda: self._pay(key, image, asset),
+                                             started=lambda future: self._phashes.add(hash64, (key, future)))
         return Caption.from_json(payload), "paid", key, None
 
     async def _pay(self, key: str, image: bytes, asset: Asset) -> bytes:

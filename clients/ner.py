@@ -7,23 +7,17 @@ and ``TRUNCATED`` BOOL [N, 1] (the query had more than 128 tokens: entities come
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import tritonclient.grpc as grpcclient
-import tritonclient.grpc.aio as aiogrpc
 
 from tritonrepo import contracts
 from tritonrepo.errors import InvalidInputError
 
-from ._grpc import (
-    AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, call_with_retry, call_with_retry_async, channel_args,
-    chunks, encode_texts, traced,
-)
+from ._grpc import AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, chunks, encode_texts, traced
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +41,16 @@ class NerResult:
     truncated: bool
 
 
-def _request(batch: np.ndarray):
-    inp = grpcclient.InferInput(QUERY, list(batch.shape), contracts.QUERY.dtype.value)
-    inp.set_data_from_numpy(batch)
-    return [inp], [grpcclient.InferRequestedOutput(ENTITIES), grpcclient.InferRequestedOutput(TRUNCATED)]
+def _requests(queries: Sequence[str], aggregation: str | None, trace_id: str | None, model: str):
+    """A call's requests (up to MAX_BATCH queries each) and their keyword arguments."""
+    batch = encode_texts(queries, model)
+    outputs = [grpcclient.InferRequestedOutput(ENTITIES), grpcclient.InferRequestedOutput(TRUNCATED)]
+    requests = []
+    for part in chunks(len(batch), MAX_BATCH):
+        inp = grpcclient.InferInput(QUERY, list(batch[part].shape), contracts.QUERY.dtype.value)
+        inp.set_data_from_numpy(batch[part])
+        requests.append(([inp], outputs))
+    return requests, traced(trace_id, _parameters(aggregation, model))
 
 
 def _parameters(aggregation: str | None, model: str) -> dict | None:
@@ -61,17 +61,14 @@ def _parameters(aggregation: str | None, model: str) -> dict | None:
     return {"aggregation_strategy": aggregation}
 
 
-def _results(result) -> list[NerResult]:
-    found = result.as_numpy(ENTITIES).reshape(-1)
-    truncated = result.as_numpy(TRUNCATED).reshape(-1)
-    return [NerResult([Entity(**e) for e in json.loads(raw)], bool(cut)) for raw, cut in zip(found, truncated)]
-
-
-def _warn_truncated(results: list[NerResult], model: str) -> None:
-    cut = [i for i, r in enumerate(results) if r.truncated]
-    if cut:
+def _results(results: list, model: str) -> list[NerResult]:
+    """One NerResult per query of the call, in order; logs the queries that were truncated."""
+    out = [NerResult([Entity(**e) for e in json.loads(raw)], bool(cut)) for result in results
+           for raw, cut in zip(result.as_numpy(ENTITIES).reshape(-1), result.as_numpy(TRUNCATED).reshape(-1))]
+    if cut := [i for i, r in enumerate(out) if r.truncated]:
         log.warning("%s: %d queries longer than the model's 128 tokens were truncated (indices %s)", model, len(cut),
                     cut[:10])
+    return out
 
 
 class NerClient(SyncClientBase):
@@ -85,23 +82,12 @@ class NerClient(SyncClientBase):
 
     def __init__(self, url: str = "127.0.0.1:8001", model: str = "ner", *, timeout_s: float | None = 10.0,
                  retry: RetryPolicy = RetryPolicy()):
-        self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
-        self._client = grpcclient.InferenceServerClient(url, channel_args=channel_args())
+        super().__init__(url, model, timeout_s=timeout_s, retry=retry)
 
     def analyze(self, queries: Sequence[str], aggregation: str | None = None, *,
                 trace_id: str | None = None) -> list[NerResult]:
-        batch = encode_texts(queries, self.model)
-        kwargs = traced(trace_id, _parameters(aggregation, self.model))
-        deadline = Deadline(self.timeout_s)
-        results: list[NerResult] = []
-        for part in chunks(len(batch), MAX_BATCH):
-            inputs, outputs = _request(batch[part])
-            result = call_with_retry(
-                lambda t: self._client.infer(self.model, inputs, outputs=outputs, client_timeout=t, **kwargs),
-                model=self.model, deadline=deadline, retry=self.retry)
-            results += _results(result)
-        _warn_truncated(results, self.model)
-        return results
+        requests, kwargs = _requests(queries, aggregation, trace_id, self.model)
+        return _results(self._infer(requests, Deadline(self.timeout_s), **kwargs), self.model)
 
     def entities(self, queries: Sequence[str], aggregation: str | None = None) -> list[list[Entity]]:
         return [r.entities for r in self.analyze(queries, aggregation)]
@@ -112,29 +98,12 @@ class AsyncNerClient(AsyncClientBase):
 
     def __init__(self, url: str = "127.0.0.1:8001", model: str = "ner", *, timeout_s: float | None = 10.0,
                  retry: RetryPolicy = RetryPolicy(), max_in_flight: int = 4):
-        self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
-        self._client = aiogrpc.InferenceServerClient(url, channel_args=channel_args())
-        self._slots = asyncio.Semaphore(max_in_flight)
+        super().__init__(url, model, timeout_s=timeout_s, retry=retry, max_in_flight=max_in_flight)
 
     async def analyze(self, queries: Sequence[str], aggregation: str | None = None, *,
                       trace_id: str | None = None) -> list[NerResult]:
-        batch = encode_texts(queries, self.model)
-        kwargs = traced(trace_id, _parameters(aggregation, self.model))
-        deadline = Deadline(self.timeout_s)
-
-        async def one(part: slice) -> list[NerResult]:
-            inputs, outputs = _request(batch[part])
-            async with self._slots:
-                result = await call_with_retry_async(
-                    lambda t: self._client.infer(self.model, inputs, outputs=outputs, client_timeout=t,
-                                                 **kwargs),
-                    model=self.model, deadline=deadline, retry=self.retry)
-            return _results(result)
-
-        parts = await asyncio.gather(*(one(part) for part in chunks(len(batch), MAX_BATCH)))
-        results = [r for part in parts for r in part]
-        _warn_truncated(results, self.model)
-        return results
+        requests, kwargs = _requests(queries, aggregation, trace_id, self.model)
+        return _results(await self._infer(requests, Deadline(self.timeout_s), **kwargs), self.model)
 
     async def entities(self, queries: Sequence[str], aggregation: str | None = None) -> list[list[Entity]]:
         return [r.entities for r in await self.analyze(queries, aggregation)]

@@ -8,21 +8,15 @@ packs them with other callers' pairs. Passages are read up to 256 tokens with th
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tritonclient.grpc as grpcclient
-import tritonclient.grpc.aio as aiogrpc
 
 from tritonrepo import contracts
 from tritonrepo.errors import InvalidInputError
 
-from ._grpc import (
-    AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, call_with_retry, call_with_retry_async, channel_args,
-    chunks, encode_texts, traced,
-)
+from ._grpc import AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, chunks, encode_texts, traced
 from .search import Hit
 
 QUERY, PASSAGE, SCORE = contracts.QUERY.name, contracts.PASSAGE.name, contracts.SCORE.name
@@ -40,13 +34,22 @@ def _pairs(query: str, passages: Sequence[str], model: str, limit: int) -> tuple
     return encode_texts([query], model, "query").repeat(len(texts), axis=0), texts
 
 
-def _request(queries: np.ndarray, passages: np.ndarray):
-    inputs = []
-    for name, data in ((QUERY, queries), (PASSAGE, passages)):
-        inp = grpcclient.InferInput(name, list(data.shape), "BYTES")
-        inp.set_data_from_numpy(data)
-        inputs.append(inp)
-    return inputs
+def _requests(query: str, passages: Sequence[str], model: str, limit: int):
+    """A call's requests: the pairs in requests of MAX_BATCH."""
+    queries, texts = _pairs(query, passages, model, limit)
+    requests = []
+    for part in chunks(len(texts), MAX_BATCH):
+        inputs = []
+        for name, data in ((QUERY, queries[part]), (PASSAGE, texts[part])):
+            inp = grpcclient.InferInput(name, list(data.shape), "BYTES")
+            inp.set_data_from_numpy(data)
+            inputs.append(inp)
+        requests.append((inputs, None))
+    return requests
+
+
+def _scores(results: list) -> np.ndarray:
+    return np.concatenate([r.as_numpy(SCORE)[:, 0] for r in results]) if results else np.empty(0, np.float32)
 
 
 def ranked(scores: np.ndarray, top_k: int | None) -> list[Hit]:
@@ -61,34 +64,16 @@ class RerankClient(SyncClientBase):
 
     def __init__(self, url: str = "127.0.0.1:8001", model: str = "rerank_int8", *, timeout_s: float | None = 10.0,
                  retry: RetryPolicy = RetryPolicy(), max_in_flight: int = 4, max_passages: int = MAX_PASSAGES):
-        self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
+        super().__init__(url, model, timeout_s=timeout_s, retry=retry, max_in_flight=max_in_flight)
         self.max_passages = max_passages
-        self._client = grpcclient.InferenceServerClient(url, channel_args=channel_args())
-        self._pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="rerank")
 
     def scores(self, query: str, passages: Sequence[str], *, trace_id: str | None = None) -> np.ndarray:
-        queries, texts = _pairs(query, passages, self.model, self.max_passages)
-        deadline = Deadline(self.timeout_s)
-        out = np.empty(len(texts), dtype=np.float32)
-
-        def one(part: slice) -> None:
-            result = call_with_retry(
-                lambda t: self._client.infer(self.model, _request(queries[part], texts[part]), client_timeout=t,
-                                             **traced(trace_id)),
-                model=self.model, deadline=deadline, retry=self.retry)
-            out[part] = result.as_numpy(SCORE)[:, 0]
-
-        for future in [self._pool.submit(one, part) for part in chunks(len(texts), MAX_BATCH)]:
-            future.result()  # the first error raises; the deadline bounds the others
-        return out
+        requests = _requests(query, passages, self.model, self.max_passages)
+        return _scores(self._infer(requests, Deadline(self.timeout_s), **traced(trace_id)))
 
     def rerank(self, query: str, passages: Sequence[str], top_k: int | None = None, *,
                trace_id: str | None = None) -> list[Hit]:
         return ranked(self.scores(query, passages, trace_id=trace_id), top_k)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-        super().close()
 
 
 class AsyncRerankClient(AsyncClientBase):
@@ -96,26 +81,12 @@ class AsyncRerankClient(AsyncClientBase):
 
     def __init__(self, url: str = "127.0.0.1:8001", model: str = "rerank_int8", *, timeout_s: float | None = 10.0,
                  retry: RetryPolicy = RetryPolicy(), max_in_flight: int = 4, max_passages: int = MAX_PASSAGES):
-        self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
+        super().__init__(url, model, timeout_s=timeout_s, retry=retry, max_in_flight=max_in_flight)
         self.max_passages = max_passages
-        self._client = aiogrpc.InferenceServerClient(url, channel_args=channel_args())
-        self._slots = asyncio.Semaphore(max_in_flight)
 
     async def scores(self, query: str, passages: Sequence[str], *, trace_id: str | None = None) -> np.ndarray:
-        queries, texts = _pairs(query, passages, self.model, self.max_passages)
-        deadline = Deadline(self.timeout_s)
-        out = np.empty(len(texts), dtype=np.float32)
-
-        async def one(part: slice) -> None:
-            async with self._slots:
-                result = await call_with_retry_async(
-                    lambda t: self._client.infer(self.model, _request(queries[part], texts[part]),
-                                                 client_timeout=t, **traced(trace_id)),
-                    model=self.model, deadline=deadline, retry=self.retry)
-            out[part] = result.as_numpy(SCORE)[:, 0]
-
-        await asyncio.gather(*(one(part) for part in chunks(len(texts), MAX_BATCH)))
-        return out
+        requests = _requests(query, passages, self.model, self.max_passages)
+        return _scores(await self._infer(requests, Deadline(self.timeout_s), **traced(trace_id)))
 
     async def rerank(self, query: str, passages: Sequence[str], top_k: int | None = None, *,
                      trace_id: str | None = None) -> list[Hit]:

@@ -16,7 +16,6 @@ client, given a path: ffmpeg reads it from disk and one segment at a time is in 
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import os
@@ -30,16 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
-import tritonclient.grpc.aio as aiogrpc
 from tritonclient.utils import InferenceServerException
 
 from tritonrepo import contracts as c
 from tritonrepo.errors import InvalidInputError
 
-from ._grpc import (
-    AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, call_with_retry, call_with_retry_async, channel_args,
-    traced, translate,
-)
+from ._grpc import AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, traced, translate
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +137,8 @@ class ShotClient(SyncClientBase):
     def __init__(self, url: str = "127.0.0.1:8001", model: str = "video_shots", *, live_model: str = "video_shots_live",
                  timeout_s: float | None = 600.0, retry: RetryPolicy = RetryPolicy(),
                  max_request_bytes: int = MAX_REQUEST_BYTES):
-        self.url, self.model, self.live_model, self.timeout_s, self.retry = url, model, live_model, timeout_s, retry
-        self.max_request_bytes = max_request_bytes
-        self._client = grpcclient.InferenceServerClient(url, channel_args=channel_args())
+        super().__init__(url, model, timeout_s=timeout_s, retry=retry)
+        self.live_model, self.max_request_bytes = live_model, max_request_bytes
 
     def shots(self, video: str | os.PathLike | bytes, *, probabilities: bool = False, shot_model: str | None = None,
               decoder: str | None = None, trace_id: str | None = None) -> ShotResult:
@@ -155,11 +149,8 @@ class ShotClient(SyncClientBase):
         data = read_video(video, self.model)
         if len(data) > self.max_request_bytes:
             return self._shots_in_segments(data, shot_model)
-        inputs, outputs = _file_request(data, probabilities)
-        kwargs = traced(trace_id, _params(shot_model, decoder))
-        result = call_with_retry(
-            lambda t: self._client.infer(self.model, inputs, outputs=outputs, client_timeout=t, **kwargs),
-            model=self.model, deadline=Deadline(self.timeout_s), retry=self.retry)
+        request = _file_request(data, probabilities)
+        [result] = self._infer([request], Deadline(self.timeout_s), **traced(trace_id, _params(shot_model, decoder)))
         return _file_result(result, probabilities)
 
     def _shots_in_segments(self, video: Path | bytes, shot_model: str | None) -> ShotResult:
@@ -181,9 +172,7 @@ class AsyncShotClient(AsyncClientBase):
 
     def __init__(self, url: str = "127.0.0.1:8001", model: str = "video_shots", *, timeout_s: float | None = 600.0,
                  retry: RetryPolicy = RetryPolicy(), max_in_flight: int = 4):
-        self.url, self.model, self.timeout_s, self.retry = url, model, timeout_s, retry
-        self._client = aiogrpc.InferenceServerClient(url, channel_args=channel_args())
-        self._slots = asyncio.Semaphore(max_in_flight)
+        super().__init__(url, model, timeout_s=timeout_s, retry=retry, max_in_flight=max_in_flight)
 
     async def shots(self, video: str | os.PathLike | bytes, *, probabilities: bool = False,
                     shot_model: str | None = None, decoder: str | None = None,
@@ -192,21 +181,16 @@ class AsyncShotClient(AsyncClientBase):
         if len(data) > MAX_REQUEST_BYTES:
             raise InvalidInputError(f"{len(data)} bytes: files over {MAX_REQUEST_BYTES} go through "
                                     "ShotClient (segments) or AsyncShotStreamClient", model=self.model)
-        inputs, outputs = _file_request(data, probabilities)
-        kwargs = traced(trace_id, _params(shot_model, decoder))
-        async with self._slots:
-            result = await call_with_retry_async(
-                lambda t: self._client.infer(self.model, inputs, outputs=outputs, client_timeout=t, **kwargs),
-                model=self.model, deadline=Deadline(self.timeout_s), retry=self.retry)
+        request = _file_request(data, probabilities)
+        [result] = await self._infer([request], Deadline(self.timeout_s),
+                                     **traced(trace_id, _params(shot_model, decoder)))
         return _file_result(result, probabilities)
 
 
 class _Stream:
     """What the blocking and asyncio stream clients share: one server sequence, its requests, what it reported."""
 
-    def _setup(self, url: str, model: str, timeout_s: float | None, shot_model: str | None, client_class) -> None:
-        self.url, self.model, self.timeout_s = url, model, timeout_s
-        self._client = client_class(url, channel_args=channel_args())
+    def _start(self, shot_model: str | None) -> None:
         self._params = _params(shot_model, None)
         self.sequence_id = next(_ids)
         self.sent, self.frames_done, self.fps = 0, 0, 0.0  # frames_done: frames whose decision is final
@@ -232,7 +216,8 @@ class ShotStreamClient(_Stream, SyncClientBase):
 
     def __init__(self, url: str = "127.0.0.1:8001", model: str = "video_shots_live", *,
                  timeout_s: float | None = 60.0, shot_model: str | None = None):
-        self._setup(url, model, timeout_s, shot_model, grpcclient.InferenceServerClient)
+        super().__init__(url, model, timeout_s=timeout_s)
+        self._start(shot_model)
 
     def send(self, segment: bytes, end: bool = False) -> list[Shot]:
         request = self._request(segment, end)
@@ -260,7 +245,8 @@ class AsyncShotStreamClient(_Stream, AsyncClientBase):
 
     def __init__(self, url: str = "127.0.0.1:8001", model: str = "video_shots_live", *,
                  timeout_s: float | None = 60.0, shot_model: str | None = None):
-        self._setup(url, model, timeout_s, shot_model, aiogrpc.InferenceServerClient)
+        super().__init__(url, model, timeout_s=timeout_s)
+        self._start(shot_model)
 
     async def send(self, segment: bytes, end: bool = False) -> list[Shot]:
         request = self._request(segment, end)
