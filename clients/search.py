@@ -146,6 +146,16 @@ class HybridRetriever:
 # perf/reference/search-shapes-valid-cpu-2core.json): mean nDCG@10 change over the stage +0.018 against -0.006 for
 # the reranker alone, 6 of 27 rows below their stage against 10, the worst -0.025 against -0.132.
 RANK_PRIOR = 2.0
+# Longer queries keep their stage's order. The longest CoNLL-2003 valid headline has 12 words; sentence-length
+# queries (an article's lead sentence, "more like this") are a paraphrase task where the reranker scored below the
+# dense order it reranks over whole articles on the valid split, with or without the rank prior
+# (perf/reference/search-shapes-valid-cpu-2core.json, article x lead rows).
+RERANK_MAX_WORDS = 12
+
+
+def reranks(query: str, max_words: int | None = RERANK_MAX_WORDS) -> bool:
+    """Whether the search pipeline reranks ``query``: up to ``max_words`` words (None: every query)."""
+    return max_words is None or len(query.split()) <= max_words
 
 
 def with_rank_prior(reranked: Sequence[Hit], weight: float) -> list[Hit]:
@@ -165,19 +175,20 @@ class SearchResult:
 class SearchPipeline:
     """Retrieve, then (optionally) rerank the top ``rerank_depth`` candidates with their passages, the retrieval rank
     weighing in with ``rank_prior`` (``with_rank_prior``). Candidates below the reranked head keep their retrieval
-    order after it."""
+    order after it; a query of more than ``rerank_max_words`` words keeps the retrieval order (``reranks``)."""
 
     retriever: Retriever
     passages: Sequence[str]  # passage text per document id, what the reranker reads
     reranker: Reranker | None = None
     rerank_depth: int = 20
     rank_prior: float = RANK_PRIOR
+    rerank_max_words: int | None = RERANK_MAX_WORDS
 
     def search(self, query: str, k: int = 10) -> SearchResult:
         t0 = time.perf_counter()
         hits = self.retriever.search(query, max(k, self.rerank_depth if self.reranker else k))
         seconds = {"retrieve": time.perf_counter() - t0}
-        if self.reranker is not None and hits:
+        if self.reranker is not None and hits and reranks(query, self.rerank_max_words):
             head = hits[: self.rerank_depth]
             t1 = time.perf_counter()
             order = with_rank_prior(self.reranker.rerank(query, [self.passages[h.doc] for h in head]),

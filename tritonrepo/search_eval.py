@@ -108,14 +108,17 @@ def evaluate_shapes(url: str, *, embed_model: str = "sbert", rerankers=("rerank"
     """nDCG@10 of each first stage (BM25, dense, hybrid RRF) and of each served reranker reordering that stage's top
     ``rerank_depth`` (alone and with each rank prior of ``priors``, by default the search pipeline's), for every
     passage shape x query shape of ``datasets.shaped_retrieval`` (the first ``limit`` queries of the ``split``
-    articles over the test + valid articles; the valid split is where the rank prior was chosen). A reranker that
-    never hurts scores at least its stage in every row; each row also names the query it hurt most
-    (``<model>[ rank prior w] worst``)."""
+    articles over the test + valid articles; the valid split is where the rank prior was chosen), and as the search
+    pipeline serves it (``<model> pipeline``: the pipeline's rank prior, queries over ``RERANK_MAX_WORDS`` words left
+    in the stage's order). A reranker that never hurts scores at least its stage in every row; each row also names the
+    query it hurt most (``<model>[ rank prior w| pipeline] worst``)."""
     from .clients import BM25Retriever, DenseRetriever, EmbeddingClient, Hit, RerankClient
-    from .clients.search import RANK_PRIOR, rrf, with_rank_prior
+    from .clients.search import RANK_PRIOR, reranks, rrf, with_rank_prior
     from .datasets import PASSAGE_SHAPES, QUERY_SHAPES, shaped_retrieval
 
     priors = sorted({0.0, *((RANK_PRIOR,) if priors is None else priors)})
+    variants = [(m + _prior_label(w), m, w, False) for m in rerankers for w in priors] + [
+        (f"{m} pipeline", m, RANK_PRIOR, True) for m in rerankers]  # (name, model, prior, routed)
     rows = []
     with EmbeddingClient(url, embed_model, timeout_s=600) as embedder:
         clients = {m: RerankClient(url, m, timeout_s=120) for m in rerankers}
@@ -140,11 +143,11 @@ def evaluate_shapes(url: str, *, embed_model: str = "sbert", rerankers=("rerank"
                                "documents": len(docs),
                                "ndcg@10": scores([[h.doc for h in r] for r in ranking], relevant)["ndcg@10"]}
                         before = [[h.doc for h in r] for r in ranking]
-                        for m, prior in ((m, w) for m in rerankers for w in priors):
+                        for name, m, prior, routed in variants:
                             reordered = [[r[h.doc] for h in with_rank_prior([Hit(i, s[d]) for i, d in
                                                                              enumerate(r[:rerank_depth])], prior)]
-                                         + r[rerank_depth:] for r, s in zip(before, scored[m])]
-                            name = m + _prior_label(prior)
+                                         + r[rerank_depth:] if not routed or reranks(q) else r
+                                         for q, r, s in zip(qs, before, scored[m])]
                             row[f"{name} ndcg@10"] = scores(reordered, relevant)["ndcg@10"]
                             row[f"{name} worst"] = _worst(qs, docs, relevant, before, reordered)
                         rows.append(row)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from tritonrepo.clients.search import (
-    RANK_PRIOR, BM25Retriever, DenseRetriever, Hit, HnswParams, HybridRetriever, SearchPipeline, rrf, weighted,
-    with_rank_prior,
+    RANK_PRIOR, RERANK_MAX_WORDS, BM25Retriever, DenseRetriever, Hit, HnswParams, HybridRetriever, SearchPipeline,
+    reranks, rrf, weighted, with_rank_prior,
 )
 from tritonrepo.scoring import mrr, ndcg, recall, scores
 
@@ -96,6 +96,17 @@ def test_pipeline_applies_the_rank_prior_to_the_reranked_head():
     scores = reranker.rerank("the bank", [DOCS[h.doc] for h in plain.hits])
     default = SearchPipeline(hybrid, DOCS, reranker=reranker, rerank_depth=5).search("the bank", k=5)
     assert [h.doc for h in default.hits] == [plain.hits[h.doc].doc for h in with_rank_prior(scores, RANK_PRIOR)]
+
+
+def test_pipeline_keeps_the_stage_order_for_sentence_length_queries():
+    hybrid = HybridRetriever([BM25Retriever(DOCS)], depth=5)
+    long = "the bank said on monday that it had raised its interest rates again"  # 13 words
+    assert not reranks(long) and reranks(" ".join(long.split()[:RERANK_MAX_WORDS])) and reranks(long, None)
+    plain = SearchPipeline(hybrid, DOCS).search(long, k=5)
+    routed = SearchPipeline(hybrid, DOCS, reranker=_ByLength(), rerank_depth=5, rank_prior=0).search(long, k=5)
+    assert [h.doc for h in routed.hits] == [h.doc for h in plain.hits] and "rerank" not in routed.seconds
+    always = SearchPipeline(hybrid, DOCS, reranker=_ByLength(), rerank_depth=5, rank_prior=0, rerank_max_words=None)
+    assert [h.doc for h in always.search(long, k=5).hits] != [h.doc for h in plain.hits]
 
 
 def test_hybrid_refuses_unknown_fusion_and_mismatched_weights():
