@@ -15,7 +15,6 @@ and ``verify``, which judges a plan's predictions against such a run on the day.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import statistics
@@ -33,7 +32,7 @@ from tritonrepo.repository import with_dependencies
 from tritonrepo.server import TritonServer
 from tritonrepo.tuning import Variant
 
-from . import perf_analyzer, planner, sweep
+from . import perf_analyzer, planner, profile_file, sweep
 from .provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -168,15 +167,13 @@ def record(run: dict, hardware: str, profiles: Path) -> Path:
     models = sorted(run["shares"])
     if len(models) == 1:
         path = profiles / hardware / f"{models[0]}.json"
-        profile = json.loads(path.read_text())
+        profile = profile_file.read(path)
         profile.setdefault("capacity_runs", []).append(run)
     else:
         path = planner.joint_path(models, hardware, profiles)
-        profile = json.loads(path.read_text()) if path.exists() else {"models": models, "runs": []}
+        profile = profile_file.read(path, "joint") if path.exists() else {"models": models, "runs": []}
         profile["runs"].append(run)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(profile, indent=2))
-    return path
+    return profile_file.write(path, profile)
 
 
 def _parts(option: planner.Option, service: planner.Service) -> list[Part]:

@@ -163,7 +163,7 @@ def run(pack_dir: Path, out: Path, budget_s: float, names: tuple[str, ...] = MOD
     install_tools(pack_dir, Path("/tmp/gpu-tools"))
     from tritonrepo import render
 
-    from tritonrepo.perf import sweep
+    from tritonrepo.perf import profile_file, sweep
     from tritonrepo.perf.provenance import versions
 
     gpu_kind = bool(gpu)
@@ -192,7 +192,7 @@ def run(pack_dir: Path, out: Path, budget_s: float, names: tuple[str, ...] = MOD
         origin["machine"]["gpu"] = gpu
         origin["versions"] |= versions("torch", "transformers")
         origin["commit"] = json.loads((pack_dir / "provenance.json").read_text())["commit"]  # what was packed
-        Path(profile.pop("path")).write_text(json.dumps(profile, indent=2))
+        profile_file.write(Path(profile.pop("path")), profile)
         log.info("%s: best %s, untuned %s, gain %s", name, profile["best"], profile["untuned"],
                  profile["gain_vs_untuned"])
 

@@ -45,7 +45,7 @@ import yaml
 from tritonrepo.errors import TritonRepoError
 from tritonrepo.paths import ROOT
 
-from . import perf_analyzer, sweep
+from . import perf_analyzer, profile_file, sweep
 from .sweep import load_label
 
 PROFILES = ROOT / "perf" / "profiles"
@@ -240,7 +240,7 @@ def load_slos(path: Path) -> tuple[float, list[Service]]:
 
 def load_profile(model: str, hardware: str, profiles: Path = PROFILES) -> dict | None:
     path = profiles / hardware / f"{model}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return profile_file.read(path) if path.exists() else None
 
 
 def best_row(profile: dict, p95_ms: float) -> tuple[str, dict] | None:
@@ -310,7 +310,7 @@ def joint_runs(svc: Service, chosen: list[str], hardware: str, profiles: Path = 
         return []
     total = sum(m.peak_rps for m in svc.models)
     want = {c: (m.peak_rps / total, m.p95_ms) for c, m in zip(chosen, svc.models)}
-    runs = [r for r in json.loads(path.read_text())["runs"] if r["capacity"] > 0 and set(r["shares"]) == set(want)
+    runs = [r for r in profile_file.read(path, "joint")["runs"] if r["capacity"] > 0 and set(r["shares"]) == set(want)
             and all(abs(r["shares"][c] - share) <= 0.1 * share and r["p95_ms"][c] == p95
                     for c, (share, p95) in want.items())]
     return [r for r in runs if r["variants"] == runs[-1]["variants"]] if runs else []

@@ -31,7 +31,7 @@ from tritonrepo.specs import ModelSpec
 from tritonrepo.tuning import Variant
 from tritonrepo.validate import REFERENCE, load_reference
 
-from . import perf_analyzer
+from . import perf_analyzer, profile_file
 from .provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -323,10 +323,9 @@ def run(name: str, *, target: str = "cpu", plan: SweepPlan | None = None, reposi
         "gain_vs_untuned": round(top["infer_per_s"] / untuned["infer_per_s"], 2) if top and untuned else None,
     }
     if rates_only:  # the closed-loop rows keep their provenance; the rates get theirs
-        before = json.loads(path.read_text())
+        before = profile_file.read(path)
         profile |= {"provenance": before["provenance"], "wall_s": before["wall_s"],
                     "rates_remeasured": {"provenance": origin, "wall_s": profile["wall_s"]}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(profile, indent=2))
+    profile_file.write(path, profile)
     profile["path"] = str(path)
     return profile

@@ -315,10 +315,11 @@ def perf_apply(profiles: list[Path] = typer.Argument(..., help="Sweep profiles (
     from . import models
     from . import render as r
     from . import tuning
+    from .perf import profile_file
 
     try:
         for path in profiles:
-            profile = json.loads(path.read_text())
+            profile = profile_file.read(path)
             written = tuning.record(profile, path)
             typer.echo(f"{profile['swept']}@{profile['target']}: {profile['best']['variant']} "
                        f"({profile['best']['infer_per_s']:.0f}/s at p95 {profile['best']['p95_ms']:.1f} ms) -> {written}")

@@ -238,3 +238,22 @@ def test_the_plan_as_json_and_the_exit_code_when_a_service_cannot_be_met(profile
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1 and "never: no priced instance type meets the SLO" in result.output
     assert not json.loads(CliRunner().invoke(app, [*args, "--json"]).output)["feasible"]
+
+
+def test_profiles_of_a_newer_schema_or_another_kind_are_refused_with_the_reason(tmp_path):
+    from tritonrepo.perf import profile_file
+    from tritonrepo.perf.profile_file import ProfileError
+
+    path = tmp_path / "cpu" / "m.json"
+    profile_file.write(path, {"variants": []})
+    assert planner.load_profile("m", "cpu", tmp_path) == {"variants": [], "schema": profile_file.SCHEMA}
+    path.write_text(json.dumps({"variants": []}))  # written before profiles had a schema: schema 1, read as is
+    assert planner.load_profile("m", "cpu", tmp_path) == {"variants": []}
+    for text, reason in ((json.dumps({"schema": profile_file.SCHEMA + 1, "variants": []}),
+                          f"schema {profile_file.SCHEMA + 1}; this tritonrepo reads schema 1 to {profile_file.SCHEMA}"),
+                         (json.dumps({"schema": "1", "variants": []}), "schema '1'"),
+                         (json.dumps({"runs": []}), "not a model profile: no variants"),
+                         ("[]", "a JSON object, not list"), ("{truncated", "cannot read the profile")):
+        path.write_text(text)
+        with pytest.raises(ProfileError, match=reason):
+            planner.load_profile("m", "cpu", tmp_path)
