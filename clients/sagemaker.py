@@ -125,10 +125,9 @@ class InvocationsClient:
 
     def entities(self, queries: Sequence[str]) -> list[list[Entity]]:
         batch = encode_texts(queries, self.model)
-        found = []
-        for part in chunks(len(batch), NER_BATCH):
-            found += _results(self.infer([_input(QUERY, batch[part])], [ENTITIES, TRUNCATED]))
-        return [r.entities for r in found]
+        results = [self.infer([_input(QUERY, batch[part])], [ENTITIES, TRUNCATED])
+                   for part in chunks(len(batch), NER_BATCH)]
+        return [r.entities for r in _results(results, self.model)]
 
     def shots(self, video) -> ShotResult:
         data = read_video(video, self.model)
