@@ -1,55 +1,49 @@
-"""The built-in model families, in build order: one registry that `tritonrepo build` and `tritonrepo export` iterate.
+"""The built-in model families: one registry that build, export, eval, sweep and the GPU profile iterate.
 
-A family is a module of this package (``export/<name>.py``) with an export config dataclass whose ``out_dir`` holds
-the validated artifacts, ``export(config, force=...)`` (train if needed, export, validate; cached by fingerprint) and
-``install(repository, artifacts)``. Models added with ``tritonrepo add`` are built from their spec files
-(``export/added.py``) after the families.
+A family is a module of this package (``export/<name>.py``) that declares a ``FAMILY`` (``family.py``): its export
+config, export + validation, install, the models it serves, its sweep plans, its evaluation and its GPU-profile
+inputs. Models added with ``tritonrepo add`` are built from their spec files (``export/added.py``) after the families.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import pkgutil
 from importlib import import_module
 from pathlib import Path
 
 from tritonrepo import deployable, render
-from tritonrepo.errors import ToolNotFoundError
+from tritonrepo.errors import ToolNotFoundError, TritonRepoError
 from tritonrepo.models import all_specs
 from tritonrepo.repository import install_python_models, with_dependencies
 from tritonrepo.targets import TARGETS
+from tritonrepo.tuning import SweepPlan
 
 from .added import install_all
+from .family import Family
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Family:
-    name: str
-    config_class: str  # the family module's export config (its defaults are the full recipe)
-    serves: tuple[str, ...]  # the models clients call; a server loads them with what they need (with_dependencies)
-
-    @property
-    def module(self):
-        return import_module(f"{__package__}.{self.name}")  # torch and friends load only for the families used
-
-    def config(self):
-        return getattr(self.module, self.config_class)()
-
-    def export(self, config=None, *, force: bool = False) -> dict:
-        return self.module.export(config or self.config(), force=force)
-
-    def install(self, repository: Path, config=None) -> list[Path]:
-        return self.module.install(repository, (config or self.config()).out_dir)
+def discover() -> dict[str, Family]:
+    """Every module of this package that declares a ``FAMILY``, by its order."""
+    found = []
+    for module in pkgutil.iter_modules(import_module(__package__).__path__):
+        family = getattr(import_module(f"{__package__}.{module.name}"), "FAMILY", None)
+        if isinstance(family, Family):
+            found.append(family)
+    names = [f.name for f in found]
+    if len(set(names)) != len(names):
+        raise TritonRepoError(f"two model families share a name: {sorted(names)}")
+    return {f.name: f for f in sorted(found, key=lambda f: f.order)}
 
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("sbert", "SbertExport", ("sbert", "sbert_int8")),
-    Family("ner", "NerExport", ("ner", "ner_int8")),
-    Family("rerank", "RerankExport", ("rerank", "rerank_int8")),
-    Family("transnetv2", "TransNetExport", ("video_shots", "video_shots_live")),
-)}
+FAMILIES: dict[str, Family] = discover()
+
+
+def sweep_plans() -> dict[str, SweepPlan]:
+    """Every family's sweep plans by name."""
+    return {name: plan for f in FAMILIES.values() for name, plan in f.plans.items()}
 
 
 def models_to_load(families, repository: Path) -> list[str]:

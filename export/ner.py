@@ -23,9 +23,11 @@ import numpy as np
 from tritonrepo import models
 from tritonrepo.datasets import read_conll
 from tritonrepo.errors import ValidationError
+from tritonrepo.tuning import UNTUNED, SweepPlan, grid
 from tritonrepo.validate import Checks
 
 from .artifacts import install as install_artifacts
+from .family import Family, GpuProfile
 from .hf import export_trained, logits_to_onnx
 from .ner_train import NER_ARTIFACTS, NerTraining, evaluate, label_bigrams, train, training_sentences
 
@@ -133,3 +135,13 @@ def install(repository: Path, artifacts: Path = NER_ARTIFACTS / "export") -> lis
         ("ner_encoder", "model.fp32.onnx"), ("ner_encoder_int8", "model.int8.onnx"),
         ("ner_tokenizer", "tokenizer.json"), ("ner_decoder", "labels.json")), "NER")
 
+
+
+FAMILY = Family(
+    name="ner", order=2, recipe=NerExport, exporter=export, installer=install, serves=("ner", "ner_int8"),
+    plans={f"ner{suffix}": SweepPlan(swept=f"ner_encoder{suffix}", entry=f"ner{suffix}", input_tensor="QUERY",
+                                     inputs="short-queries",
+                                     variants=(UNTUNED, *grid(instances=(1, 2), delays=(0, 200, 1000), threads=(1, 2))),
+                                     concurrencies=(1, 2, 4, 8, 16, 32), p95_bound_ms=30.0)
+           for suffix in ("", "_int8")},
+    evaluation="ner", gpu_profile=GpuProfile(plan="ner", checkpoint=NER_ARTIFACTS / "model", head="logits"))

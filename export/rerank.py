@@ -20,9 +20,11 @@ import numpy as np
 
 from tritonrepo import models
 from tritonrepo.datasets import headline_retrieval
+from tritonrepo.tuning import UNTUNED, SweepPlan, grid
 from tritonrepo.validate import Checks
 
 from .artifacts import install as install_artifacts
+from .family import Family, GpuProfile
 from .hf import export_trained, logits_to_onnx
 from .rerank_train import RERANK_ARTIFACTS, RerankTraining, candidates, rerank_eval, torch_scores, train
 
@@ -125,3 +127,15 @@ def install(repository: Path, artifacts: Path = RERANK_ARTIFACTS / "export") -> 
     return install_artifacts(repository, artifacts, (
         ("rerank_encoder", "model.fp32.onnx"), ("rerank_encoder_int8", "model.int8.onnx"),
         ("rerank_tokenizer", "tokenizer.json")), "rerank")
+
+
+FAMILY = Family(
+    name="rerank", order=3, recipe=RerankExport, exporter=export, installer=install, serves=("rerank", "rerank_int8"),
+    # one real (headline, article) pair per request, as hybrid search sends its candidates (64 pairs at most per
+    # request; the dynamic batcher packs the pairs of concurrent searches): throughput is pairs/s
+    plans={f"rerank{suffix}": SweepPlan(swept=f"rerank_encoder{suffix}", entry=f"rerank{suffix}",
+                                        input_tensor=("QUERY", "PASSAGE"), inputs="query-passage-pairs",
+                                        variants=(UNTUNED, *grid(instances=(1, 2), delays=(0, 2000), threads=(1, 2))),
+                                        concurrencies=(1, 2, 4, 8, 16), p95_bound_ms=250.0)
+           for suffix in ("", "_int8")},
+    evaluation="search", gpu_profile=GpuProfile(plan="rerank", checkpoint=RERANK_ARTIFACTS / "model", head="logits"))

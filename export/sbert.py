@@ -26,10 +26,12 @@ from tritonrepo import models
 from tritonrepo.datasets import conll_sentences
 from tritonrepo.errors import ValidationError
 from tritonrepo.paths import ASSETS, SBERT_WEIGHTS, require
+from tritonrepo.tuning import UNTUNED, SweepPlan, Variant, grid
 from tritonrepo.validate import embedding_checks, save_reference
 
 from .artifacts import publish_validated, staging_dir, up_to_date
 from .artifacts import install as install_artifacts
+from .family import Family, GpuProfile
 from .quantize import int8_blocks
 
 log = logging.getLogger(__name__)
@@ -186,3 +188,27 @@ def install(repository: Path, artifacts: Path = ARTIFACTS) -> list[Path]:
         shutil.copy2(artifacts / f"reference.{precision}.npz", dest)
         placed.append(dest)
     return placed
+
+
+# Preferred batch sizes: the batcher waits up to the queue delay to form one of them (2 single-threaded instances,
+# the best CPU shape of the encoders so far)
+_PREFERRED = tuple(Variant(instances=2, max_queue_delay_us=d, preferred_batch_sizes=p,
+                           parameters=(("intra_op_threads", "1"),)) for d, p in ((1000, (8, 16)), (2000, (16, 32))))
+
+FAMILY = Family(
+    name="sbert", order=1, recipe=SbertExport, exporter=export, installer=install, serves=("sbert", "sbert_int8"),
+    plans={
+        f"sbert{suffix}": SweepPlan(swept=f"sbert_encoder{suffix}", entry=f"sbert{suffix}", input_tensor="TEXT",
+                                    inputs="conll-test-sentences",
+                                    variants=(UNTUNED, *grid(instances=(1, 2), delays=(0, 1000), threads=(1, 2)),
+                                              *_PREFERRED))
+        for suffix in ("", "_int8")
+    } | {
+        # the encoder alone on the token ids its tokenizer makes: one model, so Model Analyzer's default search can
+        # profile it too (perf/model_analyzer.py compares the two on it)
+        "sbert_encoder_int8": SweepPlan(swept="sbert_encoder_int8", entry="sbert_encoder_int8",
+                                        input_tensor=("input_ids", "attention_mask"), inputs="conll-test-token-ids",
+                                        variants=(UNTUNED, *grid(instances=(1, 2), delays=(0, 1000), threads=(1, 2))),
+                                        rate_probes=0),  # closed loop only, as Model Analyzer measures
+    },
+    evaluation="search", gpu_profile=GpuProfile(plan="sbert", checkpoint=SBERT_WEIGHTS, head="mean_pool_l2"))

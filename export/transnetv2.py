@@ -31,10 +31,12 @@ from tritonrepo import models
 from tritonrepo.errors import ValidationError
 from tritonrepo.paths import ASSETS, TRANSNET_DIR, VIDEO_DIR, require
 from tritonrepo.scoring import match_f1
+from tritonrepo.tuning import UNTUNED, SweepPlan, grid
 from tritonrepo.validate import Checks
 
 from .artifacts import publish_validated, staging_dir, up_to_date
 from .artifacts import install as install_artifacts
+from .family import Family
 
 log = logging.getLogger(__name__)
 
@@ -253,3 +255,17 @@ def install(repository: Path, artifacts: Path = ARTIFACTS) -> list[Path]:
     """Copy validated artifacts into the repository's version folders."""
     return install_artifacts(repository, artifacts, (
         ("transnetv2", "model.fp32.onnx"), ("transnetv2_int8", "model.int8.onnx")), "TransNetV2")
+
+
+FAMILY = Family(
+    name="transnetv2", order=4, recipe=TransNetExport, exporter=export, installer=install,
+    serves=("video_shots", "video_shots_live"),
+    # whole real videos (H.264, 120 and 250 frames) through the BLS model; its shot model is what varies
+    plans={"video_shots": SweepPlan(swept="transnetv2_int8", entry="video_shots", input_tensor="VIDEO",
+                                    inputs="video-clips",
+                                    variants=(UNTUNED, *grid(instances=(1, 2), delays=(0,), threads=(1, 2))),
+                                    concurrencies=(1, 2, 4), p95_bound_ms=5000.0,
+                                    # closed loop only: ingestion keeps a fixed number of videos in flight, and an
+                                    # open-loop window at < 1 video/s needs minutes to hold enough requests for a p95
+                                    rate_probes=0)},
+    evaluation="shots")

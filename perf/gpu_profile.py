@@ -18,9 +18,9 @@ What is measured, and what is not:
 - Grid: the untuned config (one instance, no dynamic batching) and dynamic batching with 1 or 2 instances and no
   queue delay, closed loop at 1, 8, 32 and 128 in flight (a range stops at the model's p95 bound), then each
   variant's open-loop capacity search (``sweep.capacity_search``, 3 Poisson rates); 1 s windows. Models run in the
-  order of ``MODELS`` until the budget is spent. (The committed profiles had Poisson rates at 50/90% of each
-  variant's closed-loop best instead of the search; the H200 ``rerank`` one also 2 instances with 500 us delay,
-  closed loop to 64 in flight, and Poisson rows from synchronous workers.)
+  order of ``MODELS`` (family order) until the budget is spent. (The committed profiles had Poisson rates at 50/90%
+  of each variant's closed-loop best instead of the search; the H200 ``rerank`` one also 2 instances with 500 us
+  delay, closed loop to 64 in flight, and Poisson rows from synchronous workers.)
 """
 
 from __future__ import annotations
@@ -38,13 +38,14 @@ import tarfile
 import time
 from pathlib import Path
 
+from tritonrepo.export.families import FAMILIES
 from tritonrepo.paths import ROOT
 
 PACK = ROOT / ".gpu"
 TARGET = "h100"  # the GPU target whose committed configs (tokenizers, ensembles, batching) the profiles start from
-MODELS = ("ner", "sbert", "rerank")  # in the order they are profiled: a budget cut drops the last
-CHECKPOINTS = {"sbert_encoder": ".assets/models/all-MiniLM-L6-v2", "rerank_encoder": ".assets/artifacts/rerank/model",
-               "ner_encoder": ".assets/artifacts/ner/model"}
+# what each family profiles here (export/<family>.py FAMILY.gpu_profile), in family order: a budget cut drops the last
+PROFILED = {f.gpu_profile.plan: f.gpu_profile for f in FAMILIES.values() if f.gpu_profile}
+MODELS = tuple(PROFILED)
 WHEELS = ("numpy==1.26.4", "tritonclient==2.73.0", "python-rapidjson==1.20", "protobuf==6.33.6", "grpcio==1.85.3")
 PROXY = ("encoder: Python backend, PyTorch fp16 on the GPU, seeded random weights of the checkpoint's architecture "
          "(the deployed config runs a TensorRT FP16 plan, which this host cannot run)")
@@ -64,7 +65,7 @@ def plan(name: str, inputs: Path, gpu: bool = True, gpu_instances: bool = True):
     cpu = sweep.PLANS[name]
     spec = models.spec(cpu.swept)
     base = spec.deployment(TARGET)  # the GPU target's instance count and batching
-    head = "mean_pool_l2" if name.startswith("sbert") else "logits"
+    head = PROFILED[name].head
     device = () if gpu_instances or not gpu else (("torch_device", "cuda:0"),)
     torch = Deployment(backend=Backend.PYTHON, kind=Kind.GPU if gpu and gpu_instances else Kind.CPU, count=base.count,
                        batching=base.batching, ragged_batching=True, parameters=(
@@ -100,7 +101,7 @@ def pack(out: Path = PACK) -> Path:
         encoder = repo / p.swept
         checkpoint = encoder / "1" / "checkpoint"
         checkpoint.mkdir(parents=True)
-        shutil.copy(ROOT / CHECKPOINTS[p.swept] / "config.json", checkpoint)
+        shutil.copy(PROFILED[name].checkpoint / "config.json", checkpoint)
         install_python_module(encoder / "1", p.spec.python_model)
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                     "--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",

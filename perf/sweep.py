@@ -2,19 +2,18 @@
 config override through the repository API), drive the served entry model with the real perf_analyzer on real
 inputs over a concurrency range, stop the range once p95 passes its bound, and write a profile with provenance.
 
-Adding a model's sweep is one ``SweepPlan`` entry in ``PLANS``; models of ``tritonrepo add`` get theirs from their
-spec file (``plan_for``), driven by the reference requests kept at their export.
+A built-in model's sweep is a ``SweepPlan`` its family declares (``FAMILY.plans`` in ``export/<family>.py``); models
+of ``tritonrepo add`` get theirs from their spec file (``plan_for``), driven by the reference requests kept at their
+export.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import tritonclient.grpc as grpcclient
@@ -24,11 +23,12 @@ from tritonclient.utils import InferenceServerException
 from tritonrepo import added, models, render
 from tritonrepo.datasets import conll_sentences, headline_retrieval, short_queries
 from tritonrepo.errors import TritonRepoError
+from tritonrepo.export.families import sweep_plans
 from tritonrepo.paths import MODEL_REPOSITORY, ROOT, VIDEO_DIR
 from tritonrepo.repository import with_dependencies
 from tritonrepo.server import TritonServer
 from tritonrepo.specs import ModelSpec
-from tritonrepo.tuning import Variant
+from tritonrepo.tuning import UNTUNED, SweepPlan, Variant, grid
 from tritonrepo.validate import REFERENCE, load_reference
 
 from . import perf_analyzer, profile_file
@@ -36,77 +36,7 @@ from .provenance import provenance
 
 log = logging.getLogger(__name__)
 PROFILES = ROOT / "perf" / "profiles"
-
-
-@dataclass(frozen=True, kw_only=True)
-class SweepPlan:
-    swept: str  # the model whose config varies (a composing model of an ensemble, or the model itself)
-    entry: str  # the model perf_analyzer calls
-    input_tensor: str | tuple[str, ...]  # several for models with several inputs (the reranker's query, passage)
-    inputs: str  # name of the real input set (see write_inputs)
-    variants: tuple[Variant, ...]
-    concurrencies: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
-    p95_bound_ms: float = 100.0
-    # Then the open-loop capacity (``capacity_search``: the highest Poisson rate served within the bound, what
-    # independent users see and what the planner and ``best`` trust) of the untuned config and of the
-    # ``rate_variants`` variants with the most closed-loop throughput, in at most ``rate_probes`` runs each (0: none).
-    rate_probes: int = 4
-    rate_variants: int = 3
-    # the swept model's spec when it is not the repository's (perf/gpu_profile.py: the PyTorch GPU runtime)
-    spec: ModelSpec | None = None
-
-
-def _grid(instances, delays, threads) -> tuple[Variant, ...]:
-    return tuple(Variant(instances=i, max_queue_delay_us=d, parameters=(("intra_op_threads", str(t)),))
-                 for i, d, t in itertools.product(instances, delays, threads))
-
-
-# Preferred batch sizes: the batcher waits up to the queue delay to form one of them (2 single-threaded instances,
-# the best CPU shape of the encoders so far)
-PREFERRED = tuple(Variant(instances=2, max_queue_delay_us=d, preferred_batch_sizes=p,
-                          parameters=(("intra_op_threads", "1"),)) for d, p in ((1000, (8, 16)), (2000, (16, 32))))
-
-# The untuned starting point every sweep is measured against: one instance, no dynamic batching, ONNX Runtime's
-# default threads, no length sorting (what a first config.pbtxt for this model would hold).
-UNTUNED = Variant(instances=1, max_queue_delay_us=0, dynamic=False, label="untuned",
-                  parameters=(("intra_op_threads", "0"), ("sort_by_length", "false")))
-
-
-PLANS: dict[str, SweepPlan] = {
-    f"sbert{suffix}": SweepPlan(swept=f"sbert_encoder{suffix}", entry=f"sbert{suffix}", input_tensor="TEXT",
-                                inputs="conll-test-sentences",
-                                variants=(UNTUNED, *_grid(instances=(1, 2), delays=(0, 1000), threads=(1, 2)),
-                                          *PREFERRED))
-    for suffix in ("", "_int8")
-} | {
-    f"ner{suffix}": SweepPlan(swept=f"ner_encoder{suffix}", entry=f"ner{suffix}", input_tensor="QUERY",
-                              inputs="short-queries",
-                              variants=(UNTUNED, *_grid(instances=(1, 2), delays=(0, 200, 1000), threads=(1, 2))),
-                              concurrencies=(1, 2, 4, 8, 16, 32), p95_bound_ms=30.0)
-    for suffix in ("", "_int8")
-} | {
-    # one real (headline, article) pair per request, as hybrid search sends its candidates (64 pairs at most per
-    # request; the dynamic batcher packs the pairs of concurrent searches): throughput is pairs/s
-    f"rerank{suffix}": SweepPlan(swept=f"rerank_encoder{suffix}", entry=f"rerank{suffix}",
-                                 input_tensor=("QUERY", "PASSAGE"), inputs="query-passage-pairs",
-                                 variants=(UNTUNED, *_grid(instances=(1, 2), delays=(0, 2000), threads=(1, 2))),
-                                 concurrencies=(1, 2, 4, 8, 16), p95_bound_ms=250.0)
-    for suffix in ("", "_int8")
-} | {
-    # whole real videos (H.264, 120 and 250 frames) through the BLS model; its shot model is what varies
-    # the encoder alone on the token ids its tokenizer makes: one model, so Model Analyzer's default search can
-    # profile it too (perf/model_analyzer.py compares the two on it)
-    "sbert_encoder_int8": SweepPlan(swept="sbert_encoder_int8", entry="sbert_encoder_int8",
-                                    input_tensor=("input_ids", "attention_mask"), inputs="conll-test-token-ids",
-                                    variants=(UNTUNED, *_grid(instances=(1, 2), delays=(0, 1000), threads=(1, 2))),
-                                    rate_probes=0),  # closed loop only, as Model Analyzer measures
-    "video_shots": SweepPlan(swept="transnetv2_int8", entry="video_shots", input_tensor="VIDEO", inputs="video-clips",
-                             variants=(UNTUNED, *_grid(instances=(1, 2), delays=(0,), threads=(1, 2))),
-                             concurrencies=(1, 2, 4), p95_bound_ms=5000.0,
-                             # closed loop only: ingestion keeps a fixed number of videos in flight, and an open-loop
-                             # window at < 1 video/s needs minutes to hold enough requests for a p95
-                             rate_probes=0),
-}
+PLANS: dict[str, SweepPlan] = sweep_plans()  # every built-in family's (export/<family>.py FAMILY)
 
 
 def plan_for(name: str, repository: Path = MODEL_REPOSITORY) -> SweepPlan:
@@ -122,7 +52,7 @@ def plan_for(name: str, repository: Path = MODEL_REPOSITORY) -> SweepPlan:
     else:  # tensors: the reference requests kept at export (the --samples file, or seeded random tensors)
         tensor, inputs = model.model_spec().input_names, f"reference:{name}"
     return SweepPlan(swept=model.model_name, entry=name, input_tensor=tensor, inputs=inputs,
-                     variants=(UNTUNED, *_grid(instances=(1, 2), delays=(0, 1000), threads=(1, 2))),
+                     variants=(UNTUNED, *grid(instances=(1, 2), delays=(0, 1000), threads=(1, 2))),
                      p95_bound_ms=model.p95_bound_ms)
 
 

@@ -42,14 +42,16 @@ def evaluate(model: str = typer.Argument("ner", help="What to evaluate: ner, sho
             raise typer.BadParameter(f"{value!r} is not a held-out CoNLL-2003 split: valid or test", param_hint=option)
     from .export.families import FAMILIES
 
-    serves = {name: f.serves for name, f in FAMILIES.items()}
-    families = {"ner": serves["ner"], "shots": ("video_shots",), "search": serves["sbert"] + serves["rerank"]}
-    if model not in families:
-        raise TritonRepoError(f"unknown model family {model!r}; known: {', '.join(families)}")
+    loads: dict[str, tuple[str, ...]] = {}  # each evaluation's models: what its families serve
+    for family in FAMILIES.values():
+        if family.evaluation:
+            loads[family.evaluation] = loads.get(family.evaluation, ()) + family.serves
+    if model not in loads:
+        raise TritonRepoError(f"unknown model family {model!r}; known: {', '.join(loads)}")
     run = {"ner": lambda: _eval_ner(aggregation, split), "shots": lambda: _eval_shots(joins, same_source_cuts),
            "search": lambda: _eval_search(rerank_depth, shape_queries, shape_rerankers, shape_split,
                                             rank_priors)}[model]()
-    with served(url, list(families[model])) as address:
+    with served(url, list(loads[model])) as address:
         results = run(address)
     typer.echo(json.dumps(results, indent=2))
 

@@ -9,12 +9,13 @@ Only measured targets get entries: a tuned file names the profile it came from a
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from .paths import ROOT
-from .specs import Batching, Deployment
+from .specs import Batching, Deployment, ModelSpec
 
 TUNED = ROOT / "perf" / "tuned"
 
@@ -60,6 +61,38 @@ class Variant:
         preferred = d.get("preferred_batch_sizes")
         return cls(**{**d, "parameters": tuple(tuple(p) for p in d.get("parameters", ())),
                       "preferred_batch_sizes": tuple(preferred) if preferred is not None else None})
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepPlan:
+    """How one model is swept (perf/sweep.py): declared by its family (export/family.py)."""
+
+    swept: str  # the model whose config varies (a composing model of an ensemble, or the model itself)
+    entry: str  # the model perf_analyzer calls
+    input_tensor: str | tuple[str, ...]  # several for models with several inputs (the reranker's query, passage)
+    inputs: str  # name of the real input set (perf/sweep.py write_inputs)
+    variants: tuple[Variant, ...]
+    concurrencies: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    p95_bound_ms: float = 100.0
+    # Then the open-loop capacity (``capacity_search``: the highest Poisson rate served within the bound, what
+    # independent users see and what the planner and ``best`` trust) of the untuned config and of the
+    # ``rate_variants`` variants with the most closed-loop throughput, in at most ``rate_probes`` runs each (0: none).
+    rate_probes: int = 4
+    rate_variants: int = 3
+    # the swept model's spec when it is not the repository's (perf/gpu_profile.py: the PyTorch GPU runtime)
+    spec: ModelSpec | None = None
+
+
+def grid(instances, delays, threads) -> tuple[Variant, ...]:
+    """Every combination of instance count, queue delay (us) and ONNX Runtime intra-op threads."""
+    return tuple(Variant(instances=i, max_queue_delay_us=d, parameters=(("intra_op_threads", str(t)),))
+                 for i, d, t in itertools.product(instances, delays, threads))
+
+
+# The untuned starting point every sweep is measured against: one instance, no dynamic batching, ONNX Runtime's
+# default threads, no length sorting (what a first config.pbtxt for this model would hold).
+UNTUNED = Variant(instances=1, max_queue_delay_us=0, dynamic=False, label="untuned",
+                  parameters=(("intra_op_threads", "0"), ("sort_by_length", "false")))
 
 
 def load(folder: Path = TUNED) -> dict[str, dict[str, Variant]]:

@@ -1,11 +1,65 @@
-"""The registry of built-in model families: what each serves covers every built-in model."""
+"""The registry of built-in model families: each family module declares everything about its family, the registry
+finds it, and what the families serve covers every built-in model."""
 
+import sys
+
+import pytest
+
+import tritonrepo.export as export_package
+from tritonrepo.errors import TritonRepoError
+from tritonrepo.export import families
 from tritonrepo.export.families import FAMILIES, models_to_load
 from tritonrepo.models import all_specs
 
+TOY = """
+from tritonrepo.export.family import Family
+from tritonrepo.tuning import UNTUNED, SweepPlan
+
+FAMILY = Family(name={name!r}, order=99, recipe=dict, exporter=lambda config, force=False: {{}},
+                installer=lambda repository, artifacts: [], serves=("toy",), evaluation="toy",
+                plans={{"toy": SweepPlan(swept="toy", entry="toy", input_tensor="TEXT", inputs="conll-test-sentences",
+                                         variants=(UNTUNED,))}})
+"""
+
 
 def test_the_families_serve_every_built_in_model(tmp_path):
+    assert list(FAMILIES) == ["sbert", "ner", "rerank", "transnetv2"]  # build order
     assert models_to_load(FAMILIES, tmp_path) == sorted(s.name for s in all_specs())  # tmp_path: no added models
     assert models_to_load(["transnetv2"], tmp_path) == ["transnetv2", "transnetv2_int8", "video_decode",
                                                         "video_shots", "video_shots_live"]  # BLS callees included
     assert "ner_tokenizer" in models_to_load(["ner"], tmp_path) and "rerank" not in models_to_load(["ner"], tmp_path)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_a_family_sweeps_and_profiles_only_what_it_serves(name, tmp_path):
+    family = FAMILIES[name]
+    served = models_to_load([name], tmp_path)
+    assert family.plans and family.evaluation
+    for plan in family.plans.values():
+        assert plan.entry in served and plan.swept in served and plan.variants[0].name == "untuned"
+    if family.gpu_profile:
+        assert family.gpu_profile.plan in family.plans and family.gpu_profile.head in ("mean_pool_l2", "logits")
+
+
+@pytest.fixture
+def toy_module(tmp_path, monkeypatch):
+    """A family module placed beside the built-in ones (a folder added to the package's path)."""
+    monkeypatch.setattr(export_package, "__path__", [*export_package.__path__, str(tmp_path)])
+    yield lambda module, family=None: (tmp_path / f"{module}.py").write_text(TOY.format(name=family or module))
+    for module in ("toy", "toy_copy"):
+        sys.modules.pop(f"tritonrepo.export.{module}", None)
+
+
+def test_a_new_family_is_one_module_that_the_registry_finds(toy_module, monkeypatch):
+    toy_module("toy")
+    found = families.discover()
+    assert list(found) == ["sbert", "ner", "rerank", "transnetv2", "toy"]
+    monkeypatch.setattr(families, "FAMILIES", found)
+    assert families.sweep_plans()["toy"].entry == "toy" and "sbert_int8" in families.sweep_plans()
+
+
+def test_two_family_modules_with_one_name_are_refused(toy_module):
+    toy_module("toy")
+    toy_module("toy_copy", family="toy")
+    with pytest.raises(TritonRepoError, match="share a name"):
+        families.discover()

@@ -1,0 +1,42 @@
+"""What a model family declares, at the end of its own module (``FAMILY`` in ``export/<name>.py``): how it is
+exported, validated and installed, what it serves, how it is swept, evaluated and profiled on a GPU. The registry
+(``families.py``) collects every module's declaration: adding a built-in family adds no line anywhere else."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tritonrepo.tuning import SweepPlan
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuProfile:
+    """What perf/gpu_profile.py sweeps on a lent GPU host, with the encoder run by PyTorch (``torch_encoder``)."""
+
+    plan: str  # the family's sweep plan profiled there (its fp32 entry)
+    checkpoint: Path  # the encoder's checkpoint folder: its config.json gives the architecture
+    head: str  # torch_encoder's output head: mean_pool_l2 (embeddings) or logits
+
+
+@dataclass(frozen=True, kw_only=True)
+class Family:
+    name: str
+    order: int  # build, listing and GPU-profile order (a GPU budget cut drops the last)
+    recipe: type  # the export config dataclass; its defaults are the full recipe, its ``out_dir`` the artifacts
+    exporter: Callable  # (config, force=...) -> report: train if needed, export, validate; cached by fingerprint
+    installer: Callable  # (repository, artifacts folder) -> installed paths
+    serves: tuple[str, ...]  # the models clients call; a server loads them with what they need (with_dependencies)
+    plans: Mapping[str, SweepPlan] = field(default_factory=dict)  # sweep plans by name (`tritonrepo perf sweep`)
+    evaluation: str | None = None  # the `tritonrepo eval` that scores what it serves (several families may share one)
+    gpu_profile: GpuProfile | None = None
+
+    def config(self):
+        return self.recipe()
+
+    def export(self, config=None, *, force: bool = False) -> dict:
+        return self.exporter(config or self.config(), force=force)
+
+    def install(self, repository: Path, config=None) -> list[Path]:
+        return self.installer(repository, (config or self.config()).out_dir)
