@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from .parameters import DecoderParameters
+
 STRATEGIES = ("simple", "first", "average", "max", "viterbi")
 
 
@@ -134,16 +136,16 @@ def read_labels(path):
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        self.strategy = params.get("aggregation_strategy", "simple")
+        params = DecoderParameters.from_config(config)
+        self.strategy = params.aggregation_strategy
         if self.strategy not in STRATEGIES:
             raise pb_utils.TritonModelException(f"aggregation_strategy {self.strategy!r}: one of {STRATEGIES}")
-        path = Path(args["model_repository"]) / args["model_version"] / params.get("model_filename", "labels.json")
+        path = Path(args["model_repository"]) / args["model_version"] / params.model_filename
         self.labels, self.start_logp, self.transition_logp = read_labels(path)
         self.input_names = [t["name"] for t in config["input"]]
         self.output_name = config["output"][0]["name"]
-        self.max_text_bytes = int(params.get("max_text_bytes", str(1 << 20)))
-        self.max_tokens = int(params.get("max_tokens", "128"))
+        self.max_text_bytes = params.max_text_bytes
+        self.max_tokens = params.max_tokens
 
     def _strategy(self, request):
         try:

@@ -41,34 +41,37 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from .parameters import EncoderParameters
+
 
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        params = self.parameters.from_config(config)
         version = Path(args["model_repository"]) / args["model_version"]
         self.input_names = [t["name"] for t in config["input"]]
         self.output_names = [t["name"] for t in config["output"]]
-        self.sort = params.get("sort_by_length", "false").lower() == "true" and "attention_mask" in self.input_names
-        self.padding_tolerance = float(params.get("padding_tolerance", "0.1"))
-        self.max_sub_batch = int(params.get("max_sub_batch", "64"))
-        self.multiple = int(params.get("sequence_multiple", "1"))
+        self.sort = params.sort_by_length and "attention_mask" in self.input_names
+        self.padding_tolerance = params.padding_tolerance
+        self.max_sub_batch = params.max_sub_batch
+        self.multiple = params.sequence_multiple
         self.session = self._open_session(version, params, args)
 
     runtime = "ONNX Runtime"
+    parameters = EncoderParameters
 
     def _open_session(self, version, params, args):
         """The session whose ``run(output_names, feeds)`` answers a batch."""
         import onnxruntime as ort
 
-        path = version / params.get("model_filename", "model.onnx")
+        path = version / params.model_filename
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
+        options.intra_op_num_threads = params.intra_op_threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Spinning intra-op threads burn the cores that Triton, the tokenizer and the clients need between batches.
-        options.add_session_config_entry("session.intra_op.allow_spinning", params.get("allow_spinning", "0"))
+        options.add_session_config_entry("session.intra_op.allow_spinning", str(params.allow_spinning))
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         graph_in = {i.name for i in session.get_inputs()}
         graph_out = {o.name for o in session.get_outputs()}

@@ -34,6 +34,7 @@ import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
 from .pair_encoding import encode_pairs
+from .parameters import TokenizerParameters
 
 
 def _error(message):
@@ -44,18 +45,18 @@ def _error(message):
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        self.max_length = int(params.get("max_length", "256"))
-        self.pad_multiple = max(1, int(params.get("pad_to_multiple_of", "1")))
-        self.max_text_bytes = int(params.get("max_text_bytes", str(1 << 20)))
+        params = TokenizerParameters.from_config(config)
+        self.max_length = params.max_length
+        self.pad_multiple = max(1, params.pad_to_multiple_of)
+        self.max_text_bytes = params.max_text_bytes
         self.input_names = [i["name"] for i in config["input"]]
         self.output_names = [o["name"] for o in config["output"]]
         self.with_offsets = len(self.output_names) == 5
         self.pairs = len(self.input_names) == 2
-        self.max_query_tokens = int(params.get("max_query_tokens", "64"))
-        self.max_chars_per_token = int(params.get("max_chars_per_token", "100"))
+        self.max_query_tokens = params.max_query_tokens
+        self.max_chars_per_token = params.max_chars_per_token
         self.max_chars = self.max_length * self.max_chars_per_token
-        path = Path(args["model_repository"]) / args["model_version"] / params.get("model_filename", "tokenizer.json")
+        path = Path(args["model_repository"]) / args["model_version"] / params.model_filename
         self.tokenizer = Tokenizer.from_file(str(path))
         self.tokenizer.no_padding()
         if self.pairs:  # encode_pairs truncates query and passage itself

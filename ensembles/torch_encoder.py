@@ -14,6 +14,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from .onnx_encoder import TritonPythonModel as OnnxEncoder
+from .parameters import TorchEncoderParameters
 
 
 class TorchSession:
@@ -67,10 +68,10 @@ class TorchSession:
 
 class TritonPythonModel(OnnxEncoder):
     runtime = "PyTorch"
+    parameters = TorchEncoderParameters
 
     def _open_session(self, version, params, args):
         gpu = args.get("model_instance_kind") == "GPU"
-        device = params.get("torch_device") or (f"cuda:{args['model_instance_device_id']}" if gpu else "cpu")
-        return TorchSession(version / params.get("checkpoint", "checkpoint"), self.input_names, self.output_names,
-                            params.get("torch_head", "logits"), params.get("torch_dtype", "float16"), device,
-                            params.get("random_weights", "false").lower() == "true")
+        device = params.torch_device or (f"cuda:{args['model_instance_device_id']}" if gpu else "cpu")
+        return TorchSession(version / params.checkpoint, self.input_names, self.output_names, params.torch_head,
+                            params.torch_dtype, device, params.random_weights)

@@ -17,6 +17,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from . import video_io
+from .parameters import VideoDecodeParameters
 
 
 def _error(message, invalid=True):
@@ -27,13 +28,13 @@ def _error(message, invalid=True):
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        self.dali_codecs = {c for c in params.get("dali_codecs", ",".join(video_io.DALI_CPU_CODECS)).split(",") if c}
-        self.threads = int(params.get("decode_threads", "0"))
         try:
-            self.limits = video_io.VideoLimits.from_parameters(params)
+            params = VideoDecodeParameters.from_config(config)
         except ValueError as e:
             raise pb_utils.TritonModelException(f"video_decode: {e}") from None
+        self.dali_codecs = set(params.dali_codecs)
+        self.threads = params.decode_threads
+        self.limits = params
 
     def execute(self, requests):
         for request in requests:

@@ -26,15 +26,16 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from .parameters import VideoLimits
+
 HEIGHT, WIDTH = 27, 48
 SUPPORTED_CODECS = ("h264", "hevc", "mpeg2video", "mpeg4", "vp8", "vp9", "av1", "mjpeg")
-DALI_CPU_CODECS = ("vp8", "vp9", "mjpeg")
 _STILL_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif", "apng")
 
 
@@ -73,32 +74,6 @@ class VideoError(ValueError):
 
 class LimitError(VideoError):
     """A request over one of the model's limits; the message names the limit's parameter and its value."""
-
-
-@dataclass(frozen=True)
-class VideoLimits:
-    """What one request may ask (the config parameters of these names; the defaults are the specs',
-    tritonrepo.models.VIDEO_LIMITS and LIVE_LIMITS)."""
-
-    max_request_bytes: int = 256 << 20
-    max_frames: int = 1_000_000
-    max_pixels: int = 4096 * 2160
-    max_seconds: float = 600.0
-    max_stream_frames: int = 1_000_000_000  # video_shots_live: all segments of one stream
-
-    @classmethod
-    def from_parameters(cls, params: dict) -> "VideoLimits":
-        """The limits named in a config's ``parameters`` (name -> string), the defaults for the others."""
-        values = {}
-        for f in (f for f in fields(cls) if f.name in params):
-            kind, raw = type(f.default), params[f.name]
-            try:
-                values[f.name] = kind(raw)
-            except ValueError:
-                values[f.name] = 0
-            if values[f.name] <= 0:
-                raise ValueError(f"parameter {f.name}={raw!r}: a positive {kind.__name__} is needed")
-        return cls(**values)
 
 
 class Budget:

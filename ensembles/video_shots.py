@@ -36,6 +36,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from . import video_io
+from .parameters import ShotParameters
 from .shot_tracker import ShotTracker
 
 SHOT_MODELS = ("transnetv2", "transnetv2_int8")
@@ -94,16 +95,16 @@ class _Stream:
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        self.shot_model = params.get("shot_model", "transnetv2")
-        self.window_batch = max(1, int(params.get("window_batch", "2")))
-        self.model_codecs = {c for c in params.get("decode_model_codecs", "").split(",") if c}
-        self.dali_codecs = {c for c in params.get("dali_codecs", ",".join(video_io.DALI_CPU_CODECS)).split(",") if c}
-        self.threads = int(params.get("decode_threads", "0"))
         try:
-            self.limits = video_io.VideoLimits.from_parameters(params)
+            params = ShotParameters.from_config(config)
         except ValueError as e:
             raise pb_utils.TritonModelException(f"{config['name']}: {e}") from None
+        self.shot_model = params.shot_model
+        self.window_batch = max(1, params.window_batch)
+        self.model_codecs = set(params.decode_model_codecs)
+        self.dali_codecs = set(params.dali_codecs)
+        self.threads = params.decode_threads
+        self.limits = params
         sequence = config.get("sequence_batching")
         self.live = sequence is not None
         self.max_idle_s = int(sequence.get("max_sequence_idle_microseconds", 60_000_000)) / 1e6 if sequence else 0

@@ -31,6 +31,7 @@ from pathlib import Path
 from tritonrepo import shots_eval
 from tritonrepo.clients.video import ShotClient
 from tritonrepo.ensembles import video_io
+from tritonrepo.ensembles.parameters import DALI_CPU_CODECS
 from tritonrepo.paths import MODEL_REPOSITORY, RUNS, TRANSNET_DIR, VIDEO_DIR
 from tritonrepo.scoring import match_f1
 from tritonrepo.server import TritonServer
@@ -81,7 +82,7 @@ def decode_seconds(path: Path) -> dict:
 
     data = path.read_bytes()
     info = video_io.probe(data)
-    decoder = video_io.decoder_for(info, video_io.DALI_CPU_CODECS)
+    decoder = video_io.decoder_for(info, DALI_CPU_CODECS)
     t0 = time.perf_counter()
     for _ in video_io.frames(data, info, decoder):
         pass

@@ -57,6 +57,7 @@ def plan(name: str, inputs: Path, gpu: bool = True, gpu_instances: bool = True):
     fp32 on the CPU, a rehearsal of the pack here; ``gpu_instances=False``: KIND_CPU instances that put the model on
     cuda:0 themselves, should this Python backend refuse KIND_GPU)."""
     from tritonrepo import models
+    from tritonrepo.ensembles.parameters import TorchEncoderParameters
     from tritonrepo.specs import Backend, Deployment, Kind
     from tritonrepo.tuning import Variant
 
@@ -65,14 +66,12 @@ def plan(name: str, inputs: Path, gpu: bool = True, gpu_instances: bool = True):
     cpu = sweep.PLANS[name]
     spec = models.spec(cpu.swept)
     base = spec.deployment(TARGET)  # the GPU target's instance count and batching
-    head = PROFILED[name].head
-    device = () if gpu_instances or not gpu else (("torch_device", "cuda:0"),)
+    parameters = TorchEncoderParameters.of(
+        torch_device="" if gpu_instances or not gpu else "cuda:0", torch_head=PROFILED[name].head,
+        torch_dtype="float16" if gpu else "float32", random_weights=True, sort_by_length=True, padding_tolerance=0.5,
+        max_sub_batch=base.batching.max_batch_size)
     torch = Deployment(backend=Backend.PYTHON, kind=Kind.GPU if gpu and gpu_instances else Kind.CPU, count=base.count,
-                       batching=base.batching, ragged_batching=True, parameters=(
-                           *device, ("torch_head", head),
-                           ("torch_dtype", "float16" if gpu else "float32"),
-                           ("random_weights", "true"), ("sort_by_length", "true"), ("padding_tolerance", "0.5"),
-                           ("max_sub_batch", str(base.batching.max_batch_size))))
+                       batching=base.batching, ragged_batching=True, parameters=parameters)
     variants = (sweep.UNTUNED, *(Variant(instances=i, max_queue_delay_us=d) for i, d in ((1, 0), (2, 0))))
     spec = dataclasses.replace(spec, python_model="torch_encoder", deployments=spec.deployments | {TARGET: torch})
     return dataclasses.replace(cpu, spec=spec,

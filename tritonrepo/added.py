@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .ensembles.parameters import EncoderParameters, TokenizerParameters
 from .errors import SpecError
 from .paths import MODEL_REPOSITORY
 from .specs import (MAX_TEXT_BYTES, AnySpec, Backend, Batching, Deployment, EnsembleSpec, InputLimits, Kind,
@@ -103,7 +104,7 @@ class AddedModel:
             # backends batch)
             return Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=1,
                               batching=Batching(max_batch_size=max(256, self.max_batch_size), max_queue_delay_us=200),
-                              parameters=(("max_length", str(self.max_tokens)), ("pad_to_multiple_of", str(pad))),
+                              parameters=TokenizerParameters.of(max_length=self.max_tokens, pad_to_multiple_of=pad),
                               limits=InputLimits(max_text_bytes=MAX_TEXT_BYTES))
 
         tok = ModelSpec(name=f"{self.name}_tokenizer", inputs=(text,), outputs=self.inputs,
@@ -122,7 +123,7 @@ class AddedModel:
         cpu = Deployment(
             backend=Backend.PYTHON, kind=Kind.CPU, count=CPU_INSTANCES, model_filename=ONNX_FILE,
             batching=Batching(max_batch_size=self.max_batch_size, max_queue_size=CPU_MAX_QUEUE),
-            parameters=(("intra_op_threads", "1"), ("sort_by_length", "true" if self.ragged else "false")),
+            parameters=EncoderParameters.of(intra_op_threads=1, sort_by_length=self.ragged),
             ragged_batching=self.ragged)
         native = self.gpu_backend != Backend.ONNXRUNTIME.value
         gpu = Deployment(backend=Backend(self.gpu_backend), kind=Kind.GPU, count=1,

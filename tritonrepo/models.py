@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 
 from . import tuning
+from .ensembles.parameters import (DALI_CPU_CODECS, DecoderParameters, EncoderParameters, ShotParameters,
+                                   TokenizerParameters)
 from .errors import SpecError
 from .specs import (MAX_TEXT_BYTES, AnySpec, Backend, Batching, Deployment, EnsembleSpec, InputLimits, Kind,
                     ModelSpec, Sequence, Step, Tensor, TensorRTAccelerator)
@@ -41,14 +43,14 @@ _GPU_TUNING = {
 
 
 def _tokenizer_spec(name: str, max_tokens: int, outputs: tuple[Tensor, ...], gpu_tuning: dict,
-                    description: str, inputs: tuple[Tensor, ...] = (TEXT,), parameters: tuple = ()) -> ModelSpec:
+                    description: str, inputs: tuple[Tensor, ...] = (TEXT,), **parameters) -> ModelSpec:
     # Each request is padded to its own longest row, rounded up to pad_to_multiple_of. On GPU targets the native
     # encoder backends batch only requests of equal length, so lengths are rounded to 32 there (buckets), not 8.
     def dep(count: int, max_batch: int, delay_us: int, pad: int) -> Deployment:
         return Deployment(
             backend=Backend.PYTHON, kind=Kind.CPU, count=count, model_filename="tokenizer.json",
             batching=Batching(max_batch_size=max_batch, max_queue_delay_us=delay_us),
-            parameters=(("max_length", str(max_tokens)), ("pad_to_multiple_of", str(pad)), *parameters),
+            parameters=TokenizerParameters.of(max_length=max_tokens, pad_to_multiple_of=pad, **parameters),
             limits=InputLimits(max_text_bytes=MAX_TEXT_BYTES),
         )
 
@@ -70,13 +72,14 @@ def _encoder_deployments(name: str, precision: str, inputs: tuple[Tensor, ...], 
     """``tokens``: (typical, max) sequence length, the TensorRT profile's opt and max."""
     filename = f"model.{precision}.onnx"
     # int8 (MatMulNBits) rows are batch-invariant only at an even [rows x width]: ensembles/onnx_encoder.py
-    even = (("sequence_multiple", "2"),) if precision == "int8" else ()
+    even = 2 if precision == "int8" else 1
     deployments = {
         # Two single-threaded instances beat one with two threads on 2 cores (README, "Performance").
         "cpu": Deployment(
             backend=Backend.PYTHON, kind=Kind.CPU, count=2, model_filename=filename,
             batching=Batching(max_batch_size=256, max_queue_delay_us=cpu_delay_us, max_queue_size=ENCODER_MAX_QUEUE),
-            parameters=(("intra_op_threads", "1"), ("sort_by_length", "true"), *even), ragged_batching=True,
+            parameters=EncoderParameters.of(intra_op_threads=1, sort_by_length=True, sequence_multiple=even),
+            ragged_batching=True,
             response_cache=response_cache,
         ),
     }
@@ -87,7 +90,8 @@ def _encoder_deployments(name: str, precision: str, inputs: tuple[Tensor, ...], 
             # backend (1.19.2) refuses it ("Only 4b quantization is supported for MatMulNBits", checked against that
             # release: tests/server/test_deployment.py). GPU serving uses the fp32 graph with TensorRT FP16.
             deployments[target] = dataclasses.replace(  # 2 instances: the bounded queue needs them
-                deployments["cpu"], parameters=(("intra_op_threads", "2"), ("sort_by_length", "true"), *even),
+                deployments["cpu"],
+                parameters=EncoderParameters.of(intra_op_threads=2, sort_by_length=True, sequence_multiple=even),
                 batching=Batching(max_batch_size=max(max_batch, request_batch), max_queue_delay_us=1000,
                                   max_queue_size=ENCODER_MAX_QUEUE))
         else:  # the validated fp32 graph, run by TensorRT FP16 through ONNX Runtime: loads on any NVIDIA GPU, from
@@ -182,7 +186,7 @@ def _ner_decoder_spec() -> ModelSpec:
     def dep(count: int, max_batch: int) -> Deployment:
         return Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=count, model_filename="labels.json",
                           batching=Batching(max_batch_size=max_batch, max_queue_delay_us=100),
-                          parameters=(("aggregation_strategy", NER_AGGREGATION),), ragged_batching=True,
+                          parameters=DecoderParameters.of(aggregation_strategy=NER_AGGREGATION), ragged_batching=True,
                           # a client may call the step directly: the query as the tokenizer takes it, no wider logits
                           # than the tokenizer makes
                           limits=InputLimits(max_text_bytes=MAX_TEXT_BYTES, max_tokens=NER_MAX_TOKENS))
@@ -262,7 +266,7 @@ def _rerank_specs() -> list[AnySpec]:
     specs: list[AnySpec] = [_tokenizer_spec(
         "rerank_tokenizer", RERANK_MAX_TOKENS, (INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS), _RERANK_GPU_TUNING,
         "(query, passage) UTF-8 pairs -> [CLS] query [SEP] passage [SEP] ids, mask, token types (query <= 64 tokens)",
-        inputs=(QUERY, PASSAGE), parameters=(("max_query_tokens", str(RERANK_MAX_QUERY_TOKENS)),))]
+        inputs=(QUERY, PASSAGE), max_query_tokens=RERANK_MAX_QUERY_TOKENS)]
     for precision in SBERT_PRECISIONS:
         suffix = "" if precision == "fp32" else f"_{precision}"
         specs += [ModelSpec(
@@ -296,7 +300,8 @@ TRANSNET_WINDOW = Tensor(name="frames", dtype="UINT8", dims=(100, 27, 48, 3))  #
 TRANSNET_PROBS = Tensor(name="probs", dtype="FP32", dims=(100,))  # single-frame head, sigmoid
 DECODED = Tensor(name="FRAMES", dtype="UINT8", dims=(-1, 27, 48, 3))
 SHOT_CALLS = ("transnetv2", "transnetv2_int8", "video_decode")  # BLS: shot_model (either precision), decoding
-NVDEC_CODECS = "h264,hevc,vp8,vp9"  # decoded by the DALI model on GPU targets (4:2:0 only); the rest by FFmpeg
+# decoded by the DALI model on GPU targets (4:2:0 only); the rest by FFmpeg
+NVDEC_CODECS = ("h264", "hevc", "vp8", "vp9")
 # Server-side limits of one video request (a whole file to video_shots or video_decode, one segment to
 # video_shots_live): 256 MiB is the clients' cap (clients/video.py; larger files go as segments); 4096x2160 (DCI 4K)
 # per frame; 1,000,000 frames (~11 h at 25 fps) per request; 600 s of work per file, the clients' default deadline
@@ -317,7 +322,7 @@ def _transnet_specs() -> list[AnySpec]:
         # one instance on all cores: a window is ~0.2-0.6 s of compute, batching adds nothing per frame on CPU
         return Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=1, model_filename=filename,
                           batching=Batching(max_batch_size=8, max_queue_delay_us=0),
-                          parameters=(("intra_op_threads", "0"),))
+                          parameters=EncoderParameters.of(intra_op_threads=0))
 
     fp32 = {"cpu": cpu("model.fp32.onnx")} | {
         # the validated fp32 graph on ONNX Runtime's CUDA provider (an fp16 graph is validated only on a GPU host:
@@ -329,10 +334,11 @@ def _transnet_specs() -> list[AnySpec]:
 
     def shots(target: str, live: bool) -> Deployment:
         gpu = target in GPU_TARGETS
-        params = (("shot_model", "transnetv2" if gpu else "transnetv2_int8"),
-                  ("window_batch", "16" if gpu else "2"), ("dali_codecs", "vp8,vp9,mjpeg"), ("decode_threads", "0"))
-        if gpu:  # codecs sent to the video_decode model (DALI + NVDEC); the rest decode in-process
-            params += (("decode_model_codecs", NVDEC_CODECS),)
+        params = ShotParameters.of(
+            shot_model="transnetv2" if gpu else "transnetv2_int8", window_batch=16 if gpu else 2,
+            dali_codecs=DALI_CPU_CODECS, decode_threads=0,
+            # codecs sent to the video_decode model (DALI + NVDEC); the rest decode in-process
+            decode_model_codecs=NVDEC_CODECS if gpu else ())
         if live:
             return Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=1, parameters=params,
                               batching=Batching(max_batch_size=1, dynamic=False), limits=LIVE_LIMITS,

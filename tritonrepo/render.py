@@ -13,7 +13,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from .errors import RenderDriftError
+from .ensembles.parameters import BY_MODULE
+from .errors import RenderDriftError, SpecError
 from .specs import AnySpec, Backend, EnsembleSpec, ModelSpec, Tensor, TensorRTAccelerator, check_repository
 from .targets import DEFAULT_TARGET, TARGETS
 
@@ -89,18 +90,34 @@ def model_config(spec: AnySpec, target: str) -> mc.ModelConfig:
             control = seq.control_input.add(name=name).control.add(
                 kind=mc.ModelSequenceBatching.Control.Kind.Value(kind))
             control.int32_false_true.extend([0, 1])
-    if dep.model_filename:
-        if dep.backend is Backend.PYTHON:
-            cfg.parameters["model_filename"].string_value = dep.model_filename
-        else:
-            cfg.default_model_filename = dep.model_filename
+    if dep.model_filename and dep.backend is not Backend.PYTHON:
+        cfg.default_model_filename = dep.model_filename
         if dep.backend is Backend.TENSORRT:  # the plan of this target's GPU architecture
             cfg.cc_model_filenames[TARGETS[target].compute_capability] = dep.model_filename
-    for key, value in (*dep.parameters, *dep.limits.parameters()):
+    for key, value in _parameters(spec, target):
         cfg.parameters[key].string_value = value
     if dep.accelerator:
         _tensorrt_accelerator(cfg, dep.accelerator)
     return cfg
+
+
+def _parameters(spec: ModelSpec, target: str) -> tuple[tuple[str, str], ...]:
+    """The config's parameters. A Python-backend model's are every parameter its class declares
+    (ensembles/parameters.py), read from the deployment's parameters, limits and model file: a name the model does
+    not declare or a value it cannot read fails here, before any server loads the config."""
+    dep = spec.deployment(target)
+    given = (*dep.parameters, *dep.limits.parameters())
+    if dep.backend is not Backend.PYTHON:
+        return given
+    declared = BY_MODULE.get(spec.python_model)
+    if declared is None:
+        raise SpecError(f"model '{spec.name}': Python model {spec.python_model!r} declares no parameters; known: "
+                        f"{sorted(BY_MODULE)} (ensembles/parameters.py)")
+    file = (("model_filename", dep.model_filename),) if dep.model_filename else ()
+    try:
+        return declared.parse(dict((*given, *file))).pairs()
+    except ValueError as e:
+        raise SpecError(f"model '{spec.name}' on target '{target}': {e}") from None
 
 
 def _shapes(profile, i: int) -> str:

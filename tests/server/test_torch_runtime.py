@@ -26,7 +26,8 @@ def _encoder(repo, name: str, weights: bool, **params: str) -> None:
     single = dataclasses.replace(cpu.batching, max_queue_size=0)  # one instance: no queue bound (ONE_INSTANCE_QUEUE)
     deployment = dataclasses.replace(cpu, count=1, batching=single, parameters=(
         ("torch_head", "mean_pool_l2"), ("sort_by_length", "true"), *params.items()))
-    spec = dataclasses.replace(spec, name=name, deployments=spec.deployments | {"cpu": deployment})
+    spec = dataclasses.replace(spec, name=name, python_model="torch_encoder",
+                               deployments=spec.deployments | {"cpu": deployment})
     (repo / name / "configs").mkdir(parents=True)
     (repo / name / "configs" / "cpu.pbtxt").write_text(render.to_text(render.model_config(spec, "cpu"), "cpu"))
     version = repo / name / "1"

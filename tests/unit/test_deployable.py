@@ -36,7 +36,8 @@ def test_every_python_model_ships_what_it_imports_and_needs_only_the_images_pack
     assert {p.name for p in placed} >= {"model.py", "dali.py", "pair_encoding.py", "video_io.py", "shot_tracker.py"}
     for source in tmp_path.glob("*/1/*.py"):
         assert deployable.foreign_imports(source, allowed) == [], source
-    assert server_side_modules("video_shots") == ["video_shots", "video_io", "shot_tracker", "video_decode_dali"]
+    assert server_side_modules("video_shots") == ["video_shots", "video_io", "parameters", "shot_tracker",
+                                                 "video_decode_dali"]
     assert "torch_encoder" not in {s.python_model for s in models.all_specs() if isinstance(s, ModelSpec)}
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from tritonrepo import models, render
 from tritonrepo.ensembles import video_io
+from tritonrepo.ensembles.parameters import BY_MODULE, ShotParameters
 from tritonrepo.specs import Backend
 
 
@@ -96,7 +97,7 @@ def test_every_limit_a_video_config_renders_is_one_its_model_reads():
                 continue
             rendered = dict(dep.limits.parameters())
             assert {"max_request_bytes", "max_frames", "max_pixels", "max_seconds"} <= set(rendered) <= read
-            limits = video_io.VideoLimits.from_parameters(_config_parameters(name, target))
+            limits = BY_MODULE[models.spec(name).python_model].parse(_config_parameters(name, target))
             assert {k: str(int(getattr(limits, k))) for k in rendered} == rendered, (name, target)
-    live = video_io.VideoLimits.from_parameters(_config_parameters("video_shots_live"))
+    live = ShotParameters.parse(_config_parameters("video_shots_live"))
     assert (live.max_seconds, live.max_stream_frames) == (60, 1_000_000_000)

@@ -37,7 +37,7 @@ def test_render_check_cli_fails_on_drift(tmp_path):
 def test_max_batch_size_zero_survives_proto3(tmp_path):
     t = Tensor(name="X", dtype="FP32", dims=(3,))
     unbatched = ModelSpec(name="plain", inputs=(t,), outputs=(Tensor(name="Y", dtype="FP32", dims=(3,)),),
-                          python_model="m", deployments={
+                          python_model="onnx_encoder", deployments={
                               target: Deployment(backend=Backend.PYTHON,
                                                  batching=Batching(max_batch_size=0, dynamic=False))
                               for target in TARGETS})
@@ -91,13 +91,13 @@ def test_video_models_render_decoupled_sequence_and_dali_configs():
     assert list(controls["END"].int32_false_true) == [0, 1]
     assert live.sequence_batching.oldest.max_candidate_sequences > 1 and not live.HasField("dynamic_batching")
     shots_gpu = render.model_config(models.spec("video_shots"), "t4")
-    assert shots_gpu.parameters["decode_model_codecs"].string_value == models.NVDEC_CODECS
+    assert shots_gpu.parameters["decode_model_codecs"].string_value == ",".join(models.NVDEC_CODECS)
     assert render.model_config(models.spec("transnetv2"), "a10g").default_model_filename == "model.fp32.onnx"
 
 
 def test_queue_policy_and_response_cache_render_where_the_specs_ask():
     toy = ModelSpec(name="toy", inputs=(Tensor(name="X", dtype="FP32", dims=(4,)),),
-                    outputs=(Tensor(name="Y", dtype="FP32", dims=(4,)),), python_model="toy",
+                    outputs=(Tensor(name="Y", dtype="FP32", dims=(4,)),), python_model="onnx_encoder",
                     deployments={t: Deployment(backend=Backend.PYTHON, count=2, response_cache=True, batching=Batching(
                         max_batch_size=8, max_queue_size=4, queue_timeout_us=50_000)) for t in TARGETS})
     policy = render.model_config(toy, "cpu").dynamic_batching.default_queue_policy

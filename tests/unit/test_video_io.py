@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tritonrepo.ensembles import video_io
+from tritonrepo.ensembles.parameters import DALI_CPU_CODECS, ShotParameters
 from tritonrepo.paths import TRANSNET_DIR
 
 
@@ -26,7 +27,7 @@ def test_ffmpeg_frames_are_bit_identical_to_the_reference_decode():
 def test_dali_cpu_decodes_vp9_close_to_ffmpeg(sample_media):
     data = sample_media["vp9.webm"].read_bytes()
     info = video_io.probe(data)
-    assert video_io.decoder_for(info, video_io.DALI_CPU_CODECS) == "dali"
+    assert video_io.decoder_for(info, DALI_CPU_CODECS) == "dali"
     dali = np.concatenate(list(video_io.dali_frames(data, info.frames)))
     ffmpeg = np.concatenate(list(video_io.ffmpeg_frames(data)))
     assert dali.shape == ffmpeg.shape == (120, 27, 48, 3)
@@ -121,9 +122,11 @@ def test_the_work_budget_stops_a_request_between_chunks():
 
 
 def test_limits_come_from_config_parameters_and_bad_values_are_refused():
-    limits = video_io.VideoLimits.from_parameters({"max_frames": "10", "max_seconds": "0.5", "shot_model": "x"})
-    assert (limits.max_frames, limits.max_seconds) == (10, 0.5)
+    limits = ShotParameters.parse({"max_frames": "10", "max_seconds": "0.5", "shot_model": "x"})
+    assert (limits.max_frames, limits.max_seconds, limits.shot_model) == (10, 0.5, "x")
     assert limits.max_pixels == video_io.VideoLimits().max_pixels
     for bad in ({"max_frames": "0"}, {"max_pixels": "4k"}, {"max_seconds": "-1"}):
         with pytest.raises(ValueError, match=f"parameter {next(iter(bad))}="):
-            video_io.VideoLimits.from_parameters(bad)
+            ShotParameters.parse(bad)
+    with pytest.raises(ValueError, match=r"unknown parameters \['max_frame'\]"):
+        ShotParameters.parse({"max_frame": "10"})
