@@ -32,17 +32,28 @@ INPUT_IDS = Tensor(name="input_ids", dtype="INT64", dims=(-1,))
 ATTENTION_MASK = Tensor(name="attention_mask", dtype="INT64", dims=(-1,))
 SENTENCE_EMBEDDING = Tensor(name="sentence_embedding", dtype="FP32", dims=(SBERT_DIM,))
 
-# GPU starting points: (encoder instances, max batch, preferred batch sizes, queue delay us, tokenizer instances)
+@dataclasses.dataclass(frozen=True)
+class GpuStart:
+    """A text model's starting point on one GPU target: its encoder's batching and instances, and how many tokenizer
+    instances feed it."""
+
+    max_batch: int
+    preferred: tuple[int, ...]
+    queue_delay_us: int
+    tokenizer_instances: int
+    encoder_instances: int = 2  # 2: one instance behind a bounded queue stalls (specs.ONE_INSTANCE_QUEUE)
+
+
 _GPU_TUNING = {
-    "t4": (2, 128, (32, 64), 2000, 4),  # 2 instances: the bounded queue needs them (specs.ONE_INSTANCE_QUEUE)
-    "a10g": (2, 128, (32, 64, 128), 1000, 4),
-    "l4": (2, 128, (32, 64, 128), 1000, 4),
-    "a100": (2, 256, (64, 128, 256), 1000, 8),
-    "h100": (2, 256, (64, 128, 256), 500, 8),
+    "t4": GpuStart(128, (32, 64), 2000, tokenizer_instances=4),
+    "a10g": GpuStart(128, (32, 64, 128), 1000, tokenizer_instances=4),
+    "l4": GpuStart(128, (32, 64, 128), 1000, tokenizer_instances=4),
+    "a100": GpuStart(256, (64, 128, 256), 1000, tokenizer_instances=8),
+    "h100": GpuStart(256, (64, 128, 256), 500, tokenizer_instances=8),
 }
 
 
-def _tokenizer_spec(name: str, max_tokens: int, outputs: tuple[Tensor, ...], gpu_tuning: dict,
+def _tokenizer_spec(name: str, max_tokens: int, outputs: tuple[Tensor, ...], gpu_tuning: dict[str, GpuStart],
                     description: str, inputs: tuple[Tensor, ...] = (TEXT,), **parameters) -> ModelSpec:
     # Each request is padded to its own longest row, rounded up to pad_to_multiple_of. On GPU targets the native
     # encoder backends batch only requests of equal length, so lengths are rounded to 32 there (buckets), not 8.
@@ -55,8 +66,8 @@ def _tokenizer_spec(name: str, max_tokens: int, outputs: tuple[Tensor, ...], gpu
         )
 
     deployments = {"cpu": dep(1, 256, 200, 8)}
-    for target, (_, max_batch, _, delay, tok_count) in gpu_tuning.items():
-        deployments[target] = dep(tok_count, max_batch, min(delay, 500), 32)
+    for target, start in gpu_tuning.items():
+        deployments[target] = dep(start.tokenizer_instances, start.max_batch, min(start.queue_delay_us, 500), 32)
     return ModelSpec(name=name, description=description, inputs=inputs, outputs=outputs,
                      deployments=deployments, python_model="text_tokenizer")
 
@@ -67,7 +78,7 @@ TRT_ENGINE_CACHE = "/tmp/trt-engines"
 
 
 def _encoder_deployments(name: str, precision: str, inputs: tuple[Tensor, ...], tokens: tuple[int, int],
-                         gpu_tuning: dict, request_batch: int, cpu_delay_us: int = 1000,
+                         gpu_tuning: dict[str, GpuStart], request_batch: int, cpu_delay_us: int = 1000,
                          response_cache: bool = False) -> dict[str, Deployment]:
     """``tokens``: (typical, max) sequence length, the TensorRT profile's opt and max."""
     filename = f"model.{precision}.onnx"
@@ -83,7 +94,7 @@ def _encoder_deployments(name: str, precision: str, inputs: tuple[Tensor, ...], 
             response_cache=response_cache,
         ),
     }
-    for target, (count, max_batch, preferred, delay, _) in gpu_tuning.items():
+    for target, start in gpu_tuning.items():
         if precision == "int8":
             # The int8 graph (8-bit MatMulNBits, int8 compute) runs on ORT's CPU kernels: on GPU hosts on the host's
             # CPUs, in the Python backend with the images' onnxruntime (1.23.2). The NGC 24.10 image's native ORT
@@ -92,18 +103,18 @@ def _encoder_deployments(name: str, precision: str, inputs: tuple[Tensor, ...], 
             deployments[target] = dataclasses.replace(  # 2 instances: the bounded queue needs them
                 deployments["cpu"],
                 parameters=EncoderParameters.of(intra_op_threads=2, sort_by_length=True, sequence_multiple=even),
-                batching=Batching(max_batch_size=max(max_batch, request_batch), max_queue_delay_us=1000,
+                batching=Batching(max_batch_size=max(start.max_batch, request_batch), max_queue_delay_us=1000,
                                   max_queue_size=ENCODER_MAX_QUEUE))
         else:  # the validated fp32 graph, run by TensorRT FP16 through ONNX Runtime: loads on any NVIDIA GPU, from
             # a repository built anywhere (plans built on the GPU host are opt-in: export/tensorrt.py)
-            opt = (max(preferred or (max(1, max_batch // 2),)), tokens[0])
+            opt = (max(start.preferred or (max(1, start.max_batch // 2),)), tokens[0])
             deployments[target] = Deployment(
-                backend=Backend.ONNXRUNTIME, kind=Kind.GPU, count=count, model_filename=filename,
+                backend=Backend.ONNXRUNTIME, kind=Kind.GPU, count=start.encoder_instances, model_filename=filename,
                 response_cache=response_cache,
-                batching=Batching(max_batch_size=max_batch, preferred_batch_sizes=preferred,
-                                  max_queue_delay_us=delay, max_queue_size=ENCODER_MAX_QUEUE),
+                batching=Batching(max_batch_size=start.max_batch, preferred_batch_sizes=start.preferred,
+                                  max_queue_delay_us=start.queue_delay_us, max_queue_size=ENCODER_MAX_QUEUE),
                 accelerator=TensorRTAccelerator(cache_path=f"{TRT_ENGINE_CACHE}/{name}", profile=tuple(
-                    (t.name, (1, 1), opt, (max_batch, tokens[1])) for t in inputs)))
+                    (t.name, (1, 1), opt, (start.max_batch, tokens[1])) for t in inputs)))
     return deployments
 
 
@@ -166,11 +177,11 @@ TRUNCATED_TOKENS = Tensor(name="truncated", dtype="BOOL", dims=(1,))
 
 # Short queries (~10 tokens) cost little per row: bigger batches, shorter queue delays than SBERT.
 _NER_GPU_TUNING = {
-    "t4": (2, 256, (32, 64), 500, 2),  # 2 instances: the bounded queue needs them (specs.ONE_INSTANCE_QUEUE)
-    "a10g": (2, 256, (32, 64, 128), 500, 4),
-    "l4": (2, 256, (32, 64, 128), 500, 4),
-    "a100": (2, 512, (64, 128, 256), 300, 8),
-    "h100": (2, 512, (64, 128, 256), 200, 8),
+    "t4": GpuStart(256, (32, 64), 500, tokenizer_instances=2),
+    "a10g": GpuStart(256, (32, 64, 128), 500, tokenizer_instances=4),
+    "l4": GpuStart(256, (32, 64, 128), 500, tokenizer_instances=4),
+    "a100": GpuStart(512, (64, 128, 256), 300, tokenizer_instances=8),
+    "h100": GpuStart(512, (64, 128, 256), 200, tokenizer_instances=8),
 }
 
 
@@ -191,7 +202,8 @@ def _ner_decoder_spec() -> ModelSpec:
                           # than the tokenizer makes
                           limits=InputLimits(max_text_bytes=MAX_TEXT_BYTES, max_tokens=NER_MAX_TOKENS))
 
-    deployments = {"cpu": dep(1, 256)} | {t: dep(tok, mb) for t, (_, mb, _, _, tok) in _NER_GPU_TUNING.items()}
+    deployments = {"cpu": dep(1, 256)} | {t: dep(start.tokenizer_instances, start.max_batch)
+                                          for t, start in _NER_GPU_TUNING.items()}
     return ModelSpec(
         name="ner_decoder",
         description="token logits -> entities (IOB2, word-level by default) with offsets in the query, as JSON",
@@ -254,11 +266,11 @@ RERANK_SCORE = Tensor(name="score", dtype="FP32", dims=(1,))  # the relevance lo
 RERANK_REQUEST_BATCH = 64  # (query, passage) pairs per request; clients split larger calls
 # Pairs are long (~256 tokens): smaller batches and a longer queue delay than the query models.
 _RERANK_GPU_TUNING = {
-    "t4": (2, 64, (16, 32), 2000, 4),  # 2 instances: the bounded queue needs them (specs.ONE_INSTANCE_QUEUE)
-    "a10g": (2, 64, (16, 32, 64), 1000, 4),
-    "l4": (2, 64, (16, 32, 64), 1000, 4),
-    "a100": (2, 128, (32, 64, 128), 1000, 8),
-    "h100": (2, 128, (32, 64, 128), 500, 8),
+    "t4": GpuStart(64, (16, 32), 2000, tokenizer_instances=4),
+    "a10g": GpuStart(64, (16, 32, 64), 1000, tokenizer_instances=4),
+    "l4": GpuStart(64, (16, 32, 64), 1000, tokenizer_instances=4),
+    "a100": GpuStart(128, (32, 64, 128), 1000, tokenizer_instances=8),
+    "h100": GpuStart(128, (32, 64, 128), 500, tokenizer_instances=8),
 }
 
 
@@ -312,9 +324,14 @@ VIDEO_LIMITS = InputLimits(max_request_bytes=256 << 20, max_frames=1_000_000, ma
 # frame numbers inside INT32 (FRAMES_DONE, SHOTS): 10^9 frames is 460 days at 25 fps.
 LIVE_LIMITS = dataclasses.replace(VIDEO_LIMITS, max_seconds=60, max_stream_frames=1_000_000_000)
 
-# (windows per batch, preferred sizes, queue delay us) on GPU targets
-_TRANSNET_GPU = {"t4": (32, (8, 16), 2000), "a10g": (64, (16, 32), 2000), "l4": (64, (16, 32), 2000),
-                 "a100": (128, (32, 64), 1000), "h100": (128, (32, 64), 1000)}
+# the shot model's batching on GPU targets (a batch is of 100-frame windows)
+_TRANSNET_GPU = {
+    "t4": Batching(max_batch_size=32, preferred_batch_sizes=(8, 16), max_queue_delay_us=2000),
+    "a10g": Batching(max_batch_size=64, preferred_batch_sizes=(16, 32), max_queue_delay_us=2000),
+    "l4": Batching(max_batch_size=64, preferred_batch_sizes=(16, 32), max_queue_delay_us=2000),
+    "a100": Batching(max_batch_size=128, preferred_batch_sizes=(32, 64), max_queue_delay_us=1000),
+    "h100": Batching(max_batch_size=128, preferred_batch_sizes=(32, 64), max_queue_delay_us=1000),
+}
 
 
 def _transnet_specs() -> list[AnySpec]:
@@ -328,8 +345,8 @@ def _transnet_specs() -> list[AnySpec]:
         # the validated fp32 graph on ONNX Runtime's CUDA provider (an fp16 graph is validated only on a GPU host:
         # perf/bench_transnet_gpu.py)
         t: Deployment(backend=Backend.ONNXRUNTIME, kind=Kind.GPU, count=1, model_filename="model.fp32.onnx",
-                      batching=Batching(max_batch_size=mb, preferred_batch_sizes=pref, max_queue_delay_us=delay))
-        for t, (mb, pref, delay) in _TRANSNET_GPU.items()}
+                      batching=batching)
+        for t, batching in _TRANSNET_GPU.items()}
     int8 = {t: cpu("model.int8.onnx") for t in ("cpu", *GPU_TARGETS)}  # int8 Conv kernels are ORT CPU kernels
 
     def shots(target: str, live: bool) -> Deployment:
