@@ -5,9 +5,10 @@ exported, validated and installed, what it serves, how it is swept, evaluated an
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from tritonrepo.errors import TritonRepoError
 from tritonrepo.tuning import SweepPlan
 
 
@@ -34,6 +35,27 @@ class Family:
 
     def config(self):
         return self.recipe()
+
+    def configured(self, out: Path | None = None, **training):
+        """The full recipe with these training options (None: the recipe's) and, given ``out``, the trained model and
+        its export in ``out/model`` and ``out/export``: what `tritonrepo export NAME` runs with its options."""
+        given = {name: value for name, value in training.items() if value is not None}
+        config = self.config()
+        if not given and out is None:
+            return config
+        def flags(names):
+            return ", ".join(f"--{name.replace('_', '-')}" for name in names)
+
+        if not hasattr(config, "training"):
+            raise TritonRepoError(f"{self.name} trains no model: {flags([*given, *(['out'] if out else [])])} "
+                                  "do not apply")
+        unknown = [name for name in given if name not in {f.name for f in fields(config.training)}]
+        if unknown:
+            raise TritonRepoError(f"{self.name}'s training has no {flags(unknown)}")
+        trained = replace(config.training, **given)
+        if out is None:
+            return replace(config, training=trained)
+        return replace(config, training=replace(trained, out_dir=out / "model"), out_dir=out / "export")
 
     def export(self, config=None, *, force: bool = False) -> dict:
         return self.exporter(config or self.config(), force=force)

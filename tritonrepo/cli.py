@@ -94,38 +94,11 @@ def export(model: str = typer.Argument("sbert", help="Model family to export: sb
 
         if model not in FAMILIES:
             raise TritonRepoError(f"unknown model family {model!r}; known: {', '.join(FAMILIES)}, tensorrt")
-        config = (_ner_config(backbone, epochs, max_steps, lr, lowercase_fraction, query_shaped_fraction, out)
-                  if model == "ner" else _rerank_config(backbone, epochs, max_steps, lr, out) if model == "rerank"
-                  else None)
+        config = FAMILIES[model].configured(out, backbone=backbone, epochs=epochs, max_steps=max_steps, lr=lr,
+                                            lowercase_fraction=lowercase_fraction,
+                                            query_shaped_fraction=query_shaped_fraction)
         report = FAMILIES[model].export(config, force=force)
     typer.echo(json.dumps(report, indent=2))
-
-
-def _ner_config(backbone, epochs, max_steps, lr, lowercase_fraction, query_shaped_fraction, out):
-    from dataclasses import replace
-
-    from .export.ner import NerExport
-    from .export.ner_train import NerTraining
-
-    given = {"backbone": backbone, "epochs": epochs, "max_steps": max_steps, "lr": lr,
-             "lowercase_fraction": lowercase_fraction, "query_shaped_fraction": query_shaped_fraction}
-    training = replace(NerTraining(), **{k: v for k, v in given.items() if v is not None})
-    if out is None:
-        return NerExport(training=training)
-    return NerExport(training=replace(training, out_dir=out / "model"), out_dir=out / "export")
-
-
-def _rerank_config(backbone, epochs, max_steps, lr, out):
-    from dataclasses import replace
-
-    from .export.rerank import RerankExport
-    from .export.rerank_train import RerankTraining
-
-    given = {"backbone": backbone, "epochs": epochs, "max_steps": max_steps, "lr": lr}
-    training = replace(RerankTraining(), **{k: v for k, v in given.items() if v is not None})
-    if out is None:
-        return RerankExport(training=training)
-    return RerankExport(training=replace(training, out_dir=out / "model"), out_dir=out / "export")
 
 
 @app.command()

@@ -63,3 +63,16 @@ def test_two_family_modules_with_one_name_are_refused(toy_module):
     toy_module("toy_copy", family="toy")
     with pytest.raises(TritonRepoError, match="share a name"):
         families.discover()
+
+
+def test_export_options_configure_the_training_of_the_family_that_trains(tmp_path):
+    ner = FAMILIES["ner"].configured(tmp_path, epochs=0.5, max_steps=None, lowercase_fraction=0.2)
+    assert (ner.training.epochs, ner.training.lowercase_fraction) == (0.5, 0.2)
+    assert ner.training.max_steps == FAMILIES["ner"].config().training.max_steps  # None: the recipe's
+    assert (ner.training.out_dir, ner.out_dir) == (tmp_path / "model", tmp_path / "export")
+    assert FAMILIES["rerank"].configured(lr=1e-5).out_dir == FAMILIES["rerank"].config().out_dir
+    assert FAMILIES["sbert"].configured(epochs=None) == FAMILIES["sbert"].config()
+    with pytest.raises(TritonRepoError, match="rerank's training has no --lowercase-fraction"):
+        FAMILIES["rerank"].configured(lowercase_fraction=0.2)
+    with pytest.raises(TritonRepoError, match="sbert trains no model: --epochs, --out do not apply"):
+        FAMILIES["sbert"].configured(tmp_path, epochs=1.0)
