@@ -10,7 +10,7 @@ from tritonclient.utils import InferenceServerException
 
 from tritonrepo import contracts
 
-from ._grpc import AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, chunks, encode_texts, traced, translate
+from .grpc_core import AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, chunks, encode_texts, traced, translate
 
 TEXT, EMBEDDING = contracts.TEXT.name, contracts.EMBEDDING.name
 

@@ -17,7 +17,7 @@ import tritonclient.grpc as grpcclient
 from tritonrepo import contracts
 from tritonrepo.errors import InvalidInputError
 
-from ._grpc import AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, chunks, encode_texts, traced
+from .grpc_core import AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, chunks, encode_texts, traced
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ packs them with other callers' pairs. Passages are read up to 256 tokens with th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -16,12 +17,17 @@ import tritonclient.grpc as grpcclient
 from tritonrepo import contracts
 from tritonrepo.errors import InvalidInputError
 
-from ._grpc import AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, chunks, encode_texts, traced
-from .search import Hit
+from .grpc_core import AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, chunks, encode_texts, traced
 
 QUERY, PASSAGE, SCORE = contracts.QUERY.name, contracts.PASSAGE.name, contracts.SCORE.name
 MAX_BATCH = 64  # the ensemble's max_batch_size (tritonrepo.models.RERANK_REQUEST_BATCH)
 MAX_PASSAGES = 10_000  # per call: a larger candidate list is a caller bug (rerank the head of a retrieval)
+
+
+@dataclass(frozen=True)
+class Hit:
+    doc: int  # position of the document in the indexed corpus (or of the passage in a rerank call)
+    score: float
 
 
 def _pairs(query: str, passages: Sequence[str], model: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +65,7 @@ def ranked(scores: np.ndarray, top_k: int | None) -> list[Hit]:
 
 class RerankClient(SyncClientBase):
     """Blocking client. ``scores(query, passages)`` -> float32 [len(passages)] in input order;
-    ``rerank(query, passages, top_k)`` -> ``Hit(doc=passage index, score)`` best first (a ``clients.search.Reranker``).
+    ``rerank(query, passages, top_k)`` -> ``Hit(doc=passage index, score)`` best first (a ``services.search.Reranker``).
     ``timeout_s`` is the deadline of one call, retries included."""
 
     def __init__(self, url: str = "127.0.0.1:8001", model: str = "rerank_int8", *, timeout_s: float | None = 10.0,

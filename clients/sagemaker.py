@@ -29,7 +29,7 @@ from tritonrepo.errors import (
     ServerUnavailableError,
 )
 
-from ._grpc import RetryPolicy, chunks, encode_texts
+from .grpc_core import RetryPolicy, chunks, encode_texts
 from .embedding import EMBEDDING, TEXT
 from .ner import ENTITIES, MAX_BATCH as NER_BATCH, QUERY, TRUNCATED, Entity, _results
 from .video import OUTPUTS as SHOT_OUTPUTS, ShotResult, _file_result, read_video

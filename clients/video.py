@@ -34,7 +34,7 @@ from tritonclient.utils import InferenceServerException
 from tritonrepo import contracts as c
 from tritonrepo.errors import InvalidInputError
 
-from ._grpc import AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, traced, translate
+from .grpc_core import AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, traced, translate
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ COPY tritonrepo /src/tritonrepo
 COPY export /src/export
 COPY ensembles /src/ensembles
 COPY clients /src/clients
+COPY services /src/services
 COPY perf /src/perf
 COPY deploy/requirements-triton.txt /src/deploy/requirements-triton.txt
 RUN pip install --no-cache-dir /src "onnxruntime==1.23.2" "tokenizers==0.23.3"

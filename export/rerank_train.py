@@ -105,7 +105,7 @@ def torch_scores(model) -> ScoreFn:
 
 def candidates(items: KnownItems, depth: int) -> list[list[int]]:
     """BM25 top ``depth`` documents per query."""
-    from tritonrepo.clients.search import BM25Retriever
+    from tritonrepo.services.search import BM25Retriever
 
     return [[h.doc for h in hits] for hits in BM25Retriever(items.documents).search_many(items.queries, depth)]
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from tritonrepo.clients.ingest import IngestConfig, ingest, read_manifest
-from tritonrepo.clients.metrics import IngestMetrics, summarize
-from tritonrepo.clients.store import SqliteStore
+from tritonrepo.services.ingest import IngestConfig, ingest, read_manifest
+from tritonrepo.services.metrics import IngestMetrics, summarize
+from tritonrepo.services.store import SqliteStore
 from tritonrepo.datasets import sample_manifest
 from tritonrepo.paths import MODEL_REPOSITORY
 from tritonrepo.server import TritonServer
@@ -66,7 +66,7 @@ def run(minutes: float = 10.0, documents: int = 100, captions: int = 200, concur
         deadline = start + minutes * 60
         rounds, assets_done, failed = 0, 0, 0
         rss = [(0.0, round(rss_start))]
-        logging.getLogger("tritonrepo.clients.ingest").setLevel(logging.WARNING)  # no line per asset
+        logging.getLogger("tritonrepo.services.ingest").setLevel(logging.WARNING)  # no line per asset
         while time.time() < deadline:
             store = SqliteStore(Path(tmp) / f"round{rounds}.db")
             store.add(read_manifest(manifest))

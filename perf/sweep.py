@@ -69,7 +69,7 @@ def write_inputs(plan: SweepPlan, path: Path, limit: int = 2000, repository: Pat
         clips = [VIDEO_DIR / "carphone_pristine.mp4", VIDEO_DIR / "bikes.mp4"]
         return perf_analyzer.write_binary_input_data(path, plan.input_tensor, [p.read_bytes() for p in clips])
     if plan.inputs == "query-passage-pairs":  # valid headlines with their BM25 top 5 articles (unseen in training)
-        from tritonrepo.clients.search import BM25Retriever
+        from tritonrepo.services.search import BM25Retriever
 
         items = headline_retrieval("valid", ("valid",))
         top5 = BM25Retriever(items.documents).search_many(items.queries, 5)

@@ -7,8 +7,8 @@
 # The host's image has PyTorch and transformers in its python3 (a venv) but no tritonserver. This script changes that
 # venv, so run it on a throwaway host only: NumPy goes back to 1.26 (the Python backend stub of the carried Triton
 # garbles BYTES tensors with NumPy 2), SciPy and scikit-learn (built for NumPy 2; transformers imports them when they
-# are installed) are removed. The client's wheels go to /tmp/site; export/, ensembles/, clients/ and perf/ are copied
-# into tritonrepo/ (the package layout pyproject.toml maps), for the driver and the Python models alike.
+# are installed) are removed. The client's wheels go to /tmp/site; export/, ensembles/, clients/, services/ and perf/
+# are copied into tritonrepo/ (the package layout pyproject.toml maps), for the driver and the Python models alike.
 set -euo pipefail
 out=${1:?usage: bash scripts/gpu-profile.sh OUT_DIR [BUDGET_S [MODEL ...]]}
 budget=${2:-420}
@@ -20,6 +20,6 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir .gpu/
 rm -rf /tmp/site
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
     $(ls .gpu/wheels/*.whl | grep -v numpy)
-for d in export ensembles clients perf; do rm -rf "tritonrepo/$d"; cp -r "$d" "tritonrepo/$d"; done
+for d in export ensembles clients services perf; do rm -rf "tritonrepo/$d"; cp -r "$d" "tritonrepo/$d"; done
 export PYTHONPATH=/tmp/site:$PWD
 python3 -m tritonrepo.perf.gpu_profile run --out "$out" --budget-s "$budget" ${1:+--models "$@"}

@@ -8,7 +8,7 @@ view="$(mktemp -d)"
 trap 'rm -rf "$view"' EXIT
 mkdir "$view/tritonrepo"
 ln -s "$PWD"/tritonrepo/*.py "$view/tritonrepo/"
-for package in export clients perf ensembles; do ln -s "$PWD/$package" "$view/tritonrepo/$package"; done
+for package in export clients services perf ensembles; do ln -s "$PWD/$package" "$view/tritonrepo/$package"; done
 cp pyproject.toml "$view/"
 cd "$view"  # lint-imports puts the working directory first on sys.path
 PYTHONPATH="$view" "$OLDPWD/.venv/bin/lint-imports" pyproject.toml --no-cache "$@"

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .clients import BM25Retriever, DenseRetriever, EmbeddingClient, HybridRetriever, NerClient, RerankClient
-from .clients.search import SearchPipeline
-from .clients.ingest import IngestConfig, ingest, read_manifest
-from .clients.metrics import IngestMetrics, ModelLoad, summarize
-from .clients.store import SqliteStore
+from .clients import EmbeddingClient, NerClient, RerankClient
+from .services.ingest import IngestConfig, ingest, read_manifest
+from .services.metrics import IngestMetrics, ModelLoad, summarize
+from .services.search import BM25Retriever, DenseRetriever, HybridRetriever, SearchPipeline
+from .services.store import SqliteStore
 from .clients.video import Shot, ShotClient, ShotStreamClient, segment_file
 from .datasets import conll_articles, conll_sentences, sample_manifest
 from .export.families import build, models_to_load

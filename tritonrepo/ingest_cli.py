@@ -1,4 +1,4 @@
-"""`tritonrepo ingest ...`, `tritonrepo metrics`, `tritonrepo trace`: thin commands over clients.ingest / metrics."""
+"""`tritonrepo ingest ...`, `tritonrepo metrics`, `tritonrepo trace`: thin commands over services.ingest / metrics."""
 
 from __future__ import annotations
 
@@ -21,15 +21,16 @@ URL_OPT = typer.Option("127.0.0.1:8001", "--url", help="Triton gRPC address.")
 
 def _json_logs(log_file: Path) -> None:
     """Structured JSON lines (with asset_id and trace_id) to ``log_file``; the console keeps the progress bar."""
-    from .clients.ingest import JsonFormatter
+    from .services.ingest import JsonFormatter
 
     log_file.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_file)
     handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("tritonrepo.clients")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    for name in ("tritonrepo.services", "tritonrepo.clients"):  # the pipeline, and the clients' retries
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 class _Progress:
@@ -51,7 +52,7 @@ class _Progress:
 
 def _config(url: str, concurrency: int, workers: int, embed_model: str, ner_model: str, shots_model: str,
             manifest: Path, allow_root: list[Path], allow_host: list[str], fetch_deadline: float, captions=None):
-    from .clients.ingest import IngestConfig
+    from .services.ingest import IngestConfig
 
     roots = (manifest.resolve().parent, *(Path(r).resolve() for r in allow_root))
     return IngestConfig(url=url, concurrency=concurrency, assets_in_flight=workers, embed_model=embed_model,
@@ -61,7 +62,7 @@ def _config(url: str, concurrency: int, workers: int, embed_model: str, ner_mode
 
 def _captions(base_url: Optional[str], model: str, provider: str, key_env: str, rpm: float, tpm: float,
               concurrency: int):
-    from .clients.captions import CaptionConfig
+    from .services.captions import CaptionConfig
 
     if not base_url:
         return None
@@ -82,7 +83,7 @@ FETCH_DEADLINE_OPT = typer.Option(300.0, help="Seconds a whole URL download may 
 
 
 def _summary(added: int, summary, store) -> None:
-    from .clients.fetch import redact
+    from .services.fetch import redact
 
     typer.echo(f"{added} new assets, {summary.processed} processed in {summary.seconds:.1f} s; "
                f"ledger: {summary.counts}")
@@ -91,7 +92,7 @@ def _summary(added: int, summary, store) -> None:
 
 
 @ingest_app.command("run")
-def ingest_run(manifest: Path = typer.Argument(..., help="JSON-lines manifest (clients/ingest.py)."),
+def ingest_run(manifest: Path = typer.Argument(..., help="JSON-lines manifest (services/ingest.py)."),
                store_path: Path = STORE_OPT, url: str = URL_OPT,
                concurrency: int = typer.Option(8, help="Triton requests in flight at most (adaptive below)."),
                workers: int = typer.Option(16, help="Assets processed at once."),
@@ -117,9 +118,9 @@ def ingest_run(manifest: Path = typer.Argument(..., help="JSON-lines manifest (c
     --caption-url); resumable, deduplicated, retried."""
     from prometheus_client import write_to_textfile
 
-    from .clients.ingest import ingest, read_manifest
-    from .clients.metrics import IngestMetrics
-    from .clients.store import SqliteStore
+    from .services.ingest import ingest, read_manifest
+    from .services.metrics import IngestMetrics
+    from .services.store import SqliteStore
 
     config = _config(url, concurrency, workers, embed_model, ner_model, shots_model, manifest, allow_root,
                      allow_host, fetch_deadline, _captions(caption_url, caption_model, caption_provider,
@@ -156,8 +157,8 @@ def ingest_run(manifest: Path = typer.Argument(..., help="JSON-lines manifest (c
 @ingest_app.command("costs")
 def ingest_costs(store_path: Path = STORE_OPT):
     """What captions cost: every paid caption (tokens, US$) and each asset's share."""
-    from .clients.ingest import caption_costs
-    from .clients.store import SqliteStore
+    from .services.ingest import caption_costs
+    from .services.store import SqliteStore
 
     costs = caption_costs(SqliteStore(store_path))
     for key, t in costs["paid"].items():
@@ -181,9 +182,9 @@ def ingest_ray(manifest: Path = typer.Argument(..., help="JSON-lines manifest.")
                fetch_deadline: float = FETCH_DEADLINE_OPT,
                log_file: Path = typer.Option(paths.RUNS / "ingest.log.jsonl", help="JSON log lines (driver).")):
     """The same pipeline as a Ray Data job (map_batches over Triton endpoints); a local Ray unless RAY_ADDRESS."""
-    from .clients.ingest import read_manifest
-    from .clients.ingest_ray import ingest_on_ray
-    from .clients.store import SqliteStore
+    from .services.ingest import read_manifest
+    from .services.ingest_ray import ingest_on_ray
+    from .services.store import SqliteStore
 
     _json_logs(log_file)
     store = SqliteStore(store_path)
@@ -199,8 +200,8 @@ def ingest_ray(manifest: Path = typer.Argument(..., help="JSON-lines manifest.")
 @ingest_app.command("status")
 def ingest_status(store_path: Path = STORE_OPT):
     """The ledger's counts and the dead-letter list."""
-    from .clients.fetch import redact
-    from .clients.store import SqliteStore
+    from .services.fetch import redact
+    from .services.store import SqliteStore
 
     store = SqliteStore(store_path)
     typer.echo(f"ledger: {store.counts()}")
@@ -226,7 +227,7 @@ def metrics(url: str = typer.Option("http://127.0.0.1:8002/metrics", help="Trito
     """Per-model summary of Triton's Prometheus metrics: requests, batch size, queue vs compute time, cache hits."""
     from rich.table import Table
 
-    from .clients.metrics import summarize
+    from .services.metrics import summarize
 
     rows = summarize(url, interval)
     t = Table(title=f"Triton metrics {url}" + (f", last {interval:.0f} s" if interval else ", since start"))
@@ -245,7 +246,7 @@ def metrics(url: str = typer.Option("http://127.0.0.1:8002/metrics", help="Trito
 def trace(trace_id: str = typer.Argument(..., help="An asset's trace id (JSON logs, or the ledger)."),
           file: Path = typer.Option(..., "--file", help="The server's trace file (tritonrepo serve --trace-file).")):
     """Follow one asset's requests through Triton: every model step with its queue and compute time."""
-    from .clients.metrics import follow_trace
+    from .services.metrics import follow_trace
 
     spans = follow_trace(file, trace_id)
     if not spans:

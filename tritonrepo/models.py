@@ -25,7 +25,7 @@ from .targets import GPU_TARGETS, TARGETS
 SBERT_MAX_TOKENS = 256  # the model's max_seq_length (sentence_bert_config.json)
 SBERT_REQUEST_BATCH = 64  # the ensemble's max_batch_size: clients split larger inputs into requests of this size
 # Requests an encoder queues before Triton rejects more (RESOURCE_EXHAUSTED-like "Exceeds maximum queue size"):
-# overload answers at once and clients back off (clients/ingest.py), instead of latency growing without bound.
+# overload answers at once and clients back off (services/ingest.py), instead of latency growing without bound.
 ENCODER_MAX_QUEUE = 256
 
 INPUT_IDS = Tensor(name="input_ids", dtype="INT64", dims=(-1,))

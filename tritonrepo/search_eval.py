@@ -16,7 +16,7 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
 
 def best_weight(bm25: list, dense: list, relevant: list, grid=np.linspace(0, 1, 11)) -> float:
     """The BM25 weight (dense gets 1 - w) of the weighted mix with the best nDCG@10."""
-    from .clients.search import weighted
+    from .services.search import weighted
 
     def quality(w):
         return np.mean([ndcg([h.doc for h in weighted([b, d], [w, 1 - w])], r) for b, d, r in zip(bm25, dense, relevant)])
@@ -31,11 +31,11 @@ def evaluate(url: str, *, embed_model: str = "sbert", rerankers=("rerank", "rera
              rerank_depth: int = 20, hnsw=None) -> dict:
     """BM25, dense (HNSW over served embeddings), hybrid (RRF; weighted mix with its weight tuned on the valid
     headlines) and hybrid + rerank of the top ``rerank_depth`` by each served reranker, alone and with the search
-    pipeline's rank prior (``clients.search.RANK_PRIOR``), on the CoNLL-2003 test headlines over the test + valid
+    pipeline's rank prior (``services.search.RANK_PRIOR``), on the CoNLL-2003 test headlines over the test + valid
     articles. Latency per query and stage, one query at a time."""
-    from .clients import BM25Retriever, DenseRetriever, EmbeddingClient, RerankClient
-    from .clients.search import RANK_PRIOR, HnswParams, rrf, weighted, with_rank_prior
+    from .clients import EmbeddingClient, RerankClient
     from .datasets import headline_retrieval
+    from .services.search import RANK_PRIOR, BM25Retriever, DenseRetriever, HnswParams, rrf, weighted, with_rank_prior
 
     test, valid = headline_retrieval("test", ("test", "valid")), headline_retrieval("valid", ("test", "valid"))
     docs = test.documents
@@ -112,9 +112,9 @@ def evaluate_shapes(url: str, *, embed_model: str = "sbert", rerankers=("rerank"
     pipeline serves it (``<model> pipeline``: the pipeline's rank prior, queries over ``RERANK_MAX_WORDS`` words left
     in the stage's order). A reranker that never hurts scores at least its stage in every row; each row also names the
     query it hurt most (``<model>[ rank prior w| pipeline] worst``)."""
-    from .clients import BM25Retriever, DenseRetriever, EmbeddingClient, Hit, RerankClient
-    from .clients.search import RANK_PRIOR, reranks, rrf, with_rank_prior
+    from .clients import EmbeddingClient, Hit, RerankClient
     from .datasets import PASSAGE_SHAPES, QUERY_SHAPES, shaped_retrieval
+    from .services.search import RANK_PRIOR, BM25Retriever, DenseRetriever, reranks, rrf, with_rank_prior
 
     priors = sorted({0.0, *((RANK_PRIOR,) if priors is None else priors)})
     variants = [(m + _prior_label(w), m, w, False) for m in rerankers for w in priors] + [

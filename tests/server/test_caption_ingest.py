@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 from fake_openai import KEY, FakeOpenAI
 from tritonrepo import shots_eval
 from tritonrepo.cli import app
-from tritonrepo.clients._grpc import RetryPolicy
-from tritonrepo.clients.captions import CaptionConfig, Price, jpeg, keyframes
+from tritonrepo.clients.grpc_core import RetryPolicy
+from tritonrepo.services.captions import CaptionConfig, Price, jpeg, keyframes
 from tritonrepo.clients.embedding import EmbeddingClient
-from tritonrepo.clients.ingest import IngestConfig, caption_costs, decode_result, ingest, read_manifest
-from tritonrepo.clients.metrics import IngestMetrics
-from tritonrepo.clients.store import SqliteStore
+from tritonrepo.services.ingest import IngestConfig, caption_costs, decode_result, ingest, read_manifest
+from tritonrepo.services.metrics import IngestMetrics
+from tritonrepo.services.store import SqliteStore
 from tritonrepo.paths import RUNS, VIDEO_DIR
 
 pytestmark = pytest.mark.server

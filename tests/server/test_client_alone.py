@@ -33,7 +33,7 @@ print(json.dumps(out))
 
 def test_the_client_installed_alone_calls_the_served_models(triton, tmp_path):
     source, venv = tmp_path / "source", tmp_path / "venv"  # a copy: the build writes build/ beside the sources
-    for name in ("tritonrepo", "export", "ensembles", "clients", "perf"):
+    for name in ("tritonrepo", "export", "ensembles", "clients", "services", "perf"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "results"))
     shutil.copy(ROOT / "pyproject.toml", source)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

@@ -9,7 +9,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from prometheus_client import generate_latest
 
-from tritonrepo.clients.metrics import IngestMetrics
+from tritonrepo.services.metrics import IngestMetrics
 from tritonrepo.deploy import dashboard_metrics
 from tritonrepo.server import TritonServer
 

@@ -14,7 +14,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype, tri
 
 from tritonrepo import models
 from tritonrepo.clients import EmbeddingClient, NerClient, ShotClient
-from tritonrepo.clients._grpc import translate
+from tritonrepo.clients.grpc_core import translate
 from tritonrepo.errors import InvalidInputError
 
 pytestmark = pytest.mark.server

@@ -25,10 +25,10 @@ from http_origin import Origin, serve
 
 from tritonrepo import models, render
 from tritonrepo.clients import NerClient
-from tritonrepo.clients._grpc import RetryPolicy
-from tritonrepo.clients.ingest import IngestConfig, Processor, decode_result, ingest, read_manifest
-from tritonrepo.clients.metrics import IngestMetrics, follow_trace
-from tritonrepo.clients.store import Asset, SqliteStore
+from tritonrepo.clients.grpc_core import RetryPolicy
+from tritonrepo.services.ingest import IngestConfig, Processor, decode_result, ingest, read_manifest
+from tritonrepo.services.metrics import IngestMetrics, follow_trace
+from tritonrepo.services.store import Asset, SqliteStore
 from tritonrepo.clients.video import ShotClient
 from tritonrepo.datasets import conll_articles, conll_sentences, sample_manifest
 from tritonrepo.paths import VIDEO_DIR

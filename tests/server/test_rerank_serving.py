@@ -9,11 +9,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tritonrepo.clients import (
-    AsyncRerankClient, BM25Retriever, DenseRetriever, EmbeddingClient, HybridRetriever, RerankClient, SearchPipeline,
-)
+from tritonrepo.clients import AsyncRerankClient, EmbeddingClient, RerankClient
 from tritonrepo.datasets import conll_sentences, headline_retrieval
 from tritonrepo.errors import InvalidInputError
+from tritonrepo.services import BM25Retriever, DenseRetriever, HybridRetriever, SearchPipeline
 
 pytestmark = pytest.mark.server
 

@@ -113,6 +113,6 @@ def test_ner_endpoint_gives_the_grpc_entities(model_repository, triton, tmp_path
 
 
 def _fast():
-    from tritonrepo.clients._grpc import RetryPolicy
+    from tritonrepo.clients.grpc_core import RetryPolicy
 
     return RetryPolicy(attempts=2, backoff_s=0.01)

@@ -12,9 +12,9 @@ import time
 import pytest
 
 from tritonrepo.clients import EmbeddingClient
-from tritonrepo.clients.ingest import IngestConfig, ingest
-from tritonrepo.clients.metrics import IngestMetrics
-from tritonrepo.clients.store import Asset, SqliteStore
+from tritonrepo.services.ingest import IngestConfig, ingest
+from tritonrepo.services.metrics import IngestMetrics
+from tritonrepo.services.store import Asset, SqliteStore
 from tritonrepo.datasets import conll_sentences
 from tritonrepo.server import TritonServer
 from tritonrepo.stub_watch import stub_processes

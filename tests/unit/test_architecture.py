@@ -6,7 +6,7 @@ import subprocess
 
 from tritonrepo.paths import ROOT
 
-PACKAGES = ("tritonrepo", "export", "clients", "perf", "ensembles")
+PACKAGES = ("tritonrepo", "export", "clients", "services", "perf", "ensembles")
 
 
 def _lint(root):

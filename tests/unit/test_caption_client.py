@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from fake_openai import KEY, FakeOpenAI
-from tritonrepo.clients._grpc import RetryPolicy
-from tritonrepo.clients.captions import (
+from tritonrepo.clients.grpc_core import RetryPolicy
+from tritonrepo.services.captions import (
     CaptionAuthError, CaptionConfig, CaptionError, Captioner, OpenAICompatible, PhashIndex, Price, jpeg, keyframes,
     load_image, middle_frames, phash, retry_after_seconds,
 )
@@ -220,7 +220,7 @@ def _png_header(width: int, height: int) -> bytes:
 
 
 def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path):
-    from tritonrepo.clients.captions import MAX_PIXELS
+    from tritonrepo.services.captions import MAX_PIXELS
     from tritonrepo.ensembles.video_io import VideoError
 
     assert MAX_PIXELS == 50_000_000

@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 
-from tritonrepo.clients._grpc import chunks, encode_texts, translate
+from tritonrepo.clients.grpc_core import chunks, encode_texts, translate
 from tritonrepo.errors import (
     InvalidInputError, ModelNotFoundError, ServerOverloadedError, ServerUnavailableError,
 )

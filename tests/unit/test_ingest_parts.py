@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tritonrepo.clients.ingest import AdaptiveLimit, chunk_spans, read_manifest
-from tritonrepo.clients.metrics import follow_trace
-from tritonrepo.clients.store import DEAD, DONE, PENDING, Asset, Outcome, SqliteStore
+from tritonrepo.services.ingest import AdaptiveLimit, chunk_spans, read_manifest
+from tritonrepo.services.metrics import follow_trace
+from tritonrepo.services.store import DEAD, DONE, PENDING, Asset, Outcome, SqliteStore
 from tritonrepo.errors import InvalidInputError
 
 

@@ -15,10 +15,10 @@ from http_origin import Origin, serve
 from typer.testing import CliRunner
 
 from tritonrepo.cli import app
-from tritonrepo.clients.fetch import FetchError, address_kind, confine, fetch_url, local_path, redact
-from tritonrepo.clients.ingest import IngestConfig, JsonFormatter, Processor, Task, read_manifest
-from tritonrepo.clients.metrics import IngestMetrics
-from tritonrepo.clients.store import Asset, SqliteStore
+from tritonrepo.services.fetch import FetchError, address_kind, confine, fetch_url, local_path, redact
+from tritonrepo.services.ingest import IngestConfig, JsonFormatter, Processor, Task, read_manifest
+from tritonrepo.services.metrics import IngestMetrics
+from tritonrepo.services.store import Asset, SqliteStore
 from tritonrepo.ingest_cli import ingest_run
 
 SECRET = "X-Amz-Signature=s3cr3t"
@@ -264,7 +264,7 @@ def test_signed_urls_reach_neither_ids_nor_logs_nor_dead_letters(tmp_path):
     assets = list(read_manifest(tmp_path / "m.jsonl"))
     assert len({a.id for a in assets}) == 2 and all(a.id.startswith("https://127.0.0.1:1/v.mp4?…#") for a in assets)
     store.add(assets)
-    logger, handler = logging.getLogger("tritonrepo.clients"), _Lines()
+    logger, handler = logging.getLogger("tritonrepo.services"), _Lines()
     level, logger.level = logger.level, logging.INFO
     logger.addHandler(handler)
     try:

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from tritonrepo.clients.search import (
+from tritonrepo.services.search import (
     RANK_PRIOR, RERANK_MAX_WORDS, BM25Retriever, DenseRetriever, Hit, HnswParams, HybridRetriever, SearchPipeline,
     reranks, rrf, weighted, with_rank_prior,
 )

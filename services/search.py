@@ -20,11 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Hit:
-    doc: int  # position of the document in the indexed corpus (or of the passage in a rerank call)
-    score: float
+from tritonrepo.clients.rerank import Hit
 
 
 class Retriever(Protocol):

@@ -7,16 +7,16 @@ Manifest: JSON lines, one asset each: ``{"id": "a1", "kind": "text", "uri": "doc
 "https://.../v3.mp4"}`` or ``{"id": "p2", "kind": "image", "uri": "photos/p2.jpg"}`` (``uri``: a local path,
 ``file://`` or ``http(s)://``; ``trace_id`` optional). Local paths are read only inside the manifest's folder and
 the other ``roots`` (``--allow-root``), URLs only from public addresses or ``allow_hosts``, within a deadline and the
-kind's size limit (``clients.fetch``); anything else is dead-lettered with the rule it broke. URLs appear in logs,
+kind's size limit (``services.fetch``); anything else is dead-lettered with the rule it broke. URLs appear in logs,
 errors and dead letters without their query (signed URLs carry credentials there).
 
 Tasks: text -> chunks of sentences -> embeddings (``sbert_int8``) and entities (``ner_int8``); video -> shots
-(``video_shots``); with a caption provider (``IngestConfig.captions``, ``clients.captions``): video -> the middle frame
+(``video_shots``); with a caption provider (``IngestConfig.captions``, ``services.captions``): video -> the middle frame
 of each shot -> a caption from an external multimodal model -> its embedding, and image -> caption -> embedding.
 Near-identical keyframes (perceptual hash) are captioned once; each caption is cached under its JPEG's hash,
 provider, model and prompt version as soon as it is paid for, so neither a rerun nor a crash pays twice.
 
-Every result is stored under its content hash and the model's name and version (``clients.store``): the same bytes
+Every result is stored under its content hash and the model's name and version (``services.store``): the same bytes
 are computed once, across assets and runs, and a rerun after a crash or SIGKILL redoes only what was not recorded.
 Requests that were in flight when the process died hit Triton's response cache when sent again (models with
 ``response_cache`` in their spec), so the server does not compute them twice either.
@@ -47,21 +47,21 @@ import numpy as np
 import tritonclient.grpc.aio as aiogrpc
 from tritonclient.utils import InferenceServerException
 
+from tritonrepo.clients.embedding import AsyncEmbeddingClient
+from tritonrepo.clients.grpc_core import RetryPolicy, channel_args, translate
+from tritonrepo.clients.ner import AsyncNerClient
+from tritonrepo.clients.video import MAX_REQUEST_BYTES, AsyncShotClient, ShotClient
 from tritonrepo.errors import (
     ClientError, InvalidInputError, ModelNotFoundError, ServerOverloadedError, StubRestartError,
 )
 
-from ._grpc import RetryPolicy, channel_args, translate
 from .captions import (
     Caption, CaptionAuthError, CaptionConfig, CaptionError, Captioner, PhashIndex, jpeg, keyframes, load_image,
     middle_frames, phash,
 )
-from .embedding import AsyncEmbeddingClient
 from .fetch import FetchError, confine, fetch_url, local_path, redact
 from .metrics import IngestMetrics
-from .ner import AsyncNerClient
 from .store import Asset, Outcome, SqliteStore, Store
-from .video import MAX_REQUEST_BYTES, AsyncShotClient, ShotClient
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ class ResultCache:
 
 class Fetcher:
     """An asset's bytes (or, for a local video over the request limit, its path) and their SHA-256: inline text,
-    URLs (retried on transient failures, ``clients.fetch``) and local files inside the allowed roots, each within
+    URLs (retried on transient failures, ``services.fetch``) and local files inside the allowed roots, each within
     its kind's size limit."""
 
     def __init__(self, config: IngestConfig, metrics: IngestMetrics):

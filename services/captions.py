@@ -34,9 +34,9 @@ from typing import Protocol
 
 import numpy as np
 
+from tritonrepo.clients.grpc_core import RetryPolicy
 from tritonrepo.errors import ClientError, InvalidInputError
 
-from ._grpc import RetryPolicy
 from .fetch import redact
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class CaptionConfig:
     def unit_price(self) -> Price:
         price = self.price or PRICES.get((self.provider, self.model))
         if price is None:
-            raise InvalidInputError(f"no price for {self.provider}/{self.model}: add it to clients.captions.PRICES "
+            raise InvalidInputError(f"no price for {self.provider}/{self.model}: add it to services.captions.PRICES "
                                     f"or give CaptionConfig(price=Price(...))")
         return price
 
