@@ -43,15 +43,12 @@ class Family:
         config = self.config()
         if not given and out is None:
             return config
-        def flags(names):
-            return ", ".join(f"--{name.replace('_', '-')}" for name in names)
-
         if not hasattr(config, "training"):
-            raise TritonRepoError(f"{self.name} trains no model: {flags([*given, *(['out'] if out else [])])} "
+            raise TritonRepoError(f"{self.name} trains no model: {_flags([*given, *(['out'] if out else [])])} "
                                   "do not apply")
         unknown = [name for name in given if name not in {f.name for f in fields(config.training)}]
         if unknown:
-            raise TritonRepoError(f"{self.name}'s training has no {flags(unknown)}")
+            raise TritonRepoError(f"{self.name}'s training has no {_flags(unknown)}")
         trained = replace(config.training, **given)
         if out is None:
             return replace(config, training=trained)
@@ -62,3 +59,8 @@ class Family:
 
     def install(self, repository: Path, config=None) -> list[Path]:
         return self.installer(repository, (config or self.config()).out_dir)
+
+
+def _flags(names) -> str:
+    """Option names as the command line spells them."""
+    return ", ".join(f"--{name.replace('_', '-')}" for name in names)

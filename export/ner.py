@@ -136,7 +136,6 @@ def install(repository: Path, artifacts: Path = NER_ARTIFACTS / "export") -> lis
         ("ner_tokenizer", "tokenizer.json"), ("ner_decoder", "labels.json")), "NER")
 
 
-
 FAMILY = Family(
     name="ner", order=2, recipe=NerExport, exporter=export, installer=install, serves=("ner", "ner_int8"),
     plans={f"ner{suffix}": SweepPlan(swept=f"ner_encoder{suffix}", entry=f"ner{suffix}", input_tensor="QUERY",
