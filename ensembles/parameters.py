@@ -31,8 +31,12 @@ class Parameters:
 
     @classmethod
     def from_config(cls, config: dict):
-        """The parameters of a model config as the Python backend hands it over (``args["model_config"]``, parsed)."""
-        return cls.parse({k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()})
+        """The parameters of a model config as the Python backend hands it over (``args["model_config"]``, parsed);
+        a ValueError names the model, and failing ``initialize`` with it fails the load with that message."""
+        try:
+            return cls.parse({k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()})
+        except ValueError as e:
+            raise ValueError(f"{config.get('name', 'model')}: {e}") from None
 
     @classmethod
     def of(cls, **values) -> tuple[tuple[str, str], ...]:

@@ -28,10 +28,7 @@ def _error(message, invalid=True):
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        try:
-            params = VideoDecodeParameters.from_config(config)
-        except ValueError as e:
-            raise pb_utils.TritonModelException(f"video_decode: {e}") from None
+        params = VideoDecodeParameters.from_config(config)
         self.dali_codecs = set(params.dali_codecs)
         self.threads = params.decode_threads
         self.limits = params

@@ -95,10 +95,7 @@ class _Stream:
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        try:
-            params = ShotParameters.from_config(config)
-        except ValueError as e:
-            raise pb_utils.TritonModelException(f"{config['name']}: {e}") from None
+        params = ShotParameters.from_config(config)
         self.shot_model = params.shot_model
         self.window_batch = max(1, params.window_batch)
         self.model_codecs = set(params.decode_model_codecs)

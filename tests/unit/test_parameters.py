@@ -8,7 +8,8 @@ import pytest
 from google.protobuf import json_format
 
 from tritonrepo import models, render
-from tritonrepo.ensembles.parameters import BY_MODULE, Parameters, ShotParameters, TokenizerParameters
+from tritonrepo.ensembles.parameters import (BY_MODULE, DecoderParameters, Parameters, ShotParameters,
+                                            TokenizerParameters, VideoDecodeParameters)
 from tritonrepo.errors import SpecError
 from tritonrepo.specs import Backend, ModelSpec
 from tritonrepo.stub_watch import RESTARTS_PARAMETER
@@ -62,3 +63,11 @@ def test_the_stub_watchs_reload_counter_is_a_parameter_every_model_accepts():
     assert RESTARTS_PARAMETER in {f.name for f in dataclasses.fields(Parameters)}
     for declared in BY_MODULE.values():
         assert declared.parse({RESTARTS_PARAMETER: "3"}).stub_restarts == 3
+
+
+def test_a_model_refuses_a_config_it_cannot_read_and_names_itself():
+    config = {"name": "video_decode", "parameters": {"max_frames": {"string_value": "0"}}}
+    with pytest.raises(ValueError, match=r"^video_decode: parameter max_frames=0: a positive number is needed"):
+        VideoDecodeParameters.from_config(config)
+    with pytest.raises(ValueError, match=r"^ner_decoder: unknown parameters \['max_token'\]"):
+        DecoderParameters.from_config({"name": "ner_decoder", "parameters": {"max_token": {"string_value": "8"}}})
