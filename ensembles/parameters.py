@@ -72,7 +72,9 @@ def _write(value) -> str:
         return "true" if value else "false"
     if isinstance(value, tuple):
         return ",".join(value)
-    return format(value, "g") if isinstance(value, float) else str(value)
+    if isinstance(value, float):  # exact, without a trailing ".0" on whole numbers
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -83,13 +83,13 @@ def _encoder_deployments(name: str, precision: str, inputs: tuple[Tensor, ...], 
     """``tokens``: (typical, max) sequence length, the TensorRT profile's opt and max."""
     filename = f"model.{precision}.onnx"
     # int8 (MatMulNBits) rows are batch-invariant only at an even [rows x width]: ensembles/onnx_encoder.py
-    even = 2 if precision == "int8" else 1
+    multiple = 2 if precision == "int8" else 1
     deployments = {
         # Two single-threaded instances beat one with two threads on 2 cores (README, "Performance").
         "cpu": Deployment(
             backend=Backend.PYTHON, kind=Kind.CPU, count=2, model_filename=filename,
             batching=Batching(max_batch_size=256, max_queue_delay_us=cpu_delay_us, max_queue_size=ENCODER_MAX_QUEUE),
-            parameters=EncoderParameters.of(intra_op_threads=1, sort_by_length=True, sequence_multiple=even),
+            parameters=EncoderParameters.of(intra_op_threads=1, sort_by_length=True, sequence_multiple=multiple),
             ragged_batching=True,
             response_cache=response_cache,
         ),
@@ -102,7 +102,7 @@ def _encoder_deployments(name: str, precision: str, inputs: tuple[Tensor, ...], 
             # release: tests/server/test_deployment.py). GPU serving uses the fp32 graph with TensorRT FP16.
             deployments[target] = dataclasses.replace(  # 2 instances: the bounded queue needs them
                 deployments["cpu"],
-                parameters=EncoderParameters.of(intra_op_threads=2, sort_by_length=True, sequence_multiple=even),
+                parameters=EncoderParameters.of(intra_op_threads=2, sort_by_length=True, sequence_multiple=multiple),
                 batching=Batching(max_batch_size=max(start.max_batch, request_batch), max_queue_delay_us=1000,
                                   max_queue_size=ENCODER_MAX_QUEUE))
         else:  # the validated fp32 graph, run by TensorRT FP16 through ONNX Runtime: loads on any NVIDIA GPU, from

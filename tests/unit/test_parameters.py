@@ -8,8 +8,8 @@ import pytest
 from google.protobuf import json_format
 
 from tritonrepo import models, render
-from tritonrepo.ensembles.parameters import (BY_MODULE, DecoderParameters, Parameters, ShotParameters,
-                                            TokenizerParameters, VideoDecodeParameters)
+from tritonrepo.ensembles.parameters import (BY_MODULE, DecoderParameters, EncoderParameters, Parameters,
+                                            ShotParameters, TokenizerParameters, VideoDecodeParameters)
 from tritonrepo.errors import SpecError
 from tritonrepo.specs import Backend, ModelSpec
 from tritonrepo.stub_watch import RESTARTS_PARAMETER
@@ -55,6 +55,8 @@ def test_a_spec_sets_only_declared_parameters():
                                                                             ("pad_to_multiple_of", "8"))
     assert ShotParameters.of(dali_codecs=("vp8", "vp9"), max_seconds=0.5) == (("dali_codecs", "vp8,vp9"),
                                                                                ("max_seconds", "0.5"))
+    assert EncoderParameters.of(padding_tolerance=0.123456789, intra_op_threads=2) == (
+        ("padding_tolerance", "0.123456789"), ("intra_op_threads", "2"))  # exact: read back, the same value
     with pytest.raises(TypeError, match="max_lenght"):
         TokenizerParameters.of(max_lenght=128)
 
