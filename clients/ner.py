@@ -1,6 +1,6 @@
 """Named entities in search queries from the served NER ensemble (``ner`` fp32, ``ner_int8``).
 
-Wire format (tritonrepo.models): input ``QUERY`` BYTES [N, 1] (UTF-8); outputs ``ENTITIES`` BYTES [N, 1], one JSON
+Wire format (export/ner.py): input ``QUERY`` BYTES [N, 1] (UTF-8); outputs ``ENTITIES`` BYTES [N, 1], one JSON
 array per query of {"type", "score", "start", "end", "text"} (offsets in Unicode code points of the query as sent),
 and ``TRUNCATED`` BOOL [N, 1] (the query had more than 128 tokens: entities come from its start only).
 """
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 QUERY, ENTITIES, TRUNCATED = contracts.QUERY.name, contracts.ENTITIES.name, contracts.TRUNCATED.name
 STRATEGIES = ("simple", "first", "average", "max", "viterbi")  # ensembles/ner_decoder.py
-MAX_BATCH = 64  # the ensemble's max_batch_size (tritonrepo.models.NER_REQUEST_BATCH)
+MAX_BATCH = 64  # the ensemble's max_batch_size (export/ner.py NER_REQUEST_BATCH)
 
 
 @dataclass(frozen=True)

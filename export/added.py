@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -493,8 +494,7 @@ def install(model: AddedModel, repository: Path, out_dir: Path | None = None) ->
     """Configs from the spec, the ONNX Runtime Python model, the validated graph and reference requests; for the
     native TensorFlow backend also the SavedModel as model.savedmodel/ (what GPU targets load)."""
     from tritonrepo.repository import install_python_models
-
-    from tritonrepo.models import with_tuning
+    from tritonrepo.tuning import with_tuning
 
     out_dir = out_dir or ARTIFACTS / model.name
     placed = []
@@ -565,16 +565,14 @@ def test_{name}_serves_what_its_framework_model_computes(tmp_path):
 def add(name: str, source: Path, *, repository: Path = MODEL_REPOSITORY, tests_dir: Path | None = ROOT / "tests" /
         "server", inputs: tuple[Tensor, ...] = (), output_names: tuple[str, ...] = (), task: str = "",
         max_batch_size: int = 32, tf_native: bool = False, samples: Path | None = None, atol: float = 1e-4,
-        rtol: float = 1e-3, p95_bound_ms: float = 100.0, force: bool = False) -> dict:
+        rtol: float = 1e-3, p95_bound_ms: float = 100.0, force: bool = False, reserved: Collection[str] = ()) -> dict:
     """Scaffold the model ``name`` from ``source``: read its tensors, convert and validate it, then write its spec
-    file, configs, artifacts and (``tests_dir``) its server test. Returns what was written and the validation."""
-    from tritonrepo import models
-
+    file, configs, artifacts and (``tests_dir``) its server test. Returns what was written and the validation.
+    ``reserved``: names taken besides the repository's folders (the CLI gives the built-in models')."""
     source = Path(source).resolve()
     if added.path_of(name, repository).exists() and not force:
         raise AddError(f"'{name}' is already added ({added.path_of(name, repository)}); --force replaces it")
-    taken = {s.name for s in models.all_specs()} if repository.resolve() == MODEL_REPOSITORY.resolve() else set()
-    taken |= {p.parent.name for p in repository.glob("*/config.pbtxt")}
+    taken = set(reserved) | {p.parent.name for p in repository.glob("*/config.pbtxt")}
     if added.path_of(name, repository).exists():  # --force: its own folders are not a clash
         taken -= {s.name for s in added.load(name, repository).specs()}
     clash = sorted(taken & {name, f"{name}_model", f"{name}_tokenizer"})

@@ -1,6 +1,7 @@
-"""What a model family declares, at the end of its own module (``FAMILY`` in ``export/<name>.py``): how it is
-exported, validated and installed, what it serves, how it is swept, evaluated and profiled on a GPU. The registry
-(``families.py``) collects every module's declaration: adding a built-in family adds no line anywhere else."""
+"""What a model family declares, at the end of its own module (``FAMILY`` in ``export/<name>.py``): the specs of its
+models, how it is exported, validated and installed, what it serves, how it is swept, evaluated and profiled on a GPU.
+The registry (``families.py``) collects every module's declaration: adding a built-in family adds no line anywhere
+else."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from tritonrepo.errors import TritonRepoError
+from tritonrepo.specs import AnySpec
 from tritonrepo.tuning import SweepPlan
 
 
@@ -29,6 +31,7 @@ class Family:
     exporter: Callable  # (config, force=...) -> report: train if needed, export, validate; cached by fingerprint
     installer: Callable  # (repository, artifacts folder) -> installed paths
     serves: tuple[str, ...]  # the models clients call; a server loads them with what they need (with_dependencies)
+    specs: tuple[AnySpec, ...] = ()  # every model of the family, untuned (the registry applies perf/tuned/)
     plans: Mapping[str, SweepPlan] = field(default_factory=dict)  # sweep plans by name (`tritonrepo perf sweep`)
     evaluation: str | None = None  # the `tritonrepo eval` that scores what it serves (several families may share one)
     gpu_profile: GpuProfile | None = None

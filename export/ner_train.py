@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from tritonrepo.datasets import lowercased, query_shaped, read_conll
-from tritonrepo.models import NER_LABELS
 from tritonrepo.paths import ASSETS, CONLL_DIR, SBERT_WEIGHTS
 from tritonrepo.scoring import entity_f1
 
@@ -32,6 +31,7 @@ from .hf import Fit, recipe_fingerprint, start_training
 
 log = logging.getLogger(__name__)
 
+NER_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")  # IOB2
 LABELS = NER_LABELS
 NER_ARTIFACTS = ASSETS / "artifacts" / "ner"
 TRAIN_VERSION = 1  # bump when the recipe changes: cached models are retrained

@@ -18,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonrepo import models
+from tritonrepo.contracts import PASSAGE, QUERY, SCORE
+from tritonrepo.specs import AnySpec, EnsembleSpec, Step, Tensor
+from tritonrepo.text_specs import (ATTENTION_MASK, INPUT_IDS, PRECISIONS, GpuStart, encoder_spec, gpu_starts,
+                                   suffixed, tokenizer_spec)
 from tritonrepo.datasets import headline_retrieval
 from tritonrepo.tuning import UNTUNED, SweepPlan, grid
 from tritonrepo.validate import Checks
@@ -26,12 +29,51 @@ from tritonrepo.validate import Checks
 from .artifacts import install as install_artifacts
 from .family import Family, GpuProfile
 from .hf import export_trained, logits_to_onnx
-from .rerank_train import RERANK_ARTIFACTS, RerankTraining, candidates, rerank_eval, torch_scores, train
+from .rerank_train import (RERANK_ARTIFACTS, RERANK_MAX_QUERY_TOKENS, RERANK_MAX_TOKENS, RerankTraining, candidates,
+                           rerank_eval, torch_scores, train)
 
 log = logging.getLogger(__name__)
 
+# ---- the served models: pair tokenizer -> cross-encoder (fp32, int8) behind one ensemble per precision -----------
+TOKEN_TYPE_IDS = Tensor(name="token_type_ids", dtype="INT64", dims=(-1,))
+RERANK_SCORE = Tensor(name="score", dtype="FP32", dims=(1,))  # the relevance logit
+RERANK_REQUEST_BATCH = 64  # (query, passage) pairs per request; clients split larger calls
+# Pairs are long (~256 tokens): smaller batches and a longer queue delay than the query models.
+_GPU_TUNING = gpu_starts(
+    t4=GpuStart(64, (16, 32), 2000, tokenizer_instances=4),
+    a10g=GpuStart(64, (16, 32, 64), 1000, tokenizer_instances=4),
+    a100=GpuStart(128, (32, 64, 128), 1000, tokenizer_instances=8),
+    h100=GpuStart(128, (32, 64, 128), 500, tokenizer_instances=8))
+_TOKENS = (INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS)
+
+
+def _ensemble(precision: str) -> EnsembleSpec:
+    tokens = {t.name: t.name for t in _TOKENS}
+    return EnsembleSpec(
+        name=suffixed("rerank", precision),
+        description=f"(query, passage) UTF-8 pairs -> relevance scores, higher is more relevant ({precision})",
+        inputs=(QUERY, PASSAGE), outputs=(SCORE,), max_batch_size=RERANK_REQUEST_BATCH, response_cache=True,
+        steps=(
+            Step(model="rerank_tokenizer", input_map={"QUERY": "QUERY", "PASSAGE": "PASSAGE"}, output_map=tokens),
+            Step(model=suffixed("rerank_encoder", precision), input_map=tokens, output_map={"score": "SCORE"}),
+        ),
+    )
+
+
+SPECS: tuple[AnySpec, ...] = (
+    tokenizer_spec("rerank_tokenizer", RERANK_MAX_TOKENS, _TOKENS, _GPU_TUNING, "(query, passage) UTF-8 pairs -> "
+                   "[CLS] query [SEP] passage [SEP] ids, mask, token types (query <= 64 tokens)",
+                   inputs=(QUERY, PASSAGE), max_query_tokens=RERANK_MAX_QUERY_TOKENS),
+    *(spec for precision in PRECISIONS for spec in (
+        encoder_spec("rerank", precision, "cross-encoder (MiniLM, Reuters headline -> article) -> relevance logit",
+                     _TOKENS, (RERANK_SCORE,), (RERANK_MAX_TOKENS, RERANK_MAX_TOKENS), _GPU_TUNING,
+                     RERANK_REQUEST_BATCH),
+        _ensemble(precision))),
+)
+
+
 EXPORT_VERSION = 1  # bump when the export recipe changes: cached artifacts are rebuilt
-INPUTS = (models.INPUT_IDS.name, models.ATTENTION_MASK.name, models.TOKEN_TYPE_IDS.name)
+INPUTS = tuple(t.name for t in _TOKENS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,7 +100,7 @@ def export_onnx(model_dir: Path, path: Path, opset: int = 17) -> None:
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), attn_implementation="eager").eval()
-    logits_to_onnx(model, path, INPUTS, models.RERANK_SCORE.name, {0: "batch"}, opset)
+    logits_to_onnx(model, path, INPUTS, RERANK_SCORE.name, {0: "batch"}, opset)
 
 
 def onnx_scores(path: Path, threads: int = 0):
@@ -70,7 +112,7 @@ def onnx_scores(path: Path, threads: int = 0):
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def run(ids, mask, types):
-        return session.run([models.RERANK_SCORE.name], dict(zip(INPUTS, (ids, mask, types))))[0][:, 0]
+        return session.run([RERANK_SCORE.name], dict(zip(INPUTS, (ids, mask, types))))[0][:, 0]
     return run
 
 
@@ -130,7 +172,8 @@ def install(repository: Path, artifacts: Path = RERANK_ARTIFACTS / "export") -> 
 
 
 FAMILY = Family(
-    name="rerank", order=3, recipe=RerankExport, exporter=export, installer=install, serves=("rerank", "rerank_int8"),
+    name="rerank", order=3, specs=SPECS, recipe=RerankExport, exporter=export, installer=install,
+    serves=("rerank", "rerank_int8"),
     # one real (headline, article) pair per request, as hybrid search sends its candidates (64 pairs at most per
     # request; the dynamic batcher packs the pairs of concurrent searches): throughput is pairs/s
     plans={f"rerank{suffix}": SweepPlan(swept=f"rerank_encoder{suffix}", entry=f"rerank{suffix}",

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonrepo import models
 from tritonrepo.datasets import KnownItems, headline_retrieval
 from tritonrepo.paths import ASSETS, CONLL_DIR, SBERT_WEIGHTS, require
 from tritonrepo.scoring import ndcg
@@ -36,6 +35,8 @@ from .hf import Fit, recipe_fingerprint, start_training
 log = logging.getLogger(__name__)
 
 RERANK_ARTIFACTS = ASSETS / "artifacts" / "rerank"
+RERANK_MAX_TOKENS = 256  # [CLS] query [SEP] passage [SEP]
+RERANK_MAX_QUERY_TOKENS = 64  # longer queries are cut; the passage gets the rest
 TRAIN_VERSION = 1  # bump when the recipe changes: cached models are retrained
 
 ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # ids, mask, types -> scores [rows]
@@ -53,8 +54,8 @@ class RerankTraining:
     lr: float = 7e-5
     warmup: float = 0.1
     weight_decay: float = 0.01
-    max_length: int = models.RERANK_MAX_TOKENS
-    max_query_tokens: int = models.RERANK_MAX_QUERY_TOKENS
+    max_length: int = RERANK_MAX_TOKENS
+    max_query_tokens: int = RERANK_MAX_QUERY_TOKENS
     rerank_depth: int = 20  # evaluation: BM25 candidates reranked per valid query
     seed: int = 13
     checkpoint_every: int = 50
@@ -76,7 +77,7 @@ def pair_tokenizer(model_dir: Path):
 
 
 def score_pairs(score_fn: ScoreFn, model_dir: Path, queries: list[str], passages: list[str], *,
-                max_length: int = models.RERANK_MAX_TOKENS, max_query_tokens: int = models.RERANK_MAX_QUERY_TOKENS,
+                max_length: int = RERANK_MAX_TOKENS, max_query_tokens: int = RERANK_MAX_QUERY_TOKENS,
                 batch_size: int = 32) -> np.ndarray:
     """Scores of (query, passage) pairs encoded as the server encodes them."""
     from tritonrepo.ensembles.pair_encoding import encode_pairs

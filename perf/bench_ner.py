@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from tritonrepo.datasets import short_queries
-from tritonrepo.models import NER_AGGREGATION
+from tritonrepo.export.families import with_dependencies
+from tritonrepo.export.ner import NER_AGGREGATION
 from tritonrepo.server import served
 
 from . import perf_analyzer
@@ -138,7 +139,7 @@ def run(*, queries: int = 1000, concurrencies=(1, 8, 32), models=("ner", "ner_in
     def add(key: str, value: float) -> None:
         samples.setdefault(key, []).append(value)
 
-    with served(url, list(models)) as url:
+    with served(url, with_dependencies(models)) as url:
         client = grpcclient.InferenceServerClient(url)
         with tempfile.TemporaryDirectory() as tmp:
             data = perf_analyzer.write_input_data(Path(tmp) / "queries.json", "QUERY", texts)

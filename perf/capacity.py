@@ -28,7 +28,7 @@ import tritonclient.grpc as grpcclient
 
 from tritonrepo.errors import TritonRepoError
 from tritonrepo.paths import MODEL_REPOSITORY
-from tritonrepo.repository import with_dependencies
+from tritonrepo.export.families import with_dependencies
 from tritonrepo.server import TritonServer
 from tritonrepo.tuning import Variant
 
@@ -230,7 +230,7 @@ def _measure(parts, capacity_here, planned_here, target, repository, repeats, me
     with tempfile.TemporaryDirectory() as tmp:
         data = {p.model: sweep.write_inputs(p.plan, Path(tmp) / f"{p.model}.json", repository=repository)
                 for p in parts}
-        needed = sorted(with_dependencies([p.plan.entry for p in parts], repository))
+        needed = with_dependencies([p.plan.entry for p in parts], repository)
         with TritonServer(repository, model_config_name=target, explicit_models=needed) as server:
             with grpcclient.InferenceServerClient(server.grpc_url) as client:
                 for p in parts:

@@ -56,7 +56,7 @@ def plan(name: str, inputs: Path, gpu: bool = True, gpu_instances: bool = True):
     """The CPU sweep's plan for ``name`` with the encoder on PyTorch fp16 on the GPU, and a GPU grid (``gpu=False``:
     fp32 on the CPU, a rehearsal of the pack here; ``gpu_instances=False``: KIND_CPU instances that put the model on
     cuda:0 themselves, should this Python backend refuse KIND_GPU)."""
-    from tritonrepo import models
+    from tritonrepo.export.families import spec as served_spec
     from tritonrepo.ensembles.parameters import TorchEncoderParameters
     from tritonrepo.specs import Backend, Deployment, Kind
     from tritonrepo.tuning import Variant
@@ -64,7 +64,7 @@ def plan(name: str, inputs: Path, gpu: bool = True, gpu_instances: bool = True):
     from tritonrepo.perf import sweep
 
     cpu = sweep.PLANS[name]
-    spec = models.spec(cpu.swept)
+    spec = served_spec(cpu.swept)
     base = spec.deployment(TARGET)  # the GPU target's instance count and batching
     parameters = TorchEncoderParameters.of(
         torch_device="" if gpu_instances or not gpu else "cuda:0", torch_head=PROFILED[name].head,
@@ -84,7 +84,8 @@ def pack(out: Path = PACK) -> Path:
     versions the stub or client cannot use (NumPy 1.x for the Python backend stub), the repository subset with
     config.json checkpoints, and the real inputs."""
     from tritonrepo.paths import MODEL_REPOSITORY, TOOLS
-    from tritonrepo.repository import install_python_module, with_dependencies
+    from tritonrepo.export.families import with_dependencies
+    from tritonrepo.repository import install_python_module
 
     from tritonrepo.perf import sweep
     from tritonrepo.perf.provenance import provenance

@@ -16,7 +16,8 @@ import random
 
 import numpy as np
 
-from tritonrepo import models
+from tritonrepo.export.families import spec
+from tritonrepo.export.transnetv2 import TRANSNET_PROBS, TRANSNET_WINDOW
 from tritonrepo.clients import AsyncEmbeddingClient, AsyncNerClient, AsyncRerankClient
 from tritonrepo.datasets import conll_sentences, short_queries
 from tritonrepo.paths import TRANSNET_DIR, VIDEO_DIR
@@ -66,11 +67,11 @@ class _WindowClient:
     async def probs(self, window: np.ndarray) -> np.ndarray:
         import tritonclient.grpc.aio as aio
 
-        frames = aio.InferInput(models.TRANSNET_WINDOW.name, [1, *window.shape], "UINT8")
+        frames = aio.InferInput(TRANSNET_WINDOW.name, [1, *window.shape], "UINT8")
         frames.set_data_from_numpy(window[None])
         async with self.slots:
             result = await self.client.infer(self.model, [frames])
-        return result.as_numpy(models.TRANSNET_PROBS.name)[0]
+        return result.as_numpy(TRANSNET_PROBS.name)[0]
 
 
 def _asker(model: str, url: str, concurrency: int):
@@ -100,7 +101,7 @@ def _batching(url: str, model: str) -> tuple[int, int]:
     """(inferences, executions) so far of the ensemble's encoder step."""
     import tritonclient.grpc as grpcclient
 
-    encoder = model if model in VIDEO_MODELS else next(s.model for s in models.spec(model).steps
+    encoder = model if model in VIDEO_MODELS else next(s.model for s in spec(model).steps
                                                        if "_encoder" in s.model)
     stats = grpcclient.InferenceServerClient(url).get_inference_statistics(encoder, as_json=True)["model_stats"][0]
     return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))

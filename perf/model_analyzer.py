@@ -24,7 +24,8 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from tritonrepo import models, render
+from tritonrepo import render
+from tritonrepo.export.families import spec as served_spec
 from tritonrepo.errors import TritonRepoError
 from tritonrepo.paths import MODEL_REPOSITORY, ROOT, TOOLS, TritonTools, perf_analyzer
 
@@ -72,7 +73,7 @@ def _repository(plan: sweep.SweepPlan, target: str, folder: Path) -> Path:
     if plan.swept != plan.entry:
         raise TritonRepoError(f"Model Analyzer's default search profiles one model; {plan.entry} is an ensemble "
                               f"(compare on a plan whose entry is the swept model)")
-    spec = models.spec(plan.swept)
+    spec = served_spec(plan.swept)
     untuned = dataclasses.replace(
         spec, deployments=spec.deployments | {target: sweep.UNTUNED.apply(spec.deployment(target))})
     shutil.copytree(MODEL_REPOSITORY / plan.swept / "1", folder / plan.swept / "1",

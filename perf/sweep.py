@@ -20,12 +20,12 @@ import tritonclient.grpc as grpcclient
 from google.protobuf import json_format
 from tritonclient.utils import InferenceServerException
 
-from tritonrepo import added, models, render
+from tritonrepo import added, render
 from tritonrepo.datasets import conll_sentences, headline_retrieval, short_queries
 from tritonrepo.errors import TritonRepoError
-from tritonrepo.export.families import sweep_plans
+from tritonrepo.export.families import spec, sweep_plans, with_dependencies
+from tritonrepo.export.sbert import SBERT_MAX_TOKENS
 from tritonrepo.paths import MODEL_REPOSITORY, ROOT, VIDEO_DIR
-from tritonrepo.repository import with_dependencies
 from tritonrepo.server import TritonServer
 from tritonrepo.specs import ModelSpec
 from tritonrepo.tuning import UNTUNED, SweepPlan, Variant, grid
@@ -80,9 +80,9 @@ def write_inputs(plan: SweepPlan, path: Path, limit: int = 2000, repository: Pat
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_file(str(repository / "sbert_tokenizer" / "1" / "tokenizer.json"))
-        tokenizer.enable_truncation(models.SBERT_MAX_TOKENS)
+        tokenizer.enable_truncation(SBERT_MAX_TOKENS)
         tokenizer.no_padding()
-        pad = int(dict(models.spec("sbert_tokenizer").deployment("cpu").parameters)["pad_to_multiple_of"])
+        pad = int(dict(spec("sbert_tokenizer").deployment("cpu").parameters)["pad_to_multiple_of"])
         rows = []
         for e in tokenizer.encode_batch(conll_sentences("test")[:limit]):  # each request alone: its length, rounded up
             fill = [0] * (-len(e.ids) % pad)
@@ -99,10 +99,11 @@ def write_inputs(plan: SweepPlan, path: Path, limit: int = 2000, repository: Pat
 
 def variant_config(plan: SweepPlan, variant: Variant, target: str, repository: Path = MODEL_REPOSITORY) -> str:
     """The swept model's config for this variant, as the JSON the repository load API takes."""
-    spec = plan.spec or added.spec_of(plan.swept, repository) or models.spec(plan.swept)
-    if not isinstance(spec, ModelSpec):
+    swept = plan.spec or spec(plan.swept, repository)
+    if not isinstance(swept, ModelSpec):
         raise TritonRepoError(f"{plan.swept} is an ensemble; sweep one of its steps")
-    varied = dataclasses.replace(spec, deployments=spec.deployments | {target: variant.apply(spec.deployment(target))})
+    varied = dataclasses.replace(swept, deployments=swept.deployments | {
+        target: variant.apply(swept.deployment(target))})
     return json_format.MessageToJson(render.model_config(varied, target), preserving_proto_field_name=True)
 
 
@@ -228,7 +229,7 @@ def run(name: str, *, target: str = "cpu", plan: SweepPlan | None = None, reposi
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         data = write_inputs(plan, Path(tmp) / "inputs.json", repository=repository)
-        needed = sorted(with_dependencies([plan.entry], repository))  # not the rest of the repository
+        needed = with_dependencies([plan.entry], repository)  # not the rest of the repository
         with TritonServer(repository, model_config_name=target, explicit_models=needed) as server:
             client = grpcclient.InferenceServerClient(server.grpc_url)
             for variant in plan.variants:  # closed loop (kept from the profile when only its rates are measured)

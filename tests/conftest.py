@@ -9,9 +9,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from tritonrepo import models, render
+from tritonrepo.export import families
 from tritonrepo.paths import IMAGE_PYTHON
-from tritonrepo.repository import install_python_models
 from tritonrepo.server import TritonServer
 
 
@@ -99,19 +98,10 @@ def transnet_artifacts():
 
 @pytest.fixture(scope="session")
 def model_repository(tmp_path_factory, sbert_artifacts, ner_export, rerank_export, transnet_artifacts):
-    """A complete repository in a temporary folder: rendered configs, Python models, validated artifacts."""
-    from tritonrepo.export import added, ner, rerank, sbert, transnetv2
-
+    """A complete repository in a temporary folder, built as `tritonrepo build` builds one from every family of the
+    registry (rendered configs, Python models, validated artifacts), with the brief NER and reranker recipes."""
     repo = tmp_path_factory.mktemp("model_repository")
-    render.write(repo, models.all_specs())
-    install_python_models(repo)
-    sbert.install(repo, sbert_artifacts)
-    ner.install(repo, ner_export.out_dir)
-    rerank.install(repo, rerank_export.out_dir)
-    transnetv2.install(repo, transnet_artifacts)
-    added.install_all(repo)  # models of `tritonrepo add` in model_repository/, from their sources
-    for spec in models.all_specs():
-        (repo / spec.name / "1").mkdir(parents=True, exist_ok=True)
+    families.build(repo, configs={"ner": ner_export, "rerank": rerank_export})
     return repo
 
 

@@ -4,7 +4,8 @@ request, and compare served outputs with the framework model's wherever a refere
 Lint reads the config files themselves (hand edits and imported models included), per target:
 batching (max_batch_size vs dynamic batching and preferred sizes), instance groups (GPU kinds on the CPU target,
 TensorRT plans on CPU), the one-instance bounded queue that stalls (README, "Known limits"), and ensemble wiring
-(every step model, tensor, dtype and batch size). For the main repository it also reports drift from the specs.
+(every step model, tensor, dtype and batch size). For the main repository it also reports drift from the specs it
+is given (the CLI gives the registry's).
 For the checked target it adds what would keep the repository from loading in the serving images
 (``deployable``: missing files, backends, instance kinds, imports the images cannot satisfy).
 
@@ -17,6 +18,7 @@ only serve as ensemble steps or BLS callees are exercised through their callers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from . import deployable
+from .added import load_all
+from .contracts import SEGMENT, VIDEO
 from .deployable import Finding
 from .errors import ModelLoadError, RenderDriftError
 from .paths import MODEL_REPOSITORY, VIDEO_DIR
-from .specs import ONE_INSTANCE_QUEUE
+from .specs import ONE_INSTANCE_QUEUE, AnySpec, with_dependencies
 from .targets import TARGETS
 from .validate import REFERENCE, Checks, compare, load_reference
 
@@ -153,7 +157,8 @@ def _lint_ensemble(model: str, target: str, cfg, configs: dict, where: str) -> l
     return found
 
 
-def lint(repository: Path) -> list[Finding]:
+def lint(repository: Path, specs: Sequence[AnySpec] = ()) -> list[Finding]:
+    """Findings over the repository's configs; for the main repository, its drift from ``specs`` too."""
     configs, findings = _configs(repository)
     per_config = []
     for model, per_target in configs.items():
@@ -169,11 +174,11 @@ def lint(repository: Path) -> list[Finding]:
     for (level, model, message), names in targets.items():
         where = f"{model}/configs/{names[0]}.pbtxt" if len(names) == 1 else f"{model}/configs/{{{','.join(names)}}}"
         findings.append(Finding(level, model, where, message))
-    if repository.resolve() == MODEL_REPOSITORY.resolve():
-        from . import models, render
+    if specs and repository.resolve() == MODEL_REPOSITORY.resolve():
+        from . import render
 
         try:
-            render.check(repository, models.all_specs())
+            render.check(repository, list(specs))
         except RenderDriftError as e:
             findings.append(Finding("error", "*", "model_repository/", str(e)))
     return findings
@@ -187,9 +192,7 @@ def _dtype_name(config_type: str) -> str:
 def warmup_inputs(config: dict) -> dict[str, np.ndarray]:
     """One request made from a model's config: texts for strings, bikes.mp4 for encoded video bytes, ones or zeros
     otherwise; optional inputs left out."""
-    from . import models
-
-    videos = {models.VIDEO.name, models.SEGMENT.name}
+    videos = {VIDEO.name, SEGMENT.name}
     batch = (1,) if config.get("max_batch_size", 0) else ()
     feeds = {}
     for t in config["input"]:
@@ -240,32 +243,31 @@ def _replay(client, model: str, config: dict, path: Path) -> Served:
     return Served(model, "reference", not checks.failures, detail, checks.metrics)
 
 
-def _callers(configs: dict[str, dict]) -> dict[str, list[str]]:
+def _callers(configs: dict[str, dict], specs: list[AnySpec]) -> dict[str, list[str]]:
     """model -> the models that call it (ensemble steps from the configs, BLS calls from the specs)."""
-    from . import models
-
     callers: dict[str, list[str]] = {}
     for name, cfg in configs.items():
         for step in cfg.get("ensemble_scheduling", {}).get("step", []):
             callers.setdefault(step["model_name"], []).append(name)
-    for spec in models.all_specs():
+    for spec in specs:
         if spec.name in configs:
             for callee in getattr(spec, "calls", ()):
                 callers.setdefault(callee, []).append(spec.name)
     return callers
 
 
-def serve(repository: Path, *, target: str = "cpu", models: list[str] | None = None,
-          url: str | None = None) -> list[Served]:
-    """Load each model (or use the server at ``url``) and exercise it. ``models``: these and what they need."""
+def serve(repository: Path, *, target: str = "cpu", models: list[str] | None = None, url: str | None = None,
+          specs: Sequence[AnySpec] = ()) -> list[Served]:
+    """Load each model (or use the server at ``url``) and exercise it. ``models``: these and what they need.
+    ``specs``: the specs the repository was built from, beside its added models': what each model calls."""
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
-    from .repository import with_dependencies
     from .server import TritonServer
 
+    known = list({s.name: s for s in [*specs, *(s for m in load_all(repository) for s in m.specs())]}.values())
     every = [p.parent.name for p in repository.glob("*/config.pbtxt")]
-    names = sorted(with_dependencies(models, repository) if models else every)
+    names = with_dependencies(known, models) if models else sorted(every)
     server = None if url else TritonServer(repository, model_config_name=target, explicit_models=[]).start()
     client = grpcclient.InferenceServerClient(url or server.grpc_url)
     results, configs = [], {}
@@ -278,7 +280,7 @@ def serve(repository: Path, *, target: str = "cpu", models: list[str] | None = N
                 configs[name] = client.get_model_config(name, as_json=True)["config"]
             except InferenceServerException as e:
                 results.append(Served(name, "load failed", False, e.message()[:500]))
-        callers = _callers(configs)
+        callers = _callers(configs, known)
         for name, config in sorted(configs.items()):
             reference = repository / name / "1" / REFERENCE
             try:
@@ -303,14 +305,15 @@ def serve(repository: Path, *, target: str = "cpu", models: list[str] | None = N
 
 
 def run(repository: Path = MODEL_REPOSITORY, *, target: str = "cpu", models: list[str] | None = None,
-        url: str | None = None, serve_models: bool = True) -> Report:
-    findings = lint(repository) + deployable.check(repository, target)
+        url: str | None = None, serve_models: bool = True, specs: Sequence[AnySpec] = ()) -> Report:
+    """Lint, then serve and exercise. ``specs``: what the repository was built from (the registry's, the CLI's)."""
+    findings = lint(repository, specs) + deployable.check(repository, target)
     if models:
         findings = [f for f in findings if f.model in models or f.model == "*"]
     served = []
     if serve_models:
         try:
-            served = serve(repository, target=target, models=models, url=url)
+            served = serve(repository, target=target, models=models, url=url, specs=specs)
         except ModelLoadError as e:
             served = [Served(m, "load failed", False, why) for m, why in e.failed.items()]
     return Report(findings, served)

@@ -46,14 +46,14 @@ def doctor():
 def render(check: bool = typer.Option(False, "--check", help="Exit 1 if committed configs differ from the specs."),
            repository: Path = REPO_OPT):
     """Render every spec into config.pbtxt and configs/<target>.pbtxt."""
-    from . import models
     from . import render as r
+    from .export.families import all_specs
 
     if check:
-        r.check(repository, models.all_specs())
+        r.check(repository, all_specs(repository))
         typer.echo("model_repository/ configs match the specs")
     else:
-        changed = r.write(repository, models.all_specs())
+        changed = r.write(repository, all_specs(repository))
         typer.echo(f"{len(changed)} file(s) written" + "".join(f"\n  {c}" for c in changed))
 
 
@@ -147,8 +147,11 @@ def add(name: str = typer.Argument(..., help="The model's name in the repository
     (model_repository/NAME/model.yaml), configs for every target, artifacts and a server test. Then review the diff,
     run `tritonrepo check --model NAME` and `tritonrepo perf sweep NAME`."""
     from .export.added import add as add_model
+    from .export.families import FAMILIES
 
-    done = add_model(name, source, repository=repository, tests_dir=tests,
+    main = repository.resolve() == paths.MODEL_REPOSITORY.resolve()
+    built_in = [s.name for f in FAMILIES.values() for s in f.specs] if main else []
+    done = add_model(name, source, repository=repository, tests_dir=tests, reserved=built_in,
                      inputs=tuple(_parse_tensor(t) for t in input_), output_names=tuple(output), task=task,
                      max_batch_size=max_batch_size, tf_native=tf_native, samples=samples, atol=atol, rtol=rtol,
                      p95_bound_ms=p95_bound_ms, force=force)
@@ -173,8 +176,10 @@ def check(repository: Path = REPO_OPT,
     from rich.table import Table
 
     from . import check as checks
+    from .export.families import all_specs
 
-    report = checks.run(repository, target=target, models=model or None, url=url, serve_models=not lint_only)
+    report = checks.run(repository, target=target, models=model or None, url=url, serve_models=not lint_only,
+                        specs=all_specs(repository))
     console = _console()
     if report.findings:
         table = Table("level", "model", "file", "finding", title="config lint")

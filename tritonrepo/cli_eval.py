@@ -40,7 +40,7 @@ def evaluate(model: str = typer.Argument("ner", help="What to evaluate: ner, sho
     for option, value in (("--split", split), ("--shape-split", shape_split)):
         if value not in ("valid", "test"):
             raise typer.BadParameter(f"{value!r} is not a held-out CoNLL-2003 split: valid or test", param_hint=option)
-    from .export.families import FAMILIES
+    from .export.families import FAMILIES, with_dependencies
 
     loads: dict[str, tuple[str, ...]] = {}  # each evaluation's models: what its families serve
     for family in FAMILIES.values():
@@ -51,7 +51,7 @@ def evaluate(model: str = typer.Argument("ner", help="What to evaluate: ner, sho
     run = {"ner": lambda: _eval_ner(aggregation, split), "shots": lambda: _eval_shots(joins, same_source_cuts),
            "search": lambda: _eval_search(rerank_depth, shape_queries, shape_rerankers, shape_split,
                                             rank_priors)}[model]()
-    with served(url, list(loads[model])) as address:
+    with served(url, with_dependencies(loads[model])) as address:
         results = run(address)
     typer.echo(json.dumps(results, indent=2))
 

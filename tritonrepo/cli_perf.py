@@ -27,10 +27,11 @@ def perf_hnsw(url: Optional[str] = typer.Option(None, help="Use a running server
     from rich.table import Table
 
     from .perf import hnsw
+    from .export.families import with_dependencies
     from .server import served
 
     size_list = tuple(int(x) for x in sizes.split(",") if x.strip())
-    with served(url, ["sbert_int8"]) as address:  # the server is needed for the embeddings only
+    with served(url, with_dependencies(["sbert_int8"])) as address:  # the server is needed for the embeddings only
         _, vectors = hnsw.served_embeddings(address)
     result = hnsw.run(vectors, queries=queries, sizes=size_list)
     console = _console()
@@ -95,9 +96,10 @@ def perf_invariance(texts: int = typer.Option(200, help="Real texts: short queri
     mixed dynamic batches under load (answers changed, entity flips, largest score, embedding or probability
     difference); writes JSON."""
     from .perf import invariance
+    from .export.families import with_dependencies
     from .server import served
 
-    with served(url, list(invariance.MODELS)) as address:
+    with served(url, with_dependencies(invariance.MODELS)) as address:
         result = invariance.run(address, texts=texts, windows_count=windows, rounds=rounds, concurrency=concurrency,
                                 label=label, out=out)
     _console().print(invariance.table(result))
@@ -208,10 +210,11 @@ def perf_load(slo: Path = typer.Option(paths.ROOT / "perf" / "slos" / "example.y
     from rich.table import Table
 
     from .perf import load
+    from .export.families import with_dependencies
     from .server import served
 
     p95, mix = load.targets(slo)
-    with served(url, list(p95)) as address:
+    with served(url, with_dependencies(p95)) as address:
         result = load.run(address, p95_targets=p95, mix=mix, out_dir=out, users=users, duration_s=duration,
                           max_error_rate=max_error_rate)
     t = Table(title=f"locust: {users} users, {duration} s, mix {mix}")
@@ -312,9 +315,9 @@ def perf_import_model_analyzer(
 @perf_app.command("apply")
 def perf_apply(profiles: list[Path] = typer.Argument(..., help="Sweep profiles (perf/profiles/<hw>/<model>.json).")):
     """Write each profile's best variant to perf/tuned/<target>.json and re-render the configs through the specs."""
-    from . import models
     from . import render as r
     from . import tuning
+    from .export.families import all_specs
     from .perf import profile_file
 
     try:
@@ -323,7 +326,7 @@ def perf_apply(profiles: list[Path] = typer.Argument(..., help="Sweep profiles (
             written = tuning.record(profile, path)
             typer.echo(f"{profile['swept']}@{profile['target']}: {profile['best']['variant']} "
                        f"({profile['best']['infer_per_s']:.0f}/s at p95 {profile['best']['p95_ms']:.1f} ms) -> {written}")
-        changed = r.write(paths.MODEL_REPOSITORY, models.all_specs())
+        changed = r.write(paths.MODEL_REPOSITORY, all_specs())
     except (ValueError, KeyError) as e:
         raise TritonRepoError(str(e)) from e
     typer.echo(f"{len(changed)} config file(s) re-rendered" + "".join(f"\n  {c}" for c in changed))

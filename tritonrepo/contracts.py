@@ -1,4 +1,4 @@
-"""What clients send and receive: the tensors of every served entry model, declared once. The specs (models.py)
+"""What clients send and receive: the tensors of every served entry model, declared once. The specs (export/<family>.py)
 build the models from them and the thin clients (clients/) take their names and types from them; stdlib only, so
 a service that installs only the clients imports it too."""
 

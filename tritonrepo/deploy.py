@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import deployable, render
 from .errors import SpecError, ToolNotFoundError
-from .models import all_specs
+from .export.families import all_specs
 from .paths import MODEL_REPOSITORY, ROOT
 from .server import TritonServer, free_port
 from .specs import dependencies

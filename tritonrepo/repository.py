@@ -1,5 +1,5 @@
-"""The repository on disk: Python-backend code into version folders, and what a model needs loaded beside it.
-(`tritonrepo build`, which also exports and installs the artifacts, is ``export/families.py``.)"""
+"""The repository on disk: Python-backend code into version folders. (`tritonrepo build`, which also renders the
+configs and exports and installs the artifacts, and what a model needs loaded beside it, are ``export/families.py``.)"""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import ast
 import shutil
 from pathlib import Path
 
-from .models import all_specs
 from .specs import AnySpec, ModelSpec
 
 ENSEMBLES_SRC = Path(__file__).resolve().parents[1] / "ensembles"
@@ -40,26 +39,14 @@ def install_python_module(version: Path, module: str, filename: str = "model.py"
     return placed
 
 
-def install_python_models(repository: Path, specs: list[AnySpec] | None = None) -> list[Path]:
+def install_python_models(repository: Path, specs: list[AnySpec]) -> list[Path]:
     """Install each Python-backend model's module from ensembles/ as <model>/1/model.py, and each DALI pipeline
-    module as <model>/1/dali.py (the DALI backend serializes it at load), each with its helpers beside it.
-    ``specs``: all of the repository's by default."""
+    module as <model>/1/dali.py (the DALI backend serializes it at load), each with its helpers beside it."""
     placed = []
-    for spec in all_specs() if specs is None else specs:
+    for spec in specs:
         if not isinstance(spec, ModelSpec):
             continue
         for module, filename in ((spec.python_model, "model.py"), (spec.dali_pipeline, "dali.py")):
             if module:
                 placed += install_python_module(repository / spec.name / "1", module, filename)
     return placed
-
-
-def with_dependencies(names: list[str], repository: Path) -> set[str]:
-    """The models and, for those the specs know (the repository's and its added models'), what they need loaded
-    beside them, BLS callees included (explicit model control loads an ensemble's steps, not what a model calls)."""
-    from .added import load_all
-    from .specs import dependencies
-
-    specs = all_specs() + [s for m in load_all(repository) for s in m.specs()]
-    known = {s.name for s in specs}
-    return set(names).union(*(dependencies(specs, n) for n in names if n in known))

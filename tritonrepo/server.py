@@ -375,13 +375,10 @@ def check_tools() -> dict[str, Path]:
 def served(url: str | None, models: list[str] | None = None, repository: Path = MODEL_REPOSITORY,
            target: Target = DEFAULT_TARGET):
     """The gRPC address of the server at ``url``, or without one, of a local server started here with only
-    ``models`` and what they need beside them loaded (None: the whole repository) in ``target``'s configs, stopped
-    at the end of the block."""
+    ``models`` loaded (None: the whole repository; the registry's ``with_dependencies`` adds what models need beside
+    them) in ``target``'s configs, stopped at the end of the block."""
     if url:
         yield url
         return
-    from .repository import with_dependencies
-
-    explicit = None if models is None else sorted(with_dependencies(list(models), repository))
-    with TritonServer(repository, model_config_name=target, explicit_models=explicit) as server:
+    with TritonServer(repository, model_config_name=target, explicit_models=models) as server:
         yield server.grpc_url

@@ -303,6 +303,13 @@ def dependencies(specs: list[AnySpec], name: str) -> list[str]:
     return order
 
 
+def with_dependencies(specs: list[AnySpec], names) -> list[str]:
+    """``names`` and every model they need loaded beside them (explicit model control loads an ensemble's steps, not
+    what a model calls through BLS), sorted; names ``specs`` do not know are kept as given."""
+    known = {s.name for s in specs}
+    return sorted(set(names).union(*(dependencies(specs, n) for n in names if n in known)))
+
+
 def _check_common(name: str, inputs: tuple[Tensor, ...], outputs: tuple[Tensor, ...]) -> None:
     if not name or not name.replace("_", "").isalnum() or not name[0].isalpha():
         raise SpecError(f"model name {name!r}: letters, digits and underscores, starting with a letter")

@@ -1,8 +1,9 @@
 """Tuned deployments: the best variant a measured sweep found, written back through the specs.
 
 ``tritonrepo perf apply PROFILE`` (or ``perf sweep --apply``) records a profile's best variant in
-``perf/tuned/<target>.json``; ``models.all_specs()`` applies every recorded variant over the spec's deployment for that
-target, so ``tritonrepo render`` writes the tuned ``configs/<target>.pbtxt`` and ``render --check`` keeps them in step.
+``perf/tuned/<target>.json``; ``with_tuning`` (the registry's ``all_specs()`` calls it) applies every recorded variant
+over the spec's deployment for that target, so ``tritonrepo render`` writes the tuned ``configs/<target>.pbtxt`` and
+``render --check`` keeps them in step.
 Only measured targets get entries: a tuned file names the profile it came from and what it measured.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .paths import ROOT
-from .specs import Batching, Deployment, ModelSpec
+from .specs import AnySpec, Batching, Deployment, ModelSpec
 
 TUNED = ROOT / "perf" / "tuned"
 
@@ -127,3 +128,16 @@ def record(profile: dict, profile_path: Path, folder: Path = TUNED) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(dict(sorted(tuned.items())), indent=2) + "\n")
     return path
+
+
+def with_tuning(specs: list[AnySpec], tuned: dict[str, dict] | None = None) -> list[AnySpec]:
+    """Apply the tuned variants (perf/tuned/<target>.json, written from measured sweeps) over the specs' defaults."""
+    tuned = load() if tuned is None else tuned
+    out: list[AnySpec] = []
+    for s in specs:
+        if isinstance(s, ModelSpec):
+            changed = {t: v.apply(s.deployment(t)) for t, per_model in tuned.items() if (v := per_model.get(s.name))}
+            if changed:
+                s = dataclasses.replace(s, deployments=s.deployments | changed)
+        out.append(s)
+    return out

@@ -12,10 +12,12 @@ import pytest
 import tritonclient.grpc as grpcclient
 from typer.testing import CliRunner
 
-from tritonrepo import added, check, models
+from tritonrepo import added, check
 from tritonrepo.cli import app
 from tritonrepo.errors import AddError
 from tritonrepo.export import added as add_export
+from tritonrepo.export import families
+from tritonrepo.export.ner import NER_LABELS
 from tritonrepo.server import TritonServer
 from tritonrepo.specs import Tensor
 
@@ -94,8 +96,8 @@ def test_added_models_read_their_tensors_from_the_model(repo):
     assert got["tiny_cls"].text_input and got["ner_hf"].text_input  # both have a tokenizer.json: text in
     assert got["tiny_cls"].labels == ("world", "sports", "business")
     assert got["ner_hf"].task == "token-classification"
-    assert got["ner_hf"].outputs == (Tensor(name="logits", dtype="FP32", dims=(-1, len(models.NER_LABELS))),)
-    assert got["ner_hf"].labels == models.NER_LABELS
+    assert got["ner_hf"].outputs == (Tensor(name="logits", dtype="FP32", dims=(-1, len(NER_LABELS))),)
+    assert got["ner_hf"].labels == NER_LABELS
     for name in got:
         report = (repo / got[name].model_name / "1" / "validation.json").read_text()
         assert '"requests": 8' in report
@@ -192,10 +194,10 @@ def test_an_added_model_is_swept_on_its_reference_requests(repo, tmp_path):
 
 def test_check_passes_on_the_served_repository(model_repository, triton):
     """Every model of the session's repository answers; the SBERT ensembles match sentence-transformers."""
-    report = check.run(model_repository, url=triton.grpc_url)
+    report = check.run(model_repository, url=triton.grpc_url, specs=families.all_specs(model_repository))
     assert report.ok, report.text()
     status = {s.model: s.status for s in report.served}
     assert status["sbert"] == status["sbert_int8"] == "reference"
     assert status["video_shots"] == status["ner"] == status["rerank"] == "warm-up"
     assert status["sbert_tokenizer"] == "through sbert, sbert_int8"
-    assert len(status) == len(models.all_specs())
+    assert len(status) == len(families.all_specs(model_repository))

@@ -30,6 +30,7 @@ from tritonrepo.clients import EmbeddingClient, NerClient, RerankClient
 from tritonrepo.clients.video import ShotClient, ShotStreamClient, segment_file
 from tritonrepo.deploy import interpolate
 from tritonrepo.errors import InvalidInputError, ModelLoadError
+from tritonrepo.export import families
 from tritonrepo.paths import IMAGE_PYTHON, NGC_ONNXRUNTIME_PYTHON, ROOT
 from tritonrepo.server import TritonServer
 from tritonrepo.stub_watch import stub_processes
@@ -101,7 +102,7 @@ def test_model_code_that_needs_the_dev_package_fails_there_and_the_check_names_i
 def test_every_cpu_model_loads_read_only_on_the_images_packages_and_answers(deployed, sample_media, tmp_path):
     server, repo = deployed
     assert health_check(server) == 0
-    served = check.serve(repo, url=server.grpc_url)
+    served = check.serve(repo, url=server.grpc_url, specs=families.all_specs())
     assert {s.model for s in served} == {p.parent.name for p in repo.glob("*/config.pbtxt")}
     assert all(s.ok for s in served), [s for s in served if not s.ok]
     assert {s.model for s in served if s.status == "reference"} >= {"sbert", "sbert_int8"}  # vs sentence-transformers

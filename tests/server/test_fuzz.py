@@ -12,10 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype, triton_to_np_dtype
 
-from tritonrepo import models
 from tritonrepo.clients import EmbeddingClient, NerClient, ShotClient
 from tritonrepo.clients.grpc_core import translate
 from tritonrepo.errors import InvalidInputError
+from tritonrepo.export import families
+from tritonrepo.export.ner import NER_LABELS
 
 pytestmark = pytest.mark.server
 
@@ -92,7 +93,7 @@ def _healthy(triton) -> None:
         assert c.embed(["still serving"]).shape == (1, 384)
 
 
-SERVED = models.all_specs()
+SERVED = families.all_specs()
 
 
 @pytest.mark.parametrize("spec", SERVED, ids=[s.name for s in SERVED])
@@ -187,7 +188,7 @@ def test_ner_decoder_called_directly_refuses_what_its_steps_never_send(triton):
     # and its limits (max_text_bytes, max_tokens: the tokenizer's) hold for a client calling it directly
     def request(query: bytes, width: int, offsets_width: int):
         arrays = {"QUERY": np.array([[query]], dtype=np.object_),
-                  "logits": np.zeros((1, width, len(models.NER_LABELS)), dtype=np.float32),
+                  "logits": np.zeros((1, width, len(NER_LABELS)), dtype=np.float32),
                   "offsets": np.zeros((1, offsets_width, 2), dtype=np.int32),
                   "token_kind": np.zeros((1, width), dtype=np.int8)}
         inputs = []

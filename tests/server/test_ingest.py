@@ -23,16 +23,17 @@ import tritonclient.grpc as grpcclient
 
 from http_origin import Origin, serve
 
-from tritonrepo import models, render
+from tritonrepo import render
 from tritonrepo.clients import NerClient
 from tritonrepo.clients.grpc_core import RetryPolicy
+from tritonrepo.clients.video import ShotClient
+from tritonrepo.datasets import conll_articles, conll_sentences, sample_manifest
+from tritonrepo.export import families
+from tritonrepo.paths import VIDEO_DIR
+from tritonrepo.server import TritonServer
 from tritonrepo.services.ingest import IngestConfig, Processor, decode_result, ingest, read_manifest
 from tritonrepo.services.metrics import IngestMetrics, follow_trace
 from tritonrepo.services.store import Asset, SqliteStore
-from tritonrepo.clients.video import ShotClient
-from tritonrepo.datasets import conll_articles, conll_sentences, sample_manifest
-from tritonrepo.paths import VIDEO_DIR
-from tritonrepo.server import TritonServer
 
 pytestmark = pytest.mark.server
 
@@ -230,7 +231,7 @@ def test_overload_rejections_slow_the_pipeline_down_instead_of_failing_it(model_
     repo = tmp_path / "repo"
     for name in ("sbert_int8", "sbert_tokenizer", "sbert_encoder_int8"):
         shutil.copytree(model_repository / name, repo / name, ignore=shutil.ignore_patterns("configs"))
-    spec = models.spec("sbert_encoder_int8")
+    spec = families.spec("sbert_encoder_int8")
     dep = spec.deployment("cpu")
     tight = dataclasses.replace(dep, count=2, batching=dataclasses.replace(dep.batching, max_queue_size=1))
     rendered = render.render_spec(dataclasses.replace(spec, deployments={**spec.deployments, "cpu": tight}))

@@ -12,7 +12,7 @@ import tritonclient.grpc as grpcclient
 from tritonrepo.clients import AsyncNerClient, NerClient
 from tritonrepo.datasets import conll_sentences
 from tritonrepo.errors import InvalidInputError
-from tritonrepo.models import NER_AGGREGATION
+from tritonrepo.export.ner import NER_AGGREGATION
 
 pytestmark = pytest.mark.server
 

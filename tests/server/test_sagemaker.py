@@ -9,11 +9,12 @@ import tarfile
 import numpy as np
 import pytest
 
-from tritonrepo import deployable, models, render
+from tritonrepo import deployable, render
 from tritonrepo.clients import EmbeddingClient, NerClient
 from tritonrepo.clients.sagemaker import InvocationsClient
 from tritonrepo.deploy import Placement, package_sagemaker, sagemaker_server, stage_sagemaker
 from tritonrepo.errors import InvalidInputError, ServerUnavailableError, ToolNotFoundError
+from tritonrepo.export import families
 from tritonrepo.targets import TARGETS
 
 pytestmark = pytest.mark.server
@@ -58,7 +59,7 @@ def test_archive_holds_the_model_and_its_steps_as_top_level_folders(model_reposi
                                                           "ner_tokenizer"]
     assert "config.pbtxt" not in names and not any("/configs/" in n or "__pycache__" in n for n in names)
     for folder in unpacked.iterdir():  # each carries the target's config as its config.pbtxt
-        spec = models.spec(folder.name)
+        spec = families.spec(folder.name)
         assert (folder / "config.pbtxt").read_text() == render.to_text(render.model_config(spec, "cpu"), "cpu")
     env = endpoint["CreateModel"]["PrimaryContainer"]["Environment"]
     assert env["SAGEMAKER_TRITON_DEFAULT_MODEL_NAME"] == "ner_int8"

@@ -11,17 +11,19 @@ import tritonclient.grpc as grpcclient
 from tokenizers import Tokenizer
 from tritonclient.utils import InferenceServerException
 
-from tritonrepo import models, render
-from tritonrepo.validate import load_reference
+from tritonrepo import render
+from tritonrepo.export import families
+from tritonrepo.export.sbert import SBERT_MAX_TOKENS
 from tritonrepo.paths import SBERT_WEIGHTS
 from tritonrepo.repository import install_python_module
 from tritonrepo.server import TritonServer
+from tritonrepo.validate import load_reference
 
 pytestmark = pytest.mark.server
 
 
 def _encoder(repo, name: str, weights: bool, **params: str) -> None:
-    spec = models.spec("sbert_encoder")
+    spec = families.spec("sbert_encoder")
     cpu = spec.deployment("cpu")
     single = dataclasses.replace(cpu.batching, max_queue_size=0)  # one instance: no queue bound (ONE_INSTANCE_QUEUE)
     deployment = dataclasses.replace(cpu, count=1, batching=single, parameters=(
@@ -65,7 +67,7 @@ def _embed(client, model: str, texts: list[str], tokenizer: Tokenizer) -> np.nda
 def test_pytorch_runtime_reproduces_sentence_transformers_in_fp32_and_fp16(torch_server, model_repository):
     server, _ = torch_server
     tokenizer = Tokenizer.from_file(str(model_repository / "sbert_tokenizer" / "1" / "tokenizer.json"))
-    tokenizer.enable_truncation(models.SBERT_MAX_TOKENS)
+    tokenizer.enable_truncation(SBERT_MAX_TOKENS)
     _, pairs = load_reference(model_repository / "sbert" / "1" / "reference.npz")
     texts = [t.decode() for request, _ in pairs for t in request["TEXT"].reshape(-1)]
     expected = np.concatenate([answer["EMBEDDING"] for _, answer in pairs])

@@ -13,11 +13,12 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tritonrepo import models, render, shots_eval
+from tritonrepo import render, shots_eval
 from tritonrepo.clients.video import (
     AsyncShotClient, AsyncShotStreamClient, ShotClient, ShotStreamClient, segment_file,
 )
 from tritonrepo.errors import InvalidInputError
+from tritonrepo.export import families
 from tritonrepo.paths import RUNS, TRANSNET_DIR
 from tritonrepo.repository import install_python_models
 from tritonrepo.scoring import match_f1
@@ -174,7 +175,7 @@ def strict(transnet_artifacts, tmp_path_factory):
               "video_shots_live": dataclasses.replace(STRICT, max_stream_frames=STRICT_STREAM_FRAMES)}
     specs = []
     for name in ("transnetv2", "transnetv2_int8", *limits):
-        spec = models.spec(name)
+        spec = families.spec(name)
         if name in limits:
             spec = dataclasses.replace(spec, deployments={
                 t: dataclasses.replace(d, limits=limits[name]) if d.backend is Backend.PYTHON else d

@@ -7,12 +7,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tritonrepo import models
 from tritonrepo.cli import app
 from tritonrepo.deploy import interpolate
 from tritonrepo.errors import SpecError
 from tritonrepo.paths import ROOT
 from tritonrepo.targets import TARGETS
+from tritonrepo.text_specs import TRT_ENGINE_CACHE
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 DASHBOARD = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "triton.json").read_text())
@@ -32,7 +32,7 @@ def test_triton_service_runs_the_local_release_on_a_gpu_with_the_repository_read
     assert "curl -fsS http://localhost:8000/v2/health/ready && " in triton["healthcheck"]["test"][-1]
     assert "t4" in TARGETS  # the default target exists
     # the TensorRT provider's engines go to a volume, not the read-only repository
-    assert f"trt-engines:{models.TRT_ENGINE_CACHE}" in triton["volumes"]
+    assert f"trt-engines:{TRT_ENGINE_CACHE}" in triton["volumes"]
 
 
 def test_compose_publishes_only_the_client_ports_on_loopback_unless_told_and_needs_its_secrets():

@@ -4,7 +4,8 @@ The same check against a fully built repository, for every target: tests/server/
 
 import pytest
 
-from tritonrepo import deployable, models, render
+from tritonrepo import deployable, render
+from tritonrepo.export import families
 from tritonrepo.paths import ROOT
 from tritonrepo.repository import install_python_models, server_side_modules
 from tritonrepo.specs import ModelSpec
@@ -31,24 +32,24 @@ def test_imports_beyond_the_image_stdlib_and_the_folder_are_named_with_their_lin
 
 
 def test_every_python_model_ships_what_it_imports_and_needs_only_the_images_packages(tmp_path):
-    placed = install_python_models(tmp_path)
+    placed = install_python_models(tmp_path, families.all_specs())
     allowed = deployable.image_modules()
     assert {p.name for p in placed} >= {"model.py", "dali.py", "pair_encoding.py", "video_io.py", "shot_tracker.py"}
     for source in tmp_path.glob("*/1/*.py"):
         assert deployable.foreign_imports(source, allowed) == [], source
     assert server_side_modules("video_shots") == ["video_shots", "video_io", "parameters", "shot_tracker",
                                                  "video_decode_dali"]
-    assert "torch_encoder" not in {s.python_model for s in models.all_specs() if isinstance(s, ModelSpec)}
+    assert "torch_encoder" not in {s.python_model for s in families.all_specs() if isinstance(s, ModelSpec)}
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
 def test_an_unbuilt_repository_is_reported_by_model_target_and_path(tmp_path, target):
-    render.write(tmp_path, models.all_specs())
+    render.write(tmp_path, families.all_specs())
     findings = deployable.check(tmp_path, target)
-    assert {f.model for f in findings} == {s.name for s in models.all_specs()}  # no version folders yet
+    assert {f.model for f in findings} == {s.name for s in families.all_specs()}  # no version folders yet
     assert all(f.level == "error" and f.message.startswith(f"target {target}: no version folder") for f in findings)
-    install_python_models(tmp_path)
-    for spec in models.all_specs():
+    install_python_models(tmp_path, families.all_specs())
+    for spec in families.all_specs():
         (tmp_path / spec.name / "1").mkdir(parents=True, exist_ok=True)
     missing = {(f.model, f.where) for f in deployable.check(tmp_path, target)}
     assert {("sbert_encoder", "sbert_encoder/1/model.fp32.onnx"), ("ner_decoder", "ner_decoder/1/labels.json"),
@@ -59,7 +60,7 @@ def test_an_unbuilt_repository_is_reported_by_model_target_and_path(tmp_path, ta
 
 
 def test_backends_outside_the_ngc_image_and_plans_on_cpu_instances_are_errors(tmp_path):
-    spec = models.spec("sbert_encoder")
+    spec = families.spec("sbert_encoder")
     cfg = render.model_config(spec, "a10g")
     cfg.platform = "tensorrt_plan"
     cfg.default_model_filename = "model.plan"
@@ -79,7 +80,7 @@ def test_backends_outside_the_ngc_image_and_plans_on_cpu_instances_are_errors(tm
 def test_gpu_targets_name_only_what_a_cpu_build_makes():
     """The fp32 encoders run their validated ONNX graph through ONNX Runtime's TensorRT provider; TransNetV2 its fp32
     graph on ONNX Runtime's CUDA provider: nothing a GPU target names is built only on a GPU."""
-    for spec in (s for s in models.all_specs() if isinstance(s, ModelSpec)):
+    for spec in (s for s in families.all_specs() if isinstance(s, ModelSpec)):
         for target in GPU_TARGETS:
             names = deployable.named_files(render.model_config(spec, target), target)
             assert not [n for n in names if n.endswith(".plan") or "fp16" in n], (spec.name, target, names)

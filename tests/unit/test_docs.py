@@ -189,7 +189,7 @@ def test_the_checks_find_what_they_look_for():
                              "  --store s  # c --no\n```\n")
     assert [line for _, line in code] == ["tritonrepo ingest run M \\", "  --store s  # c --no"]
     assert paragraphs(prose) == [(1, "a `tritonrepo perf sweep ner --only x` and")]
-    assert not COMMAND.search("tritonrepo/models.py tritonrepo.clients")
+    assert not COMMAND.search("tritonrepo/specs.py tritonrepo.clients")
     assert COMMAND.search(".venv/bin/tritonrepo build")
     root = typer.main.get_command(app)
     assert command_problem(root, "tritonrepo perf sweep ner_int8 --only untuned [--apply]") is None

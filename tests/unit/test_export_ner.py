@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from tritonrepo import datasets, models
+from tritonrepo import datasets
 from tritonrepo.export import ner, ner_train
+from tritonrepo.export.ner import NER_LABELS
 from tritonrepo.paths import SBERT_WEIGHTS
 
 
@@ -17,7 +18,7 @@ def _tiny_checkpoint(path, kind):
                               DistilBertForTokenClassification)
 
     torch.manual_seed(0)
-    labels = dict(enumerate(models.NER_LABELS))
+    labels = dict(enumerate(NER_LABELS))
     common = {"num_labels": len(labels), "id2label": labels, "label2id": {v: k for k, v in labels.items()}}
     if kind == "distilbert":
         model = DistilBertForTokenClassification(DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=2,
@@ -52,7 +53,7 @@ def test_iob1_tags_become_iob2():
 
 
 def test_label_bigrams_are_the_training_tags_log_probabilities():
-    index = {label: i for i, label in enumerate(models.NER_LABELS)}
+    index = {label: i for i, label in enumerate(NER_LABELS)}
     sentences = [(["Bill", "Clinton", "won"], ["B-PER", "I-PER", "O"]), (["Salem", "Bitar"], ["B-PER", "I-PER"]),
                  (["in", "Paris"], ["O", "B-LOC"]), ([], [])]
     prior = ner_train.label_bigrams(sentences)

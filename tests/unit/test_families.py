@@ -6,25 +6,44 @@ import sys
 import pytest
 
 import tritonrepo.export as export_package
+from tritonrepo import check, render
 from tritonrepo.errors import TritonRepoError
 from tritonrepo.export import families
 from tritonrepo.export.families import FAMILIES, models_to_load
-from tritonrepo.models import all_specs
+from tritonrepo.targets import TARGETS
 
 TOY = """
+from tritonrepo.contracts import EMBEDDING, TEXT
 from tritonrepo.export.family import Family
+from tritonrepo.specs import EnsembleSpec, ModelSpec, Step, Tensor
+from tritonrepo.targets import GPU_TARGETS
+from tritonrepo.text_specs import ATTENTION_MASK, INPUT_IDS, GpuStart, encoder_deployments, tokenizer_spec
 from tritonrepo.tuning import UNTUNED, SweepPlan
 
-FAMILY = Family(name={name!r}, order=99, recipe=dict, exporter=lambda config, force=False: {{}},
+TOKENS = (INPUT_IDS, ATTENTION_MASK)
+VECTOR = Tensor(name="sentence_embedding", dtype="FP32", dims=(384,))
+GPU = {{target: GpuStart(64, (16, 32), 1000, tokenizer_instances=2) for target in GPU_TARGETS}}
+IDS = {{t.name: t.name for t in TOKENS}}
+SPECS = (
+    tokenizer_spec("toy_tokenizer", 64, TOKENS, GPU, "UTF-8 text -> ids, mask"),
+    ModelSpec(name="toy_encoder", inputs=TOKENS, outputs=(VECTOR,), python_model="onnx_encoder",
+              deployments=encoder_deployments("toy_encoder", "fp32", TOKENS, (16, 64), GPU, request_batch=32)),
+    EnsembleSpec(name="toy", inputs=(TEXT,), outputs=(EMBEDDING,), max_batch_size=32, steps=(
+        Step(model="toy_tokenizer", input_map={{"TEXT": "TEXT"}}, output_map=IDS),
+        Step(model="toy_encoder", input_map=IDS, output_map={{"sentence_embedding": "EMBEDDING"}}))),
+)
+
+FAMILY = Family(name={name!r}, order=99, specs=SPECS, recipe=dict, exporter=lambda config, force=False: {{}},
                 installer=lambda repository, artifacts: [], serves=("toy",), evaluation="toy",
-                plans={{"toy": SweepPlan(swept="toy", entry="toy", input_tensor="TEXT", inputs="conll-test-sentences",
-                                         variants=(UNTUNED,))}})
+                plans={{"toy": SweepPlan(swept="toy_encoder", entry="toy", input_tensor="TEXT",
+                                         inputs="conll-test-sentences", variants=(UNTUNED,))}})
 """
 
 
 def test_the_families_serve_every_built_in_model(tmp_path):
-    assert list(FAMILIES) == ["sbert", "ner", "rerank", "transnetv2"]  # build order
-    assert models_to_load(FAMILIES, tmp_path) == sorted(s.name for s in all_specs())  # tmp_path: no added models
+    assert list(FAMILIES)[:4] == ["sbert", "ner", "rerank", "transnetv2"]  # build order
+    # tmp_path: no added models
+    assert models_to_load(FAMILIES, tmp_path) == sorted(s.name for s in families.all_specs(tmp_path))
     assert models_to_load(["transnetv2"], tmp_path) == ["transnetv2", "transnetv2_int8", "video_decode",
                                                         "video_shots", "video_shots_live"]  # BLS callees included
     assert "ner_tokenizer" in models_to_load(["ner"], tmp_path) and "rerank" not in models_to_load(["ner"], tmp_path)
@@ -50,12 +69,19 @@ def toy_module(tmp_path, monkeypatch):
         sys.modules.pop(f"tritonrepo.export.{module}", None)
 
 
-def test_a_new_family_is_one_module_that_the_registry_finds(toy_module, monkeypatch):
+def test_a_new_family_is_one_module_that_the_registry_finds(toy_module, monkeypatch, tmp_path):
+    """Its specs are rendered, checked and loaded with what they need, its plans swept: no other file names it."""
     toy_module("toy")
     found = families.discover()
-    assert list(found) == ["sbert", "ner", "rerank", "transnetv2", "toy"]
+    assert list(found)[:4] == ["sbert", "ner", "rerank", "transnetv2"] and list(found)[-1] == "toy"
     monkeypatch.setattr(families, "FAMILIES", found)
     assert families.sweep_plans()["toy"].entry == "toy" and "sbert_int8" in families.sweep_plans()
+    assert families.spec("toy_encoder").deployment("cpu").count == 2
+    assert models_to_load(["toy"], tmp_path) == ["toy", "toy_encoder", "toy_tokenizer"]
+    repository = tmp_path / "repository"
+    written = render.write(repository, families.all_specs(tmp_path))
+    assert {f"toy/configs/{t}.pbtxt" for t in TARGETS} <= set(written)
+    assert not [f for f in check.lint(repository) if f.level == "error"]
 
 
 def test_two_family_modules_with_one_name_are_refused(toy_module):

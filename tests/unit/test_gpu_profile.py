@@ -7,7 +7,8 @@ import pytest
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonrepo import models, tuning
+from tritonrepo import tuning
+from tritonrepo.export import families
 from tritonrepo.paths import ROOT
 from tritonrepo.perf import gpu_profile, planner
 from tritonrepo.perf.sweep import variant_config
@@ -20,7 +21,7 @@ def _config(plan, variant) -> mc.ModelConfig:
 @pytest.mark.parametrize("name", gpu_profile.MODELS)
 def test_the_encoder_runs_in_pytorch_on_the_gpu_with_the_targets_batching(name, tmp_path):
     plan = gpu_profile.plan(name, tmp_path / "inputs.json")
-    deployed = models.spec(plan.swept).deployment(gpu_profile.TARGET)
+    deployed = families.spec(plan.swept).deployment(gpu_profile.TARGET)
     assert plan.inputs == f"file:{tmp_path / 'inputs.json'}" and plan.spec.name == plan.swept
     for variant in plan.variants:
         cfg = _config(plan, variant)

@@ -15,7 +15,7 @@ import types
 import numpy as np
 import pytest
 
-from tritonrepo import models
+from tritonrepo.export.ner import NER_LABELS
 from tritonrepo.paths import SBERT_WEIGHTS
 
 TEXTS = [
@@ -58,7 +58,7 @@ def pipeline_and_model():
     from transformers import AutoTokenizer, BertConfig, BertForTokenClassification, pipeline
 
     torch.manual_seed(3)
-    labels = dict(enumerate(models.NER_LABELS))
+    labels = dict(enumerate(NER_LABELS))
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=64, num_labels=len(labels), id2label=labels,
                         label2id={v: k for k, v in labels.items()})
@@ -82,7 +82,7 @@ def _served(tokenizer_step, decoder, model, texts, strategy):
     offsets, kinds, _ = tokenizer_step._word_info(texts, encodings, width, [False] * len(texts))
     with torch.no_grad():
         logits = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy()
-    return [decoder.decode(t, logits[i], offsets[i], kinds[i], models.NER_LABELS, strategy)
+    return [decoder.decode(t, logits[i], offsets[i], kinds[i], NER_LABELS, strategy)
             for i, t in enumerate(texts)]
 
 
@@ -120,7 +120,7 @@ def test_word_kinds_offsets_and_truncation(tokenizer_step):
 
 def test_decoder_on_hand_made_logits():
     decoder = _load("ner_decoder")
-    labels = models.NER_LABELS
+    labels = NER_LABELS
     text = "Bill Clinton visits New York"
     spans = [(0, 4), (5, 12), (13, 19), (20, 23), (24, 28)]
     tags = ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"]
@@ -143,7 +143,7 @@ def _valid_iob2(labels, path):
 
 def test_viterbi_path_is_the_most_probable_valid_iob2_sequence():
     decoder = _load("ner_decoder")
-    labels = models.NER_LABELS
+    labels = NER_LABELS
     rng = np.random.default_rng(5)
     repaired = moved = 0
     for words in [1, 2, 3, 4] * 25:
@@ -170,7 +170,7 @@ def test_viterbi_path_is_the_most_probable_valid_iob2_sequence():
 
 def _three_words(probs, text):
     """Logits, offsets and kinds of [CLS] w1 w2 w3 [SEP], each word one token with the given label probabilities."""
-    labels = models.NER_LABELS
+    labels = NER_LABELS
     logits = np.full((5, len(labels)), -30.0, dtype=np.float32)
     for t, row in enumerate(probs, start=1):
         for label, p in row.items():
@@ -182,7 +182,7 @@ def _three_words(probs, text):
 
 def test_viterbi_keeps_a_name_whole_where_first_splits_it():
     decoder = _load("ner_decoder")
-    labels = models.NER_LABELS
+    labels = NER_LABELS
     text = "Bill Clinton visits"
     logits, offsets, kinds = _three_words([{"B-PER": 0.9, "B-ORG": 0.1}, {"I-ORG": 0.5, "I-PER": 0.4, "O": 0.1},
                                            {"O": 1.0}], text)
@@ -195,7 +195,7 @@ def test_viterbi_keeps_a_name_whole_where_first_splits_it():
 
 def test_label_bigrams_keep_a_two_word_name_whole(tmp_path):
     decoder = _load("ner_decoder")
-    labels = list(models.NER_LABELS)
+    labels = list(NER_LABELS)
     text = "Salem Bitar scored"
     logits, offsets, kinds = _three_words([{"B-PER": 1.0}, {"B-PER": 0.6, "I-PER": 0.4}, {"O": 1.0}], text)
     transition = np.full((len(labels), len(labels)), np.log(0.1))

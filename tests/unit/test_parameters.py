@@ -7,16 +7,17 @@ import json
 import pytest
 from google.protobuf import json_format
 
-from tritonrepo import models, render
+from tritonrepo import render
 from tritonrepo.ensembles.parameters import (BY_MODULE, DecoderParameters, EncoderParameters, Parameters,
                                             ShotParameters, TokenizerParameters, VideoDecodeParameters)
 from tritonrepo.errors import SpecError
+from tritonrepo.export import families
 from tritonrepo.specs import Backend, ModelSpec
 from tritonrepo.stub_watch import RESTARTS_PARAMETER
 from tritonrepo.targets import TARGETS
 from tritonrepo.tuning import Variant
 
-PYTHON_CONFIGS = [(s, t) for s in models.all_specs() if isinstance(s, ModelSpec) for t in TARGETS
+PYTHON_CONFIGS = [(s, t) for s in families.all_specs() if isinstance(s, ModelSpec) for t in TARGETS
                   if s.deployment(t).backend is Backend.PYTHON]
 
 
@@ -33,7 +34,7 @@ def test_every_python_config_holds_every_parameter_its_model_reads(spec, target)
 
 
 def _with_cpu_parameters(name: str, parameters: tuple) -> ModelSpec:
-    spec = models.spec(name)
+    spec = families.spec(name)
     cpu = Variant(instances=2, max_queue_delay_us=0, parameters=parameters).apply(spec.deployment("cpu"))
     return dataclasses.replace(spec, deployments=spec.deployments | {"cpu": cpu})
 

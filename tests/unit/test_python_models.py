@@ -7,9 +7,11 @@ import types
 import numpy as np
 import pytest
 
-from tritonrepo import models, render
+from tritonrepo import render
 from tritonrepo.ensembles import video_io
 from tritonrepo.ensembles.parameters import BY_MODULE, ShotParameters
+from tritonrepo.export import families
+from tritonrepo.export.ner import NER_LABELS
 from tritonrepo.specs import Backend
 
 
@@ -67,12 +69,12 @@ def ner_decoder_module():
 
 
 def _config_parameters(name: str, target: str = "cpu") -> dict[str, str]:
-    cfg = render.model_config(models.spec(name), target)
+    cfg = render.model_config(families.spec(name), target)
     return {k: v.string_value for k, v in cfg.parameters.items()}
 
 
 def _step_inputs(query: bytes, width: int):
-    return (np.array([query], dtype=np.object_), np.zeros((1, width, len(models.NER_LABELS)), np.float32),
+    return (np.array([query], dtype=np.object_), np.zeros((1, width, len(NER_LABELS)), np.float32),
             np.zeros((1, width, 2), np.int32), np.zeros((1, width), np.int8))
 
 
@@ -80,7 +82,7 @@ def test_ner_decoder_called_directly_refuses_queries_and_logits_over_its_limits(
     params = _config_parameters("ner_decoder")
     assert (params["max_text_bytes"], params["max_tokens"]) == (str(1 << 20), "128")
     model = ner_decoder_module.TritonPythonModel.__new__(ner_decoder_module.TritonPythonModel)
-    model.labels = list(models.NER_LABELS)
+    model.labels = list(NER_LABELS)
     model.max_text_bytes, model.max_tokens = int(params["max_text_bytes"]), int(params["max_tokens"])
     assert model._check(*_step_inputs(b"x" * (1 << 20), 128)) is None  # both limits are inclusive
     assert model._check(*_step_inputs(b"x" * ((1 << 20) + 1), 8)) == (
@@ -92,12 +94,12 @@ def test_ner_decoder_called_directly_refuses_queries_and_logits_over_its_limits(
 def test_every_limit_a_video_config_renders_is_one_its_model_reads():
     read = set(video_io.VideoLimits.__dataclass_fields__)
     for name in ("video_shots", "video_shots_live", "video_decode"):
-        for target, dep in models.spec(name).deployments.items():
+        for target, dep in families.spec(name).deployments.items():
             if dep.backend is not Backend.PYTHON:  # the GPU targets' DALI video_decode reads no parameters
                 continue
             rendered = dict(dep.limits.parameters())
             assert {"max_request_bytes", "max_frames", "max_pixels", "max_seconds"} <= set(rendered) <= read
-            limits = BY_MODULE[models.spec(name).python_model].parse(_config_parameters(name, target))
+            limits = BY_MODULE[families.spec(name).python_model].parse(_config_parameters(name, target))
             assert {k: str(int(getattr(limits, k))) for k in rendered} == rendered, (name, target)
     live = ShotParameters.parse(_config_parameters("video_shots_live"))
     assert (live.max_seconds, live.max_stream_frames) == (60, 1_000_000_000)

@@ -2,8 +2,8 @@ import dataclasses
 
 import pytest
 
-from tritonrepo import models
 from tritonrepo.errors import SpecError
+from tritonrepo.export import families
 from tritonrepo.specs import (
     Backend, Batching, Deployment, EnsembleSpec, InputLimits, Kind, ModelSpec, Step, Tensor, TensorRTAccelerator,
     check_repository,
@@ -24,7 +24,7 @@ def spec(name="toy", **kw) -> ModelSpec:
 
 
 def test_real_specs_are_consistent():
-    check_repository(models.all_specs())
+    check_repository(families.all_specs())
 
 
 def test_specs_are_frozen():
@@ -72,7 +72,7 @@ def test_one_instance_behind_a_queue_policy_is_refused(policy):
 def test_a_one_instance_variant_drops_the_queue_bound_it_could_not_keep():
     from tritonrepo.tuning import Variant
 
-    dep = models.spec("sbert_encoder_int8").deployment("cpu")
+    dep = families.spec("sbert_encoder_int8").deployment("cpu")
     assert dep.count == 2 and dep.batching.max_queue_size
     assert Variant(instances=1, max_queue_delay_us=0).apply(dep).batching.max_queue_size == 0
     assert Variant(instances=2, max_queue_delay_us=0).apply(dep).batching.max_queue_size == dep.batching.max_queue_size
@@ -168,7 +168,7 @@ def test_every_model_a_client_can_send_text_or_video_bytes_to_limits_them_server
 
     added = {s.name for m in load_all() for s in m.specs()}
     unlimited = []
-    for s in models.all_specs():
+    for s in families.all_specs():
         if isinstance(s, EnsembleSpec) or s.name in added:
             continue
         text = any(t.dtype == "BYTES" for t in s.inputs)

@@ -4,14 +4,14 @@ import json
 from tritonclient.grpc import model_config_pb2 as mc
 from google.protobuf import json_format
 
-from tritonrepo import models
 import pytest
 
+from tritonrepo.export import families
 from tritonrepo.perf.sweep import PLANS, Variant, best, capacity_search, rate_candidates, variant_config
 
 
 def test_variant_changes_only_what_it_names():
-    dep = models.spec("sbert_encoder_int8").deployment("cpu")
+    dep = families.spec("sbert_encoder_int8").deployment("cpu")
     v = Variant(instances=3, max_queue_delay_us=250, parameters=(("intra_op_threads", "2"),))
     got = v.apply(dep)
     assert got.count == 3 and got.batching.max_queue_delay_us == 250
@@ -38,8 +38,8 @@ def test_preferred_batch_sizes_are_a_sweep_axis():
     cfg = json_format.Parse(variant_config(plan, v, "cpu"), mc.ModelConfig())
     assert list(cfg.dynamic_batching.preferred_batch_size) == [16, 32]
     assert Variant.from_dict(json.loads(json.dumps(dataclasses.asdict(v)))) == v  # as perf/tuned/ stores it
-    kept = Variant(instances=1, max_queue_delay_us=0).apply(models.spec("sbert_encoder").deployment("t4"))
-    assert kept.batching.preferred_batch_sizes == models.spec("sbert_encoder").deployment("t4").batching \
+    kept = Variant(instances=1, max_queue_delay_us=0).apply(families.spec("sbert_encoder").deployment("t4"))
+    assert kept.batching.preferred_batch_sizes == families.spec("sbert_encoder").deployment("t4").batching \
         .preferred_batch_sizes  # None keeps the spec's
 
 
@@ -104,7 +104,7 @@ def test_rates_are_searched_for_the_top_variants_and_the_untuned_config():
 
 def test_every_plan_sweeps_a_real_step_of_its_entry():
     for name, plan in PLANS.items():
-        entry = models.spec(plan.entry)
+        entry = families.spec(plan.entry)
         # an ensemble's steps, the models a BLS entry calls (named in its parameters), or the model itself
         called = ({s.model for s in entry.steps} if hasattr(entry, "steps")
                   else set(dict(entry.deployment("cpu").parameters).values()) | {entry.name})

@@ -3,10 +3,14 @@
 import numpy as np
 import pytest
 
-from tritonrepo import deployable, models, render
+from tritonrepo import deployable, render
 from tritonrepo.errors import ToolNotFoundError
 from tritonrepo.export import tensorrt
+from tritonrepo.export import families
+from tritonrepo.export.ner import NER_MAX_TOKENS
+from tritonrepo.export.sbert import SBERT_MAX_TOKENS
 from tritonrepo.targets import GPU_TARGETS, TARGETS
+from tritonrepo.text_specs import TRT_ENGINE_CACHE
 
 
 def test_plans_are_named_per_compute_capability():
@@ -18,25 +22,25 @@ def test_plans_are_named_per_compute_capability():
 @pytest.mark.parametrize("model", ["sbert_encoder", "ner_encoder", "rerank_encoder"])
 def test_gpu_configs_run_the_fp32_graph_through_the_tensorrt_provider_with_a_profile_and_a_cache(model):
     for target in GPU_TARGETS:
-        cfg = render.model_config(models.spec(model), target)
+        cfg = render.model_config(families.spec(model), target)
         assert cfg.platform == "onnxruntime_onnx" and cfg.default_model_filename == "model.fp32.onnx"
         assert not cfg.cc_model_filenames and cfg.instance_group[0].kind == cfg.instance_group[0].KIND_GPU
         (acc,) = cfg.optimization.execution_accelerators.gpu_execution_accelerator
         params = dict(acc.parameters)
         assert acc.name == "tensorrt" and params["precision_mode"] == "FP16"
         assert params["trt_engine_cache_enable"] == "1"
-        assert params["trt_engine_cache_path"] == f"{models.TRT_ENGINE_CACHE}/{model}"
+        assert params["trt_engine_cache_path"] == f"{TRT_ENGINE_CACHE}/{model}"
         names = [i.name for i in cfg.input]
         assert [s.split(":")[0] for s in params["trt_profile_max_shapes"].split(",")] == names
         assert params["trt_profile_min_shapes"].split(",")[0] == f"{names[0]}:1x1"
         assert params["trt_profile_max_shapes"].split(",")[0].startswith(f"{names[0]}:{cfg.max_batch_size}x")
-    assert render.model_config(models.spec(model), "cpu").backend == "python"  # CPU keeps ONNX Runtime in Python
+    assert render.model_config(families.spec(model), "cpu").backend == "python"  # CPU keeps ONNX Runtime in Python
 
 
 @pytest.mark.parametrize("model", tensorrt.PLANNED)
 def test_a_plan_config_is_written_only_by_activate_and_names_the_targets_plan(model, tmp_path):
     source = tmp_path / "source"
-    render.write(source, models.all_specs())
+    render.write(source, families.all_specs())
     (source / model / "1").mkdir(parents=True)
     (source / model / "1" / "model.fp32.onnx").write_bytes(b"onnx")
     out = tmp_path / "out"
@@ -52,16 +56,16 @@ def test_a_plan_config_is_written_only_by_activate_and_names_the_targets_plan(mo
     assert problems == [f"{model}/1/model.sm86.plan"]  # named by the plan config until the plan is there
     (out / model / "1" / "model.sm86.plan").write_bytes(b"plan")
     assert not [f for f in deployable.check(out, "a10g") if f.model == model]
-    assert render.model_config(models.spec(model), "a10g").platform == "onnxruntime_onnx"  # the specs unchanged
+    assert render.model_config(families.spec(model), "a10g").platform == "onnxruntime_onnx"  # the specs unchanged
 
 
 def test_profiles_follow_the_targets_batching_and_the_tokenizer_limits():
     shapes = tensorrt.profile_shapes("sbert_encoder", "a10g")
-    dep = models.spec("sbert_encoder").deployment("a10g")
+    dep = families.spec("sbert_encoder").deployment("a10g")
     assert shapes["input_ids"] == ((1, 1), (max(dep.batching.preferred_batch_sizes), 64),
-                                   (dep.batching.max_batch_size, models.SBERT_MAX_TOKENS))
+                                   (dep.batching.max_batch_size, SBERT_MAX_TOKENS))
     assert shapes["attention_mask"] == shapes["input_ids"]
-    assert tensorrt.profile_shapes("ner_encoder", "t4")["input_ids"][2][1] == models.NER_MAX_TOKENS
+    assert tensorrt.profile_shapes("ner_encoder", "t4")["input_ids"][2][1] == NER_MAX_TOKENS
 
 
 def test_trtexec_arguments_build_fp16_with_the_profile_and_int8_from_a_cache(tmp_path):

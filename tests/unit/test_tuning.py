@@ -3,9 +3,11 @@ with the profiles they name."""
 
 import json
 
-from tritonrepo import models, tuning
+from tritonrepo import tuning
+from tritonrepo.export import families
 from tritonrepo.paths import ROOT
 from tritonrepo.tuning import Variant
+from tritonrepo.tuning import with_tuning
 
 
 def _profile(best_variant: Variant, target="cpu", swept="sbert_encoder_int8"):
@@ -23,11 +25,11 @@ def test_recorded_best_variant_is_applied_over_the_spec_defaults(tmp_path):
     assert path == tmp_path / "cpu.json" and json.loads(path.read_text())["sbert_encoder_int8"]["infer_per_s"] == 400
     loaded = tuning.load(tmp_path)
     assert loaded == {"cpu": {"sbert_encoder_int8": best}}
-    specs = {s.name: s for s in models.with_tuning(models.all_specs(), loaded)}
+    specs = {s.name: s for s in with_tuning(families.all_specs(), loaded)}
     dep = specs["sbert_encoder_int8"].deployment("cpu")
     assert dep.count == 3 and dep.batching.max_queue_delay_us == 250 and dict(dep.parameters)["intra_op_threads"] == "2"
     assert dict(dep.parameters)["sort_by_length"] == "true"  # untouched spec parameters stay
-    assert specs["sbert_encoder_int8"].deployment("t4") == models.spec("sbert_encoder_int8").deployment("t4")
+    assert specs["sbert_encoder_int8"].deployment("t4") == families.spec("sbert_encoder_int8").deployment("t4")
 
 
 def test_committed_tuned_entries_are_the_best_variants_of_their_profiles():
@@ -37,4 +39,4 @@ def test_committed_tuned_entries_are_the_best_variants_of_their_profiles():
             assert profile["swept"] == model and profile["target"] == path.stem
             best = next(v for v in profile["variants"] if v["variant"] == profile["best"]["variant"])
             assert Variant.from_dict(best["config"]) == Variant.from_dict(entry["variant"])
-            assert models.spec(model).deployment(path.stem).count == entry["variant"]["instances"]
+            assert families.spec(model).deployment(path.stem).count == entry["variant"]["instances"]
