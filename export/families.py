@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import pkgutil
+from collections.abc import Callable
 from importlib import import_module
 from pathlib import Path
 
@@ -68,6 +69,11 @@ def with_dependencies(names, repository: Path = MODEL_REPOSITORY) -> list[str]:
 def sweep_plans() -> dict[str, SweepPlan]:
     """Every family's sweep plans by name."""
     return {name: plan for f in FAMILIES.values() for name, plan in f.plans.items()}
+
+
+def input_sets() -> dict[str, Callable[[SweepPlan, int, Path], list[dict]]]:
+    """Every family's sweep input sets by name."""
+    return {name: rows for f in FAMILIES.values() for name, rows in f.inputs.items()}
 
 
 def models_to_load(families, repository: Path) -> list[str]:

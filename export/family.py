@@ -33,6 +33,9 @@ class Family:
     serves: tuple[str, ...]  # the models clients call; a server loads them with what they need (with_dependencies)
     specs: tuple[AnySpec, ...] = ()  # every model of the family, untuned (the registry applies perf/tuned/)
     plans: Mapping[str, SweepPlan] = field(default_factory=dict)  # sweep plans by name (`tritonrepo perf sweep`)
+    # the real inputs its plans name (``SweepPlan.inputs``): (plan, limit, repository) -> at most ``limit`` rows, one
+    # batch-1 request each (tensor name -> str, bytes, list of ints or array: perf/perf_analyzer.py write_rows)
+    inputs: Mapping[str, Callable[[SweepPlan, int, Path], list[dict]]] = field(default_factory=dict)
     evaluation: str | None = None  # the `tritonrepo eval` that scores what it serves (several families may share one)
     gpu_profile: GpuProfile | None = None
 

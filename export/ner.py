@@ -26,7 +26,7 @@ from tritonrepo.specs import (MAX_TEXT_BYTES, AnySpec, Backend, Batching, Deploy
                               ModelSpec, Step, Tensor)
 from tritonrepo.text_specs import (ATTENTION_MASK, INPUT_IDS, PRECISIONS, GpuStart, encoder_spec, gpu_starts,
                                    suffixed, tokenizer_spec)
-from tritonrepo.datasets import read_conll
+from tritonrepo.datasets import read_conll, short_queries
 from tritonrepo.errors import ValidationError
 from tritonrepo.tuning import UNTUNED, SweepPlan, grid
 from tritonrepo.validate import Checks
@@ -227,4 +227,5 @@ FAMILY = Family(
                                      variants=(UNTUNED, *grid(instances=(1, 2), delays=(0, 200, 1000), threads=(1, 2))),
                                      concurrencies=(1, 2, 4, 8, 16, 32), p95_bound_ms=30.0)
            for suffix in ("", "_int8")},
+    inputs={"short-queries": lambda plan, limit, repository: [{plan.input_tensor: q} for q in short_queries(limit)]},
     evaluation="ner", gpu_profile=GpuProfile(plan="ner", checkpoint=NER_ARTIFACTS / "model", head="logits"))

@@ -171,6 +171,16 @@ def install(repository: Path, artifacts: Path = RERANK_ARTIFACTS / "export") -> 
         ("rerank_tokenizer", "tokenizer.json")), "rerank")
 
 
+def _query_passage_pairs(plan: SweepPlan, limit: int, repository: Path) -> list[dict]:
+    """CoNLL valid headlines with their BM25 top 5 articles (unseen in training), one pair per request."""
+    from tritonrepo.services.search import BM25Retriever
+
+    items = headline_retrieval("valid", ("valid",))
+    top5 = BM25Retriever(items.documents).search_many(items.queries, 5)
+    return [{"QUERY": items.queries[q], "PASSAGE": items.documents[h.doc]}
+            for q, hits in enumerate(top5) for h in hits][:limit]
+
+
 FAMILY = Family(
     name="rerank", order=3, specs=SPECS, recipe=RerankExport, exporter=export, installer=install,
     serves=("rerank", "rerank_int8"),
@@ -181,4 +191,5 @@ FAMILY = Family(
                                         variants=(UNTUNED, *grid(instances=(1, 2), delays=(0, 2000), threads=(1, 2))),
                                         concurrencies=(1, 2, 4, 8, 16), p95_bound_ms=250.0)
            for suffix in ("", "_int8")},
+    inputs={"query-passage-pairs": _query_passage_pairs},
     evaluation="search", gpu_profile=GpuProfile(plan="rerank", checkpoint=RERANK_ARTIFACTS / "model", head="logits"))

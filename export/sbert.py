@@ -73,9 +73,10 @@ def _ensemble(precision: str) -> EnsembleSpec:
     )
 
 
+_TOKENIZER = tokenizer_spec("sbert_tokenizer", SBERT_MAX_TOKENS, (INPUT_IDS, ATTENTION_MASK), _GPU_TUNING,
+                            "UTF-8 text -> WordPiece ids and attention mask (HF tokenizers, truncation at 256 tokens)")
 SPECS: tuple[AnySpec, ...] = (
-    tokenizer_spec("sbert_tokenizer", SBERT_MAX_TOKENS, (INPUT_IDS, ATTENTION_MASK), _GPU_TUNING,
-                   "UTF-8 text -> WordPiece ids and attention mask (HF tokenizers, truncation at 256 tokens)"),
+    _TOKENIZER,
     *(spec for precision in PRECISIONS for spec in (
         # MiniLM with mean pooling and L2 normalisation folded into the ONNX graph
         encoder_spec("sbert", precision, "all-MiniLM-L6-v2 encoder + mean pooling + L2 norm",
@@ -240,6 +241,26 @@ def install(repository: Path, artifacts: Path = ARTIFACTS) -> list[Path]:
 _PREFERRED = tuple(Variant(instances=2, max_queue_delay_us=d, preferred_batch_sizes=p,
                            parameters=(("intra_op_threads", "1"),)) for d, p in ((1000, (8, 16)), (2000, (16, 32))))
 
+def _test_sentences(plan: SweepPlan, limit: int, repository: Path) -> list[dict]:
+    return [{plan.input_tensor: s} for s in conll_sentences("test")[:limit]]
+
+
+def _test_token_ids(plan: SweepPlan, limit: int, repository: Path) -> list[dict]:
+    """What sbert_tokenizer hands the encoder for each CoNLL test sentence sent alone: its ids, padded to the
+    tokenizer's multiple."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(repository / "sbert_tokenizer" / "1" / "tokenizer.json"))
+    tokenizer.enable_truncation(SBERT_MAX_TOKENS)
+    tokenizer.no_padding()
+    pad = int(dict(_TOKENIZER.deployment("cpu").parameters)["pad_to_multiple_of"])
+    rows = []
+    for e in tokenizer.encode_batch(conll_sentences("test")[:limit]):
+        fill = [0] * (-len(e.ids) % pad)
+        rows.append({INPUT_IDS.name: e.ids + fill, ATTENTION_MASK.name: e.attention_mask + fill})
+    return rows
+
+
 FAMILY = Family(
     name="sbert", order=1, specs=SPECS, recipe=SbertExport, exporter=export, installer=install,
     serves=("sbert", "sbert_int8"),
@@ -257,4 +278,5 @@ FAMILY = Family(
                                         variants=(UNTUNED, *grid(instances=(1, 2), delays=(0, 1000), threads=(1, 2))),
                                         rate_probes=0),  # closed loop only, as Model Analyzer measures
     },
+    inputs={"conll-test-sentences": _test_sentences, "conll-test-token-ids": _test_token_ids},
     evaluation="search", gpu_profile=GpuProfile(plan="sbert", checkpoint=SBERT_WEIGHTS, head="mean_pool_l2"))

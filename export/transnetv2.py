@@ -360,4 +360,7 @@ FAMILY = Family(
                                     # closed loop only: ingestion keeps a fixed number of videos in flight, and an
                                     # open-loop window at < 1 video/s needs minutes to hold enough requests for a p95
                                     rate_probes=0)},
+    # whole encoded files, one per request
+    inputs={"video-clips": lambda plan, limit, repository: [
+        {plan.input_tensor: (VIDEO_DIR / name).read_bytes()} for name in ("carphone_pristine.mp4", "bikes.mp4")]},
     evaluation="shots")

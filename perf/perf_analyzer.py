@@ -69,41 +69,27 @@ def parse_csv(text: str) -> list[PerfRow]:
 
 def write_input_data(path: Path, tensor: str, texts: list[str]) -> Path:
     """perf_analyzer --input-data JSON: one batch-1 request per real text, sent round-robin."""
-    return write_text_rows(path, [{tensor: t} for t in texts])
+    return write_rows(path, [{tensor: t} for t in texts])
 
 
-def write_text_rows(path: Path, rows: list[dict[str, str]]) -> Path:
-    """perf_analyzer --input-data JSON for models with several string inputs: one batch-1 request per row (tensor
-    name -> text), sent round-robin."""
-    path.write_text(json.dumps({"data": [{k: {"content": [t], "shape": [1]} for k, t in r.items()} for r in rows]}))
-    return path
-
-
-def write_int_rows(path: Path, rows: list[dict[str, list[int]]]) -> Path:
-    """perf_analyzer --input-data JSON for models with variable-length integer inputs (e.g. token ids): one batch-1
-    request per row (tensor name -> values), each with its own shape."""
-    path.write_text(json.dumps({"data": [{k: {"content": v, "shape": [len(v)]} for k, v in r.items()} for r in rows]}))
-    return path
-
-
-def write_array_rows(path: Path, rows: list[dict]) -> Path:
-    """perf_analyzer --input-data JSON from arrays: one batch-1 request per row (tensor name -> array without the
-    batch axis); strings are sent as UTF-8 text."""
-    def tensor(a):
-        content = [x.decode() if isinstance(x, bytes) else x for x in a.ravel().tolist()]
-        return {"content": content, "shape": list(a.shape)}
-
-    path.write_text(json.dumps({"data": [{k: tensor(v) for k, v in r.items()} for r in rows]}))
-    return path
-
-
-def write_binary_input_data(path: Path, tensor: str, blobs: list[bytes]) -> Path:
-    """perf_analyzer --input-data JSON for a UINT8 [-1] input (e.g. whole encoded videos): one request per blob,
-    base64 (perf_analyzer sends the decoded bytes as the tensor's content), sent round-robin."""
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    """perf_analyzer --input-data JSON: one batch-1 request per row (tensor name -> value), sent round-robin. A value
+    is a string (sent as UTF-8 text), bytes (a UINT8 [-1] input such as a whole encoded video: base64, which
+    perf_analyzer decodes), a list of ints (a variable-length input such as token ids) or an array without the batch
+    axis (strings in it sent as text)."""
     import base64
 
-    path.write_text(json.dumps({"data": [{tensor: {"b64": base64.b64encode(b).decode(), "shape": [len(b)]}}
-                                         for b in blobs]}))
+    def tensor(value) -> dict:
+        if isinstance(value, str):
+            return {"content": [value], "shape": [1]}
+        if isinstance(value, bytes):
+            return {"b64": base64.b64encode(value).decode(), "shape": [len(value)]}
+        if isinstance(value, list):
+            return {"content": value, "shape": [len(value)]}
+        content = [x.decode() if isinstance(x, bytes) else x for x in value.ravel().tolist()]
+        return {"content": content, "shape": list(value.shape)}
+
+    path.write_text(json.dumps({"data": [{k: tensor(v) for k, v in r.items()} for r in rows]}))
     return path
 
 

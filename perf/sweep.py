@@ -21,11 +21,9 @@ from google.protobuf import json_format
 from tritonclient.utils import InferenceServerException
 
 from tritonrepo import added, render
-from tritonrepo.datasets import conll_sentences, headline_retrieval, short_queries
 from tritonrepo.errors import TritonRepoError
-from tritonrepo.export.families import spec, sweep_plans, with_dependencies
-from tritonrepo.export.sbert import SBERT_MAX_TOKENS
-from tritonrepo.paths import MODEL_REPOSITORY, ROOT, VIDEO_DIR
+from tritonrepo.export.families import input_sets, spec, sweep_plans, with_dependencies
+from tritonrepo.paths import MODEL_REPOSITORY, ROOT
 from tritonrepo.server import TritonServer
 from tritonrepo.specs import ModelSpec
 from tritonrepo.tuning import UNTUNED, SweepPlan, Variant, grid
@@ -57,44 +55,19 @@ def plan_for(name: str, repository: Path = MODEL_REPOSITORY) -> SweepPlan:
 
 
 def write_inputs(plan: SweepPlan, path: Path, limit: int = 2000, repository: Path = MODEL_REPOSITORY) -> Path:
-    """The plan's real input set as perf_analyzer --input-data JSON (``file:PATH``: one written beforehand)."""
+    """The plan's real input set as perf_analyzer --input-data JSON: one a family declares (``Family.inputs``), an
+    added model's reference requests (``reference:MODEL``) or a file written beforehand (``file:PATH``)."""
     if plan.inputs.startswith("file:"):
         return Path(plan.inputs.removeprefix("file:"))
     if plan.inputs.startswith("reference:"):  # an added model: each row of its reference requests, one request each
         _, pairs = load_reference(repository / plan.entry / "1" / REFERENCE)
         rows = [{k: v[i] for k, v in request.items()} for request, _ in pairs
                 for i in range(len(next(iter(request.values()))))]
-        return perf_analyzer.write_array_rows(path, rows[:limit])
-    if plan.inputs == "video-clips":
-        clips = [VIDEO_DIR / "carphone_pristine.mp4", VIDEO_DIR / "bikes.mp4"]
-        return perf_analyzer.write_binary_input_data(path, plan.input_tensor, [p.read_bytes() for p in clips])
-    if plan.inputs == "query-passage-pairs":  # valid headlines with their BM25 top 5 articles (unseen in training)
-        from tritonrepo.services.search import BM25Retriever
-
-        items = headline_retrieval("valid", ("valid",))
-        top5 = BM25Retriever(items.documents).search_many(items.queries, 5)
-        rows = [{"QUERY": items.queries[q], "PASSAGE": items.documents[h.doc]}
-                for q, hits in enumerate(top5) for h in hits]
-        return perf_analyzer.write_text_rows(path, rows[:limit])
-    if plan.inputs == "conll-test-token-ids":  # what sbert_tokenizer hands the encoder for each test sentence
-        from tokenizers import Tokenizer
-
-        tokenizer = Tokenizer.from_file(str(repository / "sbert_tokenizer" / "1" / "tokenizer.json"))
-        tokenizer.enable_truncation(SBERT_MAX_TOKENS)
-        tokenizer.no_padding()
-        pad = int(dict(spec("sbert_tokenizer").deployment("cpu").parameters)["pad_to_multiple_of"])
-        rows = []
-        for e in tokenizer.encode_batch(conll_sentences("test")[:limit]):  # each request alone: its length, rounded up
-            fill = [0] * (-len(e.ids) % pad)
-            rows.append({"input_ids": e.ids + fill, "attention_mask": e.attention_mask + fill})
-        return perf_analyzer.write_int_rows(path, rows)
-    if plan.inputs == "conll-test-sentences":
-        texts = conll_sentences("test")[:limit]
-    elif plan.inputs == "short-queries":
-        texts = short_queries(limit)
-    else:
-        raise KeyError(f"unknown input set {plan.inputs!r}")
-    return perf_analyzer.write_input_data(path, plan.input_tensor, texts)
+        return perf_analyzer.write_rows(path, rows[:limit])
+    sets = input_sets()
+    if plan.inputs not in sets:
+        raise KeyError(f"unknown input set {plan.inputs!r}; known: {sorted(sets)}")
+    return perf_analyzer.write_rows(path, sets[plan.inputs](plan, limit, repository))
 
 
 def variant_config(plan: SweepPlan, variant: Variant, target: str, repository: Path = MODEL_REPOSITORY) -> str:

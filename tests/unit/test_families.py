@@ -1,6 +1,7 @@
 """The registry of built-in model families: each family module declares everything about its family, the registry
 finds it, and what the families serve covers every built-in model."""
 
+import json
 import sys
 
 import pytest
@@ -10,6 +11,7 @@ from tritonrepo import check, render
 from tritonrepo.errors import TritonRepoError
 from tritonrepo.export import families
 from tritonrepo.export.families import FAMILIES, models_to_load
+from tritonrepo.perf import sweep
 from tritonrepo.targets import TARGETS
 
 TOY = """
@@ -35,8 +37,9 @@ SPECS = (
 
 FAMILY = Family(name={name!r}, order=99, specs=SPECS, recipe=dict, exporter=lambda config, force=False: {{}},
                 installer=lambda repository, artifacts: [], serves=("toy",), evaluation="toy",
-                plans={{"toy": SweepPlan(swept="toy_encoder", entry="toy", input_tensor="TEXT",
-                                         inputs="conll-test-sentences", variants=(UNTUNED,))}})
+                plans={{"toy": SweepPlan(swept="toy_encoder", entry="toy", input_tensor="TEXT", inputs="toy-texts",
+                                         variants=(UNTUNED,))}},
+                inputs={{"toy-texts": lambda plan, limit, repository: [{{"TEXT": "toy"}}] * limit}})
 """
 
 
@@ -56,6 +59,7 @@ def test_a_family_sweeps_and_profiles_only_what_it_serves(name, tmp_path):
     assert family.plans and family.evaluation
     for plan in family.plans.values():
         assert plan.entry in served and plan.swept in served and plan.variants[0].name == "untuned"
+        assert plan.inputs in families.input_sets()
     if family.gpu_profile:
         assert family.gpu_profile.plan in family.plans and family.gpu_profile.head in ("mean_pool_l2", "logits")
 
@@ -77,6 +81,8 @@ def test_a_new_family_is_one_module_that_the_registry_finds(toy_module, monkeypa
     monkeypatch.setattr(families, "FAMILIES", found)
     assert families.sweep_plans()["toy"].entry == "toy" and "sbert_int8" in families.sweep_plans()
     assert families.spec("toy_encoder").deployment("cpu").count == 2
+    inputs = sweep.write_inputs(families.sweep_plans()["toy"], tmp_path / "inputs.json", limit=3)
+    assert json.loads(inputs.read_text())["data"] == [{"TEXT": {"content": ["toy"], "shape": [1]}}] * 3
     assert models_to_load(["toy"], tmp_path) == ["toy", "toy_encoder", "toy_tokenizer"]
     repository = tmp_path / "repository"
     written = render.write(repository, families.all_specs(tmp_path))
