@@ -46,11 +46,11 @@ def evaluate(model: str = typer.Argument("ner", help="What to evaluate: ner, sho
     for family in FAMILIES.values():
         if family.evaluation:
             loads[family.evaluation] = loads.get(family.evaluation, ()) + family.serves
-    if model not in loads:
-        raise TritonRepoError(f"unknown model family {model!r}; known: {', '.join(loads)}")
-    run = {"ner": lambda: _eval_ner(aggregation, split), "shots": lambda: _eval_shots(joins, same_source_cuts),
-           "search": lambda: _eval_search(rerank_depth, shape_queries, shape_rerankers, shape_split,
-                                            rank_priors)}[model]()
+    runs = {"ner": lambda: _eval_ner(aggregation, split), "shots": lambda: _eval_shots(joins, same_source_cuts),
+            "search": lambda: _eval_search(rerank_depth, shape_queries, shape_rerankers, shape_split, rank_priors)}
+    if model not in loads or model not in runs:  # a family may name an evaluation this command does not have
+        raise TritonRepoError(f"unknown model family {model!r}; known: {', '.join(e for e in loads if e in runs)}")
+    run = runs[model]()
     with served(url, with_dependencies(loads[model])) as address:
         results = run(address)
     typer.echo(json.dumps(results, indent=2))
