@@ -28,6 +28,7 @@ from tritonrepo.text_specs import (ATTENTION_MASK, INPUT_IDS, PRECISIONS, GpuSta
                                    suffixed, tokenizer_spec)
 from tritonrepo.datasets import read_conll, short_queries
 from tritonrepo.errors import ValidationError
+from tritonrepo.targets import Target
 from tritonrepo.tuning import UNTUNED, SweepPlan, grid
 from tritonrepo.validate import Checks
 
@@ -71,7 +72,7 @@ def _decoder_spec() -> ModelSpec:
                           # than the tokenizer makes
                           limits=InputLimits(max_text_bytes=MAX_TEXT_BYTES, max_tokens=NER_MAX_TOKENS))
 
-    deployments = {"cpu": dep(1, 256)} | {t: dep(start.tokenizer_instances, start.max_batch)
+    deployments = {Target.CPU: dep(1, 256)} | {t: dep(start.tokenizer_instances, start.max_batch)
                                           for t, start in _GPU_TUNING.items()}
     return ModelSpec(
         name="ner_decoder",

@@ -29,6 +29,7 @@ from tritonrepo.text_specs import (ATTENTION_MASK, INPUT_IDS, PRECISIONS, GpuSta
 from tritonrepo.datasets import conll_sentences
 from tritonrepo.errors import ValidationError
 from tritonrepo.paths import ASSETS, SBERT_WEIGHTS, require
+from tritonrepo.targets import Target
 from tritonrepo.tuning import UNTUNED, SweepPlan, Variant, grid
 from tritonrepo.validate import embedding_checks, save_reference
 
@@ -253,7 +254,7 @@ def _test_token_ids(plan: SweepPlan, limit: int, repository: Path) -> list[dict]
     tokenizer = Tokenizer.from_file(str(repository / "sbert_tokenizer" / "1" / "tokenizer.json"))
     tokenizer.enable_truncation(SBERT_MAX_TOKENS)
     tokenizer.no_padding()
-    pad = int(dict(_TOKENIZER.deployment("cpu").parameters)["pad_to_multiple_of"])
+    pad = int(dict(_TOKENIZER.deployment(Target.CPU).parameters)["pad_to_multiple_of"])
     rows = []
     for e in tokenizer.encode_batch(conll_sentences("test")[:limit]):
         fill = [0] * (-len(e.ids) % pad)

@@ -33,7 +33,7 @@ import numpy as np
 
 from tritonrepo import render
 from tritonrepo.errors import ToolNotFoundError, ValidationError
-from tritonrepo.targets import TARGETS
+from tritonrepo.targets import TARGETS, Target
 from tritonrepo.text_specs import tensorrt_plan
 
 from .ner import NER_MAX_TOKENS
@@ -56,7 +56,7 @@ def spec(model: str):
     return served_spec(model)
 
 
-def profile_shapes(model: str, target: str) -> Shapes:
+def profile_shapes(model: str, target: Target) -> Shapes:
     """The optimization profile of ``model`` on ``target``: the one its ONNX Runtime config gives the TensorRT
     provider (batch 1..max_batch_size, opt the largest preferred batch; sequence lengths up to the tokenizer's
     limit, opt a typical text's length)."""
@@ -160,7 +160,7 @@ def run_plan(plan: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: t.cpu().numpy() for name, t in outputs.items()}
 
 
-def export_plans(target: str, repository: Path, out: Path, *, int8: bool = False,
+def export_plans(target: Target, repository: Path, out: Path, *, int8: bool = False,
                  models: tuple[str, ...] = PLANNED) -> dict:
     """On the GPU of ``target``: copy ``repository`` to ``out``, build each model's plan there from its validated
     fp32 ONNX, validate it, and switch that model's ``configs/<target>.pbtxt`` in ``out`` to the plan. Refuses when
@@ -214,7 +214,7 @@ def stage(repository: Path, out: Path) -> None:
     shutil.copytree(repository, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
 
 
-def activate(repository: Path, model: str, target: str) -> Path:
+def activate(repository: Path, model: str, target: Target) -> Path:
     """Write ``model``'s ``configs/<target>.pbtxt`` as the native plan config (call only once its plan passed)."""
     path = repository / model / "configs" / f"{target}.pbtxt"
     path.write_text(render.to_text(render.model_config(tensorrt_plan(spec(model), target), target), target))

@@ -32,7 +32,7 @@ from tritonrepo.contracts import (FPS, FRAME_COUNT, FRAMES_DONE, PROBABILITIES, 
 from tritonrepo.ensembles.parameters import DALI_CPU_CODECS, EncoderParameters, ShotParameters
 from tritonrepo.specs import (AnySpec, Backend, Batching, Deployment, InputLimits, Kind, ModelSpec, Sequence,
                               Tensor)
-from tritonrepo.targets import GPU_TARGETS
+from tritonrepo.targets import GPU_TARGETS, Target
 from tritonrepo.errors import ValidationError
 from tritonrepo.paths import ASSETS, TRANSNET_DIR, VIDEO_DIR, require
 from tritonrepo.scoring import match_f1
@@ -79,15 +79,15 @@ def _specs() -> list[AnySpec]:
                           batching=Batching(max_batch_size=8, max_queue_delay_us=0),
                           parameters=EncoderParameters.of(intra_op_threads=0))
 
-    fp32 = {"cpu": cpu("model.fp32.onnx")} | {
+    fp32 = {Target.CPU: cpu("model.fp32.onnx")} | {
         # the validated fp32 graph on ONNX Runtime's CUDA provider (an fp16 graph is validated only on a GPU host:
         # perf/bench_transnet_gpu.py)
         t: Deployment(backend=Backend.ONNXRUNTIME, kind=Kind.GPU, count=1, model_filename="model.fp32.onnx",
                       batching=batching)
         for t, batching in _TRANSNET_GPU.items()}
-    int8 = {t: cpu("model.int8.onnx") for t in ("cpu", *GPU_TARGETS)}  # int8 Conv kernels are ORT CPU kernels
+    int8 = {t: cpu("model.int8.onnx") for t in Target}  # int8 Conv kernels are ORT CPU kernels
 
-    def shots(target: str, live: bool) -> Deployment:
+    def shots(target: Target, live: bool) -> Deployment:
         gpu = target in GPU_TARGETS
         params = ShotParameters.of(
             shot_model="transnetv2" if gpu else "transnetv2_int8", window_batch=16 if gpu else 2,
@@ -103,7 +103,7 @@ def _specs() -> list[AnySpec]:
 
     # GPU targets: the DALI backend runs the pipeline as it is and reads no limits (video_shots checks them before it
     # calls the model); the CPU target's Python model enforces them itself.
-    decode = {"cpu": Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=1, decoupled=True,
+    decode = {Target.CPU: Deployment(backend=Backend.PYTHON, kind=Kind.CPU, count=1, decoupled=True,
                                 batching=Batching(max_batch_size=1, dynamic=False), limits=VIDEO_LIMITS)} | {
         t: Deployment(backend=Backend.DALI, kind=Kind.GPU, count=1, decoupled=True,
                       batching=Batching(max_batch_size=1, dynamic=False)) for t in GPU_TARGETS}
@@ -120,12 +120,12 @@ def _specs() -> list[AnySpec]:
         ModelSpec(name="video_shots", description="encoded video bytes -> shots (start/end frame and time), "
                   "per-frame probabilities on request; decode, TransNetV2 windows and stitching server-side",
                   inputs=(VIDEO, RETURN_PROBABILITIES), outputs=(SHOTS, SHOT_TIMES, FRAME_COUNT, FPS, PROBABILITIES),
-                  deployments={t: shots(t, live=False) for t in ("cpu", *GPU_TARGETS)}, python_model="video_shots",
+                  deployments={t: shots(t, live=False) for t in Target}, python_model="video_shots",
                   calls=SHOT_CALLS),
         ModelSpec(name="video_shots_live", description="a live stream as a sequence of self-contained segments -> "
                   "shots as soon as they close (<= 75 frames behind the stream)",
                   inputs=(SEGMENT,), outputs=(SHOTS, SHOT_TIMES, FRAMES_DONE, FPS),
-                  deployments={t: shots(t, live=True) for t in ("cpu", *GPU_TARGETS)}, python_model="video_shots",
+                  deployments={t: shots(t, live=True) for t in Target}, python_model="video_shots",
                   calls=SHOT_CALLS),
     ]
 

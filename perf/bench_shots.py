@@ -35,6 +35,7 @@ from tritonrepo.ensembles.parameters import DALI_CPU_CODECS
 from tritonrepo.paths import MODEL_REPOSITORY, RUNS, TRANSNET_DIR, VIDEO_DIR
 from tritonrepo.scoring import match_f1
 from tritonrepo.server import TritonServer
+from tritonrepo.targets import Target
 
 from .provenance import provenance, write_result
 
@@ -141,7 +142,7 @@ def run(*, repeats: int = 2, hd_seconds: tuple[int, int] = (60, 240), out: Path 
     spliced = shots_eval.build(RUNS / "spliced") if repeats else []
     files = [TRANSNET_DIR / "test.mp4", *(v.path for v in spliced), hd_clip(hd_seconds[0], RUNS / "video")]
     rows = []
-    with TritonServer(MODEL_REPOSITORY, model_config_name="cpu", explicit_models=MODELS) as server, \
+    with TritonServer(MODEL_REPOSITORY, model_config_name=Target.CPU, explicit_models=MODELS) as server, \
             ShotClient(server.grpc_url, timeout_s=3600) as client:
         client.shots(files[0])  # warm-up
         for path in files if repeats else []:

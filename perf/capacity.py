@@ -27,9 +27,10 @@ from pathlib import Path
 import tritonclient.grpc as grpcclient
 
 from tritonrepo.errors import TritonRepoError
-from tritonrepo.paths import MODEL_REPOSITORY
 from tritonrepo.export.families import with_dependencies
+from tritonrepo.paths import MODEL_REPOSITORY
 from tritonrepo.server import TritonServer
+from tritonrepo.targets import Target
 from tritonrepo.tuning import Variant
 
 from . import perf_analyzer, planner, profile_file, sweep
@@ -189,7 +190,7 @@ def _parts(option: planner.Option, service: planner.Service) -> list[Part]:
     return parts
 
 
-def verify(slo_file: Path, names: tuple[str, ...] = (), *, hardware: str = "cpu", target: str = "cpu",
+def verify(slo_file: Path, names: tuple[str, ...] = (), *, hardware: str = "cpu", target: Target = Target.CPU,
            profiles: Path = planner.PROFILES, repeats: int = 1, measurement_ms: int = 3000, probes: int = 5,
            min_arrivals: int = 200, repository: Path = MODEL_REPOSITORY) -> dict:
     """Plan each service on ``hardware``'s instance types, then on this machine: start the real server with the

@@ -25,9 +25,10 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from tritonrepo import render
-from tritonrepo.export.families import spec as served_spec
 from tritonrepo.errors import TritonRepoError
+from tritonrepo.export.families import spec as served_spec
 from tritonrepo.paths import MODEL_REPOSITORY, ROOT, TOOLS, TritonTools, perf_analyzer
+from tritonrepo.targets import Target
 
 from . import sweep
 from .provenance import provenance
@@ -68,7 +69,7 @@ def _environment() -> dict[str, str]:
     return env
 
 
-def _repository(plan: sweep.SweepPlan, target: str, folder: Path) -> Path:
+def _repository(plan: sweep.SweepPlan, target: Target, folder: Path) -> Path:
     """A repository holding only the swept model, its config.pbtxt the untuned variant (where both tools start)."""
     if plan.swept != plan.entry:
         raise TritonRepoError(f"Model Analyzer's default search profiles one model; {plan.entry} is an ensemble "
@@ -114,7 +115,7 @@ def profile_config(plan: sweep.SweepPlan, repository: Path, inputs: Path, work: 
     }
 
 
-def run_model_analyzer(plan: sweep.SweepPlan, target: str, work: Path,
+def run_model_analyzer(plan: sweep.SweepPlan, target: Target, work: Path,
                        max_concurrency: int | None = None) -> tuple[Path, float]:
     """Profile the plan's model with Model Analyzer; returns its inference CSV and the wall time. It checkpoints into
     ``work``: run again with the same folder and it resumes (measured configs are not measured again); a finished
@@ -165,7 +166,7 @@ def read_csv(path: Path) -> list[dict]:
     return rows
 
 
-def import_csv(path: Path, *, model: str, target: str, p95_bound_ms: float, hardware: dict | None = None) -> dict:
+def import_csv(path: Path, *, model: str, target: Target, p95_bound_ms: float, hardware: dict | None = None) -> dict:
     """A profile in our format from Model Analyzer's inference CSV: one variant per config it measured (named after
     its config folder, e.g. ``sbert_encoder_config_3``), with the best within the p95 bound, so the planner can use
     it. ``hardware`` is the provenance of where it was measured (Model Analyzer's CSV does not record it)."""
@@ -191,7 +192,7 @@ def import_csv(path: Path, *, model: str, target: str, p95_bound_ms: float, hard
             "untuned": sweep.best([v for v in results if v["variant"].endswith("_config_default")], p95_bound_ms)}
 
 
-def compare(name: str, *, target: str = "cpu", out_dir: Path = ROOT / "perf" / "reference" / "model-analyzer",
+def compare(name: str, *, target: Target = Target.CPU, out_dir: Path = ROOT / "perf" / "reference" / "model-analyzer",
             measurement_ms: int = 3000, work_dir: Path | None = None, max_concurrency: int | None = None) -> dict:
     """Model Analyzer's default search, then our sweep, on the same model, inputs, machine and p95 bound.
     ``work_dir``: Model Analyzer's folder (kept; a rerun resumes from its checkpoint), else a temporary one."""

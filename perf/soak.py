@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from tritonrepo.services.ingest import IngestConfig, ingest, read_manifest
-from tritonrepo.services.metrics import IngestMetrics, summarize
-from tritonrepo.services.store import SqliteStore
 from tritonrepo.datasets import sample_manifest
 from tritonrepo.paths import MODEL_REPOSITORY
 from tritonrepo.server import TritonServer
+from tritonrepo.services.ingest import IngestConfig, ingest, read_manifest
+from tritonrepo.services.metrics import IngestMetrics, summarize
+from tritonrepo.services.store import SqliteStore
+from tritonrepo.targets import Target
 
 from .provenance import provenance, write_result
 
@@ -57,7 +58,7 @@ def _window(samples: list, start: float, end: float) -> dict:
 def run(minutes: float = 10.0, documents: int = 100, captions: int = 200, concurrency: int = 8,
         out: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp, \
-            TritonServer(MODEL_REPOSITORY, model_config_name="cpu", explicit_models=MODELS) as server:
+            TritonServer(MODEL_REPOSITORY, model_config_name=Target.CPU, explicit_models=MODELS) as server:
         manifest, n_assets = sample_manifest(Path(tmp) / "data", documents=documents, captions=captions)
         metrics = IngestMetrics(keep_samples=True)
         config = IngestConfig(url=server.grpc_url, concurrency=concurrency, roots=(manifest.parent,))

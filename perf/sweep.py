@@ -26,6 +26,7 @@ from tritonrepo.export.families import input_sets, spec, sweep_plans, with_depen
 from tritonrepo.paths import MODEL_REPOSITORY, ROOT
 from tritonrepo.server import TritonServer
 from tritonrepo.specs import ModelSpec
+from tritonrepo.targets import Target
 from tritonrepo.tuning import UNTUNED, SweepPlan, Variant, grid
 from tritonrepo.validate import REFERENCE, load_reference
 
@@ -70,7 +71,7 @@ def write_inputs(plan: SweepPlan, path: Path, limit: int = 2000, repository: Pat
     return perf_analyzer.write_rows(path, sets[plan.inputs](plan, limit, repository))
 
 
-def variant_config(plan: SweepPlan, variant: Variant, target: str, repository: Path = MODEL_REPOSITORY) -> str:
+def variant_config(plan: SweepPlan, variant: Variant, target: Target, repository: Path = MODEL_REPOSITORY) -> str:
     """The swept model's config for this variant, as the JSON the repository load API takes."""
     swept = plan.spec or spec(plan.swept, repository)
     if not isinstance(swept, ModelSpec):
@@ -80,7 +81,7 @@ def variant_config(plan: SweepPlan, variant: Variant, target: str, repository: P
     return json_format.MessageToJson(render.model_config(varied, target), preserving_proto_field_name=True)
 
 
-def sweep_variant(client, server_url: str, plan: SweepPlan, variant: Variant, data: Path, target: str,
+def sweep_variant(client, server_url: str, plan: SweepPlan, variant: Variant, data: Path, target: Target,
                   measurement_ms: int, repository: Path = MODEL_REPOSITORY,
                   closed_rows: list[dict] | None = None, headers: dict[str, str] | None = None) -> list[dict]:
     """The variant's closed-loop range; or, given that range (``closed_rows``), its open-loop capacity search.
@@ -180,7 +181,7 @@ def best(variants: list[dict], p95_bound_ms: float) -> dict | None:
             "load": load_label(row), "infer_per_s": row["infer_per_s"], "p95_ms": row["p95_ms"]}
 
 
-def run(name: str, *, target: str = "cpu", plan: SweepPlan | None = None, repository: Path = MODEL_REPOSITORY,
+def run(name: str, *, target: Target = Target.CPU, plan: SweepPlan | None = None, repository: Path = MODEL_REPOSITORY,
         out_dir: Path = PROFILES, measurement_ms: int = 3000, hardware: str | None = None,
         only: tuple[str, ...] = (), rates_only: bool = False) -> dict:
     """Sweep the plan's variants (``only``: just those named, e.g. a short sweep) and write the profile

@@ -24,7 +24,7 @@ from .errors import SpecError
 from .paths import MODEL_REPOSITORY
 from .specs import (MAX_TEXT_BYTES, AnySpec, Backend, Batching, Deployment, EnsembleSpec, InputLimits, Kind,
                     ModelSpec, Step, Tensor, check_repository)
-from .targets import GPU_TARGETS
+from .targets import GPU_TARGETS, Target
 
 SPEC_FILE = "model.yaml"
 FORMATS = ("huggingface", "onnx", "torchscript", "tensorflow")
@@ -109,7 +109,7 @@ class AddedModel:
 
         tok = ModelSpec(name=f"{self.name}_tokenizer", inputs=(text,), outputs=self.inputs,
                         python_model="text_tokenizer",
-                        deployments={"cpu": tokenizer(1)} | {t: tokenizer(32) for t in GPU_TARGETS},
+                        deployments={Target.CPU: tokenizer(1)} | {t: tokenizer(32) for t in GPU_TARGETS},
                         description=f"UTF-8 text -> {self.name}'s token ids (its tokenizer.json)")
         ids = {t.name: t.name for t in self.inputs}
         ensemble = EnsembleSpec(
@@ -130,7 +130,7 @@ class AddedModel:
                          model_filename=SAVEDMODEL_DIR if native else ONNX_FILE,
                          batching=Batching(max_batch_size=self.max_batch_size, max_queue_delay_us=500))
         return ModelSpec(name=self.model_name, inputs=self.inputs, outputs=self.outputs, python_model="onnx_encoder",
-                         deployments={"cpu": cpu} | {t: gpu for t in GPU_TARGETS},
+                         deployments={Target.CPU: cpu} | {t: gpu for t in GPU_TARGETS},
                          description=self.description or f"added from a {self.source.format} model")
 
     # -- the reviewed file -----------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from .deployable import Finding
 from .errors import ModelLoadError, RenderDriftError
 from .paths import MODEL_REPOSITORY, VIDEO_DIR
 from .specs import ONE_INSTANCE_QUEUE, AnySpec, with_dependencies
-from .targets import TARGETS
+from .targets import TARGETS, Target
 from .validate import REFERENCE, Checks, compare, load_reference
 
 WARMUP_TEXT = "Warm-up request from tritonrepo check: Reuters reports rain in Paris."
@@ -87,7 +87,7 @@ def _configs(repository: Path) -> tuple[dict[str, dict[str, object]], list[Findi
     return out, findings
 
 
-def _lint_model(model: str, target: str, cfg, where: str) -> list[Finding]:
+def _lint_model(model: str, target: Target, cfg, where: str) -> list[Finding]:
     found = []
 
     def add(level: str, message: str) -> None:
@@ -119,7 +119,7 @@ def _lint_model(model: str, target: str, cfg, where: str) -> list[Finding]:
     return found
 
 
-def _lint_ensemble(model: str, target: str, cfg, configs: dict, where: str) -> list[Finding]:
+def _lint_ensemble(model: str, target: Target, cfg, configs: dict, where: str) -> list[Finding]:
     """Ensemble maps against the step models' tensors on the same target (the config-level twin of
     specs.check_repository, for repositories edited or imported by hand)."""
     found = []
@@ -256,7 +256,7 @@ def _callers(configs: dict[str, dict], specs: list[AnySpec]) -> dict[str, list[s
     return callers
 
 
-def serve(repository: Path, *, target: str = "cpu", models: list[str] | None = None, url: str | None = None,
+def serve(repository: Path, *, target: Target = Target.CPU, models: list[str] | None = None, url: str | None = None,
           specs: Sequence[AnySpec] = ()) -> list[Served]:
     """Load each model (or use the server at ``url``) and exercise it. ``models``: these and what they need.
     ``specs``: the specs the repository was built from, beside its added models': what each model calls."""
@@ -304,7 +304,7 @@ def serve(repository: Path, *, target: str = "cpu", models: list[str] | None = N
     return results
 
 
-def run(repository: Path = MODEL_REPOSITORY, *, target: str = "cpu", models: list[str] | None = None,
+def run(repository: Path = MODEL_REPOSITORY, *, target: Target = Target.CPU, models: list[str] | None = None,
         url: str | None = None, serve_models: bool = True, specs: Sequence[AnySpec] = ()) -> Report:
     """Lint, then serve and exercise. ``specs``: what the repository was built from (the registry's, the CLI's)."""
     findings = lint(repository, specs) + deployable.check(repository, target)

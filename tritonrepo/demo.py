@@ -27,6 +27,7 @@ from .datasets import conll_articles, conll_sentences, sample_manifest
 from .export.families import build, models_to_load
 from .paths import MODEL_REPOSITORY, RUNS, TRANSNET_DIR, VIDEO_DIR
 from .server import TritonServer
+from .targets import Target
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def first_look(repository: Path = MODEL_REPOSITORY, corpus_size: int = 2000, k: 
                perf: bool = True) -> FirstLook:
     build(repository, families=PART1_FAMILIES)
     corpus = conll_sentences("test")[:corpus_size]
-    with TritonServer(repository, model_config_name="cpu",
+    with TritonServer(repository, model_config_name=Target.CPU,
                       explicit_models=models_to_load(PART1_FAMILIES, repository)) as server:
         with EmbeddingClient(server.grpc_url, "sbert_int8") as int8, EmbeddingClient(server.grpc_url, "sbert") as fp32:
             vectors = int8.embed(corpus)
@@ -86,7 +87,7 @@ def first_look(repository: Path = MODEL_REPOSITORY, corpus_size: int = 2000, k: 
 
 def trained(repository: Path = MODEL_REPOSITORY, k: int = 3, perf: bool = True) -> Trained:
     build(repository)
-    with TritonServer(repository, model_config_name="cpu") as server:
+    with TritonServer(repository, model_config_name=Target.CPU) as server:
         with NerClient(server.grpc_url, "ner_int8") as ner:
             entities = dict(zip(NER_QUERIES, ner.entities(list(NER_QUERIES))))
         search = _search(server.grpc_url, k)

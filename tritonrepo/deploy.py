@@ -19,7 +19,7 @@ from .export.families import all_specs
 from .paths import MODEL_REPOSITORY, ROOT
 from .server import TritonServer, free_port
 from .specs import dependencies
-from .targets import TARGETS
+from .targets import TARGETS, Target
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "triton.json"
 
@@ -68,7 +68,7 @@ class Placement:
 
     instance_type: str
     count: int
-    target: str  # hardware target whose configs/<target>.pbtxt the package carries
+    target: Target  # hardware target whose configs/<target>.pbtxt the package carries
     rps_per_instance: float
     source: str  # "plan: ..." or "given"
 
@@ -104,7 +104,7 @@ def placement_from_plan(slo_file: Path, service: str, profiles: Path | None = No
                      f"{best.peak_rps:g} req/s" + (f" ({estimate})" if estimate else ""))
 
 
-def stage_sagemaker(model: str, target: str, staged: Path, repository: Path = MODEL_REPOSITORY) -> list[str]:
+def stage_sagemaker(model: str, target: Target, staged: Path, repository: Path = MODEL_REPOSITORY) -> list[str]:
     """Lay out in ``staged`` what ``model.tar.gz`` holds: ``model`` and everything it loads as top-level folders,
     each with its version folders (hard links where possible) and ``target``'s config as config.pbtxt. Refused
     unless every file those configs name is there and the code needs only the image's packages (``deployable``).

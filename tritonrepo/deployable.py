@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import SpecError
 from .paths import ROOT
-from .targets import TARGETS
+from .targets import TARGETS, Target
 
 IMAGE_REQUIREMENTS = ROOT / "deploy" / "requirements-triton.txt"
 # Backends of the NGC tritonserver 24.10-py3 image (server r24.10 build.py, enable_all: the release images enable
@@ -77,7 +77,7 @@ def foreign_imports(path: Path, allowed: frozenset[str]) -> list[str]:
     return found
 
 
-def config_path(repository: Path, model: str, target: str) -> Path:
+def config_path(repository: Path, model: str, target: Target) -> Path:
     """The file ``--model-config-name=<target>`` loads: configs/<target>.pbtxt, else config.pbtxt."""
     specific = repository / model / "configs" / f"{target}.pbtxt"
     return specific if specific.exists() else repository / model / "config.pbtxt"
@@ -87,7 +87,7 @@ def backend_of(cfg) -> str:
     return cfg.backend or PLATFORMS.get(cfg.platform, cfg.platform)
 
 
-def named_files(cfg, target: str) -> list[str]:
+def named_files(cfg, target: Target) -> list[str]:
     """Files (or folders) of the version folder that ``cfg`` makes Triton open on ``target``."""
     backend = backend_of(cfg)
     if backend == "ensemble":
@@ -101,7 +101,7 @@ def named_files(cfg, target: str) -> list[str]:
     return [cfg.default_model_filename or DEFAULT_FILES.get(backend, "model")]
 
 
-def native_onnx_files(repository: Path, target: str) -> dict[str, Path]:
+def native_onnx_files(repository: Path, target: Target) -> dict[str, Path]:
     """model -> the ONNX file ``target``'s config serves on the native onnxruntime backend (NGC_ONNXRUNTIME)."""
     from .render import parse
 
@@ -120,7 +120,7 @@ def served_version(folder: Path) -> Path | None:
     return max(versions, key=lambda p: int(p.name)) if versions else None
 
 
-def check_model(repository: Path, model: str, target: str, allowed: frozenset[str]) -> list[Finding]:
+def check_model(repository: Path, model: str, target: Target, allowed: frozenset[str]) -> list[Finding]:
     from tritonclient.grpc import model_config_pb2 as mc
 
     from .render import parse
@@ -162,7 +162,7 @@ def check_model(repository: Path, model: str, target: str, allowed: frozenset[st
     return found
 
 
-def check(repository: Path, target: str) -> list[Finding]:
+def check(repository: Path, target: Target) -> list[Finding]:
     """Every model of ``repository`` on ``target``: what would keep it from loading in the serving image."""
     if target not in TARGETS:
         raise SpecError(f"unknown target {target!r}; known: {sorted(TARGETS)}")

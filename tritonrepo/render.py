@@ -16,7 +16,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from .ensembles.parameters import BY_MODULE
 from .errors import RenderDriftError, SpecError
 from .specs import AnySpec, Backend, EnsembleSpec, ModelSpec, Tensor, TensorRTAccelerator, check_repository
-from .targets import DEFAULT_TARGET, TARGETS
+from .targets import DEFAULT_TARGET, TARGETS, Target
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def _io(tensor: Tensor, cls, ragged: bool = False):
     return msg
 
 
-def model_config(spec: AnySpec, target: str) -> mc.ModelConfig:
+def model_config(spec: AnySpec, target: Target) -> mc.ModelConfig:
     """The ModelConfig message of ``spec`` on ``target``."""
     if target not in TARGETS:
         raise KeyError(f"unknown target {target!r}; known: {sorted(TARGETS)}")
@@ -101,7 +101,7 @@ def model_config(spec: AnySpec, target: str) -> mc.ModelConfig:
     return cfg
 
 
-def _parameters(spec: ModelSpec, target: str) -> tuple[tuple[str, str], ...]:
+def _parameters(spec: ModelSpec, target: Target) -> tuple[tuple[str, str], ...]:
     """The config's parameters. A Python-backend model's are every parameter its class declares
     (ensembles/parameters.py), read from the deployment's parameters, limits and model file: a name the model does
     not declare or a value it cannot read fails here, before any server loads the config."""
@@ -138,7 +138,7 @@ def _tensorrt_accelerator(cfg: mc.ModelConfig, acc: TensorRTAccelerator) -> None
     })
 
 
-def to_text(cfg: mc.ModelConfig, target: str) -> str:
+def to_text(cfg: mc.ModelConfig, target: Target) -> str:
     text = text_format.MessageToString(cfg)
     if cfg.max_batch_size == 0:
         # WAR: proto3 drops zero scalars; Triton must see an explicit 0 to know the model has no batch dimension.

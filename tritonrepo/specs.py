@@ -9,7 +9,7 @@ import enum
 from dataclasses import dataclass, fields
 
 from .errors import SpecError
-from .targets import DEFAULT_TARGET, TARGETS, Choice
+from .targets import DEFAULT_TARGET, TARGETS, Choice, Target
 
 DType = Choice("DType", [(n, n) for n in (  # Triton data types (model_config.proto DataType without TYPE_)
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BF16",
@@ -170,7 +170,7 @@ class Deployment:
     accelerator: TensorRTAccelerator | None = None  # native ONNX Runtime on KIND_GPU only
     limits: InputLimits = InputLimits()  # enforced by the Python model's code, rendered into `parameters`
 
-    def check(self, model: str, target: str) -> None:
+    def check(self, model: str, target: Target) -> None:
         where = f"{model}@{target}"
         self.batching.check(where)
         if self.count < 1:
@@ -254,7 +254,7 @@ class ModelSpec(_Signature):
                 raise _fail(self.name, "accelerator.profile", f"target '{target}' profiles {sorted(profiled)}, "
                             f"the inputs are {list(self.input_names)}")
 
-    def deployment(self, target: str) -> Deployment:
+    def deployment(self, target: Target) -> Deployment:
         return self.deployments[target]
 
 

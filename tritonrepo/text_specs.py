@@ -15,7 +15,7 @@ from .ensembles.parameters import EncoderParameters, TokenizerParameters
 from .errors import SpecError
 from .specs import (MAX_TEXT_BYTES, Backend, Batching, Deployment, InputLimits, Kind, ModelSpec, Tensor,
                     TensorRTAccelerator)
-from .targets import TARGETS
+from .targets import TARGETS, Target
 
 PRECISIONS = ("fp32", "int8")  # each encoder is served as ONNX fp32 and int8, each behind its own ensemble
 # Requests an encoder queues before Triton rejects more (RESOURCE_EXHAUSTED-like "Exceeds maximum queue size"):
@@ -62,7 +62,7 @@ def tokenizer_spec(name: str, max_tokens: int, outputs: tuple[Tensor, ...], gpu_
             limits=InputLimits(max_text_bytes=MAX_TEXT_BYTES),
         )
 
-    deployments = {"cpu": dep(1, 256, 200, 8)}
+    deployments = {Target.CPU: dep(1, 256, 200, 8)}
     for target, start in gpu_tuning.items():
         deployments[target] = dep(start.tokenizer_instances, start.max_batch, min(start.queue_delay_us, 500), 32)
     return ModelSpec(name=name, description=description, inputs=inputs, outputs=outputs,
@@ -83,7 +83,7 @@ def encoder_deployments(name: str, precision: str, inputs: tuple[Tensor, ...], t
     multiple = 2 if precision == "int8" else 1
     deployments = {
         # Two single-threaded instances beat one with two threads on 2 cores (README, "Performance").
-        "cpu": Deployment(
+        Target.CPU: Deployment(
             backend=Backend.PYTHON, kind=Kind.CPU, count=2, model_filename=filename,
             batching=Batching(max_batch_size=256, max_queue_delay_us=cpu_delay_us, max_queue_size=ENCODER_MAX_QUEUE),
             parameters=EncoderParameters.of(intra_op_threads=1, sort_by_length=True, sequence_multiple=multiple),
@@ -98,7 +98,7 @@ def encoder_deployments(name: str, precision: str, inputs: tuple[Tensor, ...], t
             # backend (1.19.2) refuses it ("Only 4b quantization is supported for MatMulNBits", checked against that
             # release: tests/server/test_deployment.py). GPU serving uses the fp32 graph with TensorRT FP16.
             deployments[target] = dataclasses.replace(  # 2 instances: the bounded queue needs them
-                deployments["cpu"],
+                deployments[Target.CPU],
                 parameters=EncoderParameters.of(intra_op_threads=2, sort_by_length=True, sequence_multiple=multiple),
                 batching=Batching(max_batch_size=max(start.max_batch, request_batch), max_queue_delay_us=1000,
                                   max_queue_size=ENCODER_MAX_QUEUE))
@@ -127,7 +127,7 @@ def encoder_spec(family: str, precision: str, description: str, inputs: tuple[Te
                      python_model="onnx_encoder")
 
 
-def tensorrt_plan(spec: ModelSpec, target: str) -> ModelSpec:
+def tensorrt_plan(spec: ModelSpec, target: Target) -> ModelSpec:
     """``spec`` with its deployment on GPU ``target`` served as a native TensorRT plan built for that GPU
     (``model.sm86.plan`` for compute capability 8.6) instead of ONNX Runtime's TensorRT provider: the config that
     ``tritonrepo export tensorrt`` writes beside a plan it built and validated on the GPU host."""
