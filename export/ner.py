@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from tritonrepo.contracts import ENTITIES, QUERY, TRUNCATED
+from tritonrepo.datasets import read_conll, short_queries
 from tritonrepo.ensembles.parameters import DecoderParameters
+from tritonrepo.errors import ValidationError
 from tritonrepo.specs import (MAX_TEXT_BYTES, AnySpec, Backend, Batching, Deployment, EnsembleSpec, InputLimits, Kind,
                               ModelSpec, Step, Tensor)
+from tritonrepo.targets import Target
 from tritonrepo.text_specs import (ATTENTION_MASK, INPUT_IDS, PRECISIONS, GpuStart, encoder_spec, gpu_starts,
                                    suffixed, tokenizer_spec)
-from tritonrepo.datasets import read_conll, short_queries
-from tritonrepo.errors import ValidationError
-from tritonrepo.targets import Target
 from tritonrepo.tuning import UNTUNED, SweepPlan, grid
 from tritonrepo.validate import Checks
 
@@ -73,7 +73,7 @@ def _decoder_spec() -> ModelSpec:
                           limits=InputLimits(max_text_bytes=MAX_TEXT_BYTES, max_tokens=NER_MAX_TOKENS))
 
     deployments = {Target.CPU: dep(1, 256)} | {t: dep(start.tokenizer_instances, start.max_batch)
-                                          for t, start in _GPU_TUNING.items()}
+                                               for t, start in _GPU_TUNING.items()}
     return ModelSpec(
         name="ner_decoder",
         description="token logits -> entities (IOB2, word-level by default) with offsets in the query, as JSON",

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from tritonrepo.contracts import PASSAGE, QUERY, SCORE
+from tritonrepo.datasets import headline_retrieval
 from tritonrepo.specs import AnySpec, EnsembleSpec, Step, Tensor
 from tritonrepo.text_specs import (ATTENTION_MASK, INPUT_IDS, PRECISIONS, GpuStart, encoder_spec, gpu_starts,
                                    suffixed, tokenizer_spec)
-from tritonrepo.datasets import headline_retrieval
 from tritonrepo.tuning import UNTUNED, SweepPlan, grid
 from tritonrepo.validate import Checks
 

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from tritonrepo.contracts import EMBEDDING, SBERT_DIM, TEXT
-from tritonrepo.specs import AnySpec, EnsembleSpec, Step, Tensor
-from tritonrepo.text_specs import (ATTENTION_MASK, INPUT_IDS, PRECISIONS, GpuStart, encoder_spec, gpu_starts,
-                                   suffixed, tokenizer_spec)
 from tritonrepo.datasets import conll_sentences
 from tritonrepo.errors import ValidationError
 from tritonrepo.paths import ASSETS, SBERT_WEIGHTS, require
+from tritonrepo.specs import AnySpec, EnsembleSpec, Step, Tensor
 from tritonrepo.targets import Target
+from tritonrepo.text_specs import (ATTENTION_MASK, INPUT_IDS, PRECISIONS, GpuStart, encoder_spec, gpu_starts,
+                                   suffixed, tokenizer_spec)
 from tritonrepo.tuning import UNTUNED, SweepPlan, Variant, grid
 from tritonrepo.validate import embedding_checks, save_reference
 

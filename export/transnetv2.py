@@ -30,12 +30,12 @@ import numpy as np
 from tritonrepo.contracts import (FPS, FRAME_COUNT, FRAMES_DONE, PROBABILITIES, RETURN_PROBABILITIES, SEGMENT,
                                  SHOT_TIMES, SHOTS, VIDEO)
 from tritonrepo.ensembles.parameters import DALI_CPU_CODECS, EncoderParameters, ShotParameters
-from tritonrepo.specs import (AnySpec, Backend, Batching, Deployment, InputLimits, Kind, ModelSpec, Sequence,
-                              Tensor)
-from tritonrepo.targets import GPU_TARGETS, Target
 from tritonrepo.errors import ValidationError
 from tritonrepo.paths import ASSETS, TRANSNET_DIR, VIDEO_DIR, require
 from tritonrepo.scoring import match_f1
+from tritonrepo.specs import (AnySpec, Backend, Batching, Deployment, InputLimits, Kind, ModelSpec, Sequence,
+                              Tensor)
+from tritonrepo.targets import GPU_TARGETS, Target
 from tritonrepo.tuning import UNTUNED, SweepPlan, grid
 from tritonrepo.validate import Checks
 
