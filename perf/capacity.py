@@ -21,7 +21,7 @@ import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import tritonclient.grpc as grpcclient
@@ -169,12 +169,10 @@ def record(run: dict, hardware: str, profiles: Path) -> Path:
     if len(models) == 1:
         path = profiles / hardware / f"{models[0]}.json"
         profile = profile_file.read(path)
-        profile.setdefault("capacity_runs", []).append(run)
-    else:
-        path = planner.joint_path(models, hardware, profiles)
-        profile = profile_file.read(path, "joint") if path.exists() else {"models": models, "runs": []}
-        profile["runs"].append(run)
-    return profile_file.write(path, profile)
+        return profile_file.write(path, replace(profile, capacity_runs=(*profile.capacity_runs, run)))
+    path = planner.joint_path(models, hardware, profiles)
+    joint = profile_file.read_joint(path) if path.exists() else {"models": models, "runs": []}
+    return profile_file.write(path, joint | {"runs": [*joint["runs"], run]})
 
 
 def _parts(option: planner.Option, service: planner.Service) -> list[Part]:

@@ -178,24 +178,24 @@ def run(pack_dir: Path, out: Path, budget_s: float, names: tuple[str, ...] = MOD
             config = pack_dir / "repository" / p.swept / "configs" / f"{TARGET}.pbtxt"  # the encoder at server start
             config.write_text(render.to_text(render.model_config(p.spec, TARGET), TARGET))
             try:
-                profile = sweep.run(name, target=TARGET, plan=p, repository=pack_dir / "repository",
-                                    out_dir=out / "profiles", hardware=hardware, measurement_ms=1000, only=only)
+                profile, path = sweep.run(name, target=TARGET, plan=p, repository=pack_dir / "repository",
+                                          out_dir=out / "profiles", hardware=hardware, measurement_ms=1000, only=only)
                 break
             except Exception:
                 log.exception("%s: sweep failed (KIND_GPU instances: %s)", name, gpu_instances)
                 gpu_kind = gpu_kind and not gpu_instances  # KIND_GPU refused: the next models go straight to KIND_CPU
         else:
             continue
-        profile["inputs"] = f"{sweep.PLANS[name].inputs} (written by pack: {p.inputs})"
-        profile["proxy"] = (PROXY + ("" if gpu_kind else "; KIND_CPU instances holding the model on cuda:0") if gpu
-                            else "rehearsal: the encoder in PyTorch fp32 on this machine's CPU")
-        origin = profile["provenance"]
-        origin["machine"]["gpu"] = gpu
-        origin["versions"] |= versions("torch", "transformers")
-        origin["commit"] = json.loads((pack_dir / "provenance.json").read_text())["commit"]  # what was packed
-        profile_file.write(Path(profile.pop("path")), profile)
-        log.info("%s: best %s, untuned %s, gain %s", name, profile["best"], profile["untuned"],
-                 profile["gain_vs_untuned"])
+        origin = profile.provenance | {
+            "machine": profile.machine | {"gpu": gpu},
+            "versions": profile.provenance["versions"] | versions("torch", "transformers"),
+            "commit": json.loads((pack_dir / "provenance.json").read_text())["commit"]}  # what was packed
+        profile = dataclasses.replace(
+            profile, inputs=f"{sweep.PLANS[name].inputs} (written by pack: {p.inputs})", provenance=origin,
+            proxy=(PROXY + ("" if gpu_kind else "; KIND_CPU instances holding the model on cuda:0") if gpu
+                   else "rehearsal: the encoder in PyTorch fp32 on this machine's CPU"))
+        profile_file.write(path, profile)
+        log.info("%s: best %s, untuned %s, gain %s", name, profile.best, profile.untuned, profile.gain_vs_untuned)
 
 
 def main() -> None:

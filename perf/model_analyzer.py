@@ -31,6 +31,8 @@ from tritonrepo.paths import MODEL_REPOSITORY, ROOT, TOOLS, TritonTools, perf_an
 from tritonrepo.targets import Target
 
 from . import sweep
+from .perf_analyzer import PerfRow
+from .profile_file import Profile, Swept
 from .provenance import provenance
 
 VENV = TOOLS / "model-analyzer"
@@ -166,30 +168,29 @@ def read_csv(path: Path) -> list[dict]:
     return rows
 
 
-def import_csv(path: Path, *, model: str, target: Target, p95_bound_ms: float, hardware: dict | None = None) -> dict:
+def import_csv(path: Path, *, model: str, target: Target, p95_bound_ms: float,
+               hardware: dict | None = None) -> Profile:
     """A profile in our format from Model Analyzer's inference CSV: one variant per config it measured (named after
     its config folder, e.g. ``sbert_encoder_config_3``), with the best within the p95 bound, so the planner can use
     it. ``hardware`` is the provenance of where it was measured (Model Analyzer's CSV does not record it)."""
-    variants: dict[str, dict] = {}
+    configs: dict[str, dict] = {}
+    rows: dict[str, list[PerfRow]] = {}
     for row in read_csv(path):
         if row["model"] != model:
             continue
-        v = variants.setdefault(row["config"], {
-            "variant": row["config"], "config": {"instance_group": row.get("instance_group"),
-                                                 "max_batch_size": row.get("max_batch_size")}, "rows": []})
-        v["rows"].append({"concurrency": row["concurrency"], "request_rate": 0.0, "stable": True,
-                          **{k: row.get(k, 0.0) for k in ("infer_per_s", "p90_ms", "p95_ms", "p99_ms", "avg_ms",
-                                                          "server_queue_ms", "server_compute_ms")},
-                          "p50_ms": 0.0})  # Model Analyzer does not export p50
-    if not variants:
+        configs.setdefault(row["config"], {"instance_group": row.get("instance_group"),
+                                           "max_batch_size": row.get("max_batch_size")})
+        rows.setdefault(row["config"], []).append(PerfRow(
+            concurrency=row["concurrency"], p50_ms=0.0,  # Model Analyzer does not export p50
+            **{k: row.get(k, 0.0) for k in ("infer_per_s", "p90_ms", "p95_ms", "p99_ms", "avg_ms", "server_queue_ms",
+                                            "server_compute_ms")}))
+    if not configs:
         raise TritonRepoError(f"{path} has no rows for model {model!r}")
-    results = sorted(variants.values(), key=lambda v: v["variant"])
-    for v in results:
-        v["rows"].sort(key=lambda r: r["concurrency"])
-    return {"model": model, "target": target, "source": f"model-analyzer csv {path.name}",
-            "provenance": hardware or {}, "p95_bound_ms": p95_bound_ms, "variants": results,
-            "best": sweep.best(results, p95_bound_ms),
-            "untuned": sweep.best([v for v in results if v["variant"].endswith("_config_default")], p95_bound_ms)}
+    results = [Swept(name, tuple(sorted(rows[name], key=lambda r: r.concurrency)), configs[name])
+               for name in sorted(configs)]
+    return Profile(model=model, target=target, source=f"model-analyzer csv {path.name}", provenance=hardware or {},
+                   p95_bound_ms=p95_bound_ms, variants=tuple(results), best=sweep.best(results, p95_bound_ms),
+                   untuned=sweep.best([v for v in results if v.variant.endswith("_config_default")], p95_bound_ms))
 
 
 def compare(name: str, *, target: Target = Target.CPU, out_dir: Path = ROOT / "perf" / "reference" / "model-analyzer",
@@ -208,20 +209,20 @@ def compare(name: str, *, target: Target = Target.CPU, out_dir: Path = ROOT / "p
     origin = provenance()
     theirs = import_csv(out_dir / f"{name}-metrics-model-inference.csv", model=plan.swept, target=target,
                         p95_bound_ms=plan.p95_bound_ms, hardware=origin)
-    ours = sweep.run(name, target=target, measurement_ms=measurement_ms, out_dir=out_dir / "ours")
+    ours, _ = sweep.run(name, target=target, measurement_ms=measurement_ms, out_dir=out_dir / "ours")
+    counts = {who: {"configs": len(p.variants), "measurements": sum(len(v.rows) for v in p.variants), "wall_s": wall,
+                    **{k: b and dataclasses.asdict(b) for k, b in (("best", p.best), ("untuned", p.untuned))}}
+              for who, p, wall in (("model_analyzer", theirs, round(ma_wall, 1)), ("ours", ours, ours.wall_s))}
     result = {
         "model": plan.swept, "target": target, "p95_bound_ms": plan.p95_bound_ms, "inputs": plan.inputs,
         "provenance": origin,
         "model_analyzer": {"version": VERSION, "search": "default brute (instance count x max_batch_size x "
                                                          "concurrency, dynamic batching)",
-                           "configs": len(theirs["variants"]),
-                           "measurements": sum(len(v["rows"]) for v in theirs["variants"]),
-                           "wall_s": round(ma_wall, 1), "best": theirs["best"], "untuned": theirs["untuned"]},
-        "ours": {"configs": len(ours["variants"]), "measurements": sum(len(v["rows"]) for v in ours["variants"]),
-                 "wall_s": ours["wall_s"], "best": ours["best"], "untuned": ours["untuned"]},
+                           **counts["model_analyzer"]},
+        "ours": counts["ours"],
     }
-    ma_best, our_best = theirs["best"], ours["best"]
-    result["ours_over_model_analyzer"] = (round(our_best["infer_per_s"] / ma_best["infer_per_s"], 2)
+    ma_best, our_best = theirs.best, ours.best
+    result["ours_over_model_analyzer"] = (round(our_best.infer_per_s / ma_best.infer_per_s, 2)
                                           if ma_best and our_best else None)
     (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2))
     return result

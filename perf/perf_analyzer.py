@@ -40,17 +40,22 @@ class PerfRow:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def load(self) -> str:
+        """The load it was measured at: ``c4`` (closed loop) or ``poisson 300/s``."""
+        return f"poisson {self.request_rate:g}/s" if self.request_rate else f"c{self.concurrency:g}"
+
 
 # an open-loop row counts when the server took the rate offered: below this share, the arrivals were not the
 # Poisson process asked for (or the queue grew), and the row says nothing about that rate
 DELIVERED = 0.85
 
 
-def usable(row: dict) -> bool:
+def usable(row: PerfRow) -> bool:
     """Closed-loop rows, and open-loop rows that were sent asynchronously and delivered (``DELIVERED``)."""
-    if not row.get("request_rate"):
+    if not row.request_rate:
         return True
-    return bool(row.get("open_loop")) and row["infer_per_s"] >= DELIVERED * row["request_rate"]
+    return row.open_loop and row.infer_per_s >= DELIVERED * row.request_rate
 
 
 def parse_csv(text: str) -> list[PerfRow]:

@@ -46,7 +46,8 @@ from tritonrepo.errors import TritonRepoError
 from tritonrepo.paths import ROOT
 
 from . import perf_analyzer, profile_file, sweep
-from .sweep import load_label
+from .perf_analyzer import PerfRow
+from .profile_file import Profile
 
 PROFILES = ROOT / "perf" / "profiles"
 CATALOG = ROOT / "perf" / "catalog" / "aws-us-east-1.yaml"
@@ -238,14 +239,14 @@ def load_slos(path: Path) -> tuple[float, list[Service]]:
     return headroom, services
 
 
-def load_profile(model: str, hardware: str, profiles: Path = PROFILES) -> dict | None:
+def load_profile(model: str, hardware: str, profiles: Path = PROFILES) -> Profile | None:
     path = profiles / hardware / f"{model}.json"
     return profile_file.read(path) if path.exists() else None
 
 
-def best_row(profile: dict, p95_ms: float) -> tuple[str, dict] | None:
+def best_row(profile: Profile, p95_ms: float) -> tuple[str, PerfRow] | None:
     """The profile's highest-throughput row within ``p95_ms``, open loop first (``sweep.best_row``)."""
-    return sweep.best_row(profile["variants"], p95_ms)
+    return sweep.best_row(profile.variants, p95_ms)
 
 
 def capacity(slo: ModelSlo, instance: Instance, profiles: Path = PROFILES) -> Capacity | NoCapacity:
@@ -264,28 +265,27 @@ def _capacity(model: str, p95_ms: float, instance: Instance, profiles: Path) -> 
     if found is None:
         return NoCapacity(f"no measured config of {model} meets p95 <= {p95_ms:g} ms on {instance.profile}")
     variant, row = found
-    closed = None if row.get("request_rate") else (
-        f"closed loop ({load_label(row)}): no open-loop rate measured within p95 {p95_ms:g} ms; Poisson arrivals at "
+    closed = None if row.request_rate else (
+        f"closed loop ({row.load}): no open-loop rate measured within p95 {p95_ms:g} ms; Poisson arrivals at "
         "this throughput see a higher p95")
     scale, estimate, cores = _scaling(profile, instance)
-    proxy = profile.get("proxy") and f"proxy config: {profile['proxy']}"  # not the config the target deploys
+    proxy = profile.proxy and f"proxy config: {profile.proxy}"  # not the config the target deploys
     estimate = "; ".join(filter(None, (estimate, closed, proxy))) or None
-    runs = [r for r in profile.get("capacity_runs", []) if r["variants"].get(model) == variant
+    runs = [r for r in profile.capacity_runs if r["variants"].get(model) == variant
             and r["p95_ms"].get(model) == p95_ms and r["capacity"] > 0]
     # runs of this config at this target supersede the sweep's one search (another day, maybe another stack)
-    measured = [r["capacity"] for r in runs] or [row["infer_per_s"]]
+    measured = [r["capacity"] for r in runs] or [row.infer_per_s]
     curve = [(r["total_rate"], r["models"][model]["p95_ms"]) for run in runs for r in run["rows"]] or [
-        (r["request_rate"], r["p95_ms"]) for v in profile["variants"] if v["variant"] == variant
-        for r in v["rows"] if r.get("request_rate") and perf_analyzer.usable(r)]
-    return Capacity(model=model, infer_per_s=min(measured) * scale, p95_ms=row["p95_ms"], variant=variant,
-                    load=load_label(row), estimate=estimate, low=min(measured) * scale, high=max(measured) * scale,
+        (r.request_rate, r.p95_ms) for r in profile.variant(variant).rows if r.request_rate and perf_analyzer.usable(r)]
+    return Capacity(model=model, infer_per_s=min(measured) * scale, p95_ms=row.p95_ms, variant=variant,
+                    load=row.load, estimate=estimate, low=min(measured) * scale, high=max(measured) * scale,
                     central=statistics.median(measured) * scale,
                     runs=len(measured), scale=scale, machine_cores=cores, curve=tuple(curve))
 
 
-def _scaling(profile: dict, instance: Instance) -> tuple[float, str | None, int]:
+def _scaling(profile: Profile, instance: Instance) -> tuple[float, str | None, int]:
     """This type's capacity over the profiled machine's, the assumption behind it, and the profiled vCPUs."""
-    machine = profile.get("provenance", {}).get("machine") or {}
+    machine = profile.machine
     measured = int(machine.get("cores") or 1)
     if instance.gpu is None:  # no cloud CPU type is the machine the cpu profile was measured on
         scale = instance.vcpus / measured
@@ -310,7 +310,7 @@ def joint_runs(svc: Service, chosen: list[str], hardware: str, profiles: Path = 
         return []
     total = sum(m.peak_rps for m in svc.models)
     want = {c: (m.peak_rps / total, m.p95_ms) for c, m in zip(chosen, svc.models)}
-    runs = [r for r in profile_file.read(path, "joint")["runs"] if r["capacity"] > 0 and set(r["shares"]) == set(want)
+    runs = [r for r in profile_file.read_joint(path)["runs"] if r["capacity"] > 0 and set(r["shares"]) == set(want)
             and all(abs(r["shares"][c] - share) <= 0.1 * share and r["p95_ms"][c] == p95
                     for c, (share, p95) in want.items())]
     return [r for r in runs if r["variants"] == runs[-1]["variants"]] if runs else []
@@ -452,10 +452,9 @@ def _plot(model: str, p95_ms: float, folder: Path, profiles: Path) -> Path | Non
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for hw in sorted(p.name for p in profiles.iterdir() if p.is_dir()):
         profile = load_profile(model, hw, profiles)
-        for v in (profile or {}).get("variants", []):
-            rows = v["rows"]
-            ax.plot([r["p95_ms"] for r in rows], [r["infer_per_s"] for r in rows], marker="o", ms=3,
-                    label=f"{hw}: {v['variant']}")
+        for v in profile.variants if profile else ():
+            ax.plot([r.p95_ms for r in v.rows], [r.infer_per_s for r in v.rows], marker="o", ms=3,
+                    label=f"{hw}: {v.variant}")
             drawn = True
     if not drawn:
         plt.close(fig)

@@ -21,6 +21,7 @@ import heapq
 import json
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -28,6 +29,8 @@ import numpy as np
 
 from tritonrepo.errors import TritonRepoError
 
+from .perf_analyzer import PerfRow, usable
+from .profile_file import Profile
 from .provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -81,18 +84,15 @@ def fifo_sojourn(arrivals: np.ndarray, service: np.ndarray, servers: int) -> np.
     return ends - arrivals
 
 
-def _rows(profile: dict, variant: str) -> list[dict]:
-    for v in profile.get("variants", []):
-        if v["variant"] == variant:
-            return v["rows"]
-    names = [v["variant"] for v in profile.get("variants", [])]
-    raise SimulationError(f"no variant {variant!r} in the profile; it has {names}")
+def _rows(profile: Profile, variant: str) -> tuple[PerfRow, ...]:
+    if found := profile.variant(variant):
+        return found.rows
+    raise SimulationError(f"no variant {variant!r} in the profile; it has {[v.variant for v in profile.variants]}")
 
 
-def _open_rows(rows: list[dict]) -> list[dict]:
+def _open_rows(rows: Iterable[PerfRow]) -> list[PerfRow]:
     """The open-loop rows the server kept up with, by rate."""
-    return sorted((r for r in rows if r.get("request_rate") and r.get("open_loop", True)
-                   and r["infer_per_s"] >= 0.85 * r["request_rate"]), key=lambda r: r["request_rate"])
+    return sorted((r for r in rows if r.request_rate and usable(r)), key=lambda r: r.request_rate)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,23 +124,23 @@ class InstanceModel:
         return rng.lognormal(math.log(self.median_s), self.sigma, n)
 
     @classmethod
-    def from_profile(cls, profile: dict, variant: str, vcpu_scale: float = 1.0) -> InstanceModel:
-        closed = [r for r in _rows(profile, variant) if not r.get("request_rate") and r.get("concurrency", 0) >= 1]
+    def from_profile(cls, profile: Profile, variant: str, vcpu_scale: float = 1.0) -> InstanceModel:
+        closed = [r for r in _rows(profile, variant) if not r.request_rate and r.concurrency >= 1]
         if not closed:
             raise SimulationError(f"variant {variant!r} has no closed-loop row to calibrate on: sweep it at c=1")
-        low = min(closed, key=lambda r: r["concurrency"])
-        if low["concurrency"] != 1:
+        low = min(closed, key=lambda r: r.concurrency)
+        if low.concurrency != 1:
             log.warning("%s: lowest concurrency is c%s, not c1: its latency includes queueing", variant,
-                        low["concurrency"])
-        median, p95 = low["p50_ms"] / 1e3, low["p95_ms"] / 1e3
+                        low.concurrency)
+        median, p95 = low.p50_ms / 1e3, low.p95_ms / 1e3
         sigma = max(0.0, math.log(p95 / median) / _Z95)
         mean = median * math.exp(sigma**2 / 2)
-        k = max(1, round(max(r["infer_per_s"] for r in closed) * mean))
+        k = max(1, round(max(r.infer_per_s for r in closed) * mean))
         return cls(variant=variant, median_s=median, sigma=sigma, servers=max(1, round(k * vcpu_scale)),
                    measured_servers=k, vcpu_scale=vcpu_scale)
 
     @classmethod
-    def fitted(cls, profile: dict, variant: str, vcpu_scale: float = 1.0, rows: tuple[dict, ...] = (),
+    def fitted(cls, profile: Profile, variant: str, vcpu_scale: float = 1.0, rows: tuple[PerfRow, ...] = (),
                requests: int = 20_000, seed: int = 0, anchor: tuple[float, float] | None = None) -> InstanceModel:
         """The service-time shape of the lowest-rate open-loop row (least queueing), then the servers k (1-6) and a
         factor on the service times (0.5-2) that reproduce the measured open-loop p95 curve best (least squares in log
@@ -154,10 +154,10 @@ class InstanceModel:
         if len(measured) < 2:
             return base
         low = measured[0]  # the lowest rate queues least: its spread is the service times' (the c=1 row may be old)
-        base = replace(base, median_s=low["p50_ms"] / 1e3, sigma=max(0.0, math.log(low["p95_ms"] / low["p50_ms"]) / _Z95))
+        base = replace(base, median_s=low.p50_ms / 1e3, sigma=max(0.0, math.log(low.p95_ms / low.p50_ms) / _Z95))
         rng = np.random.default_rng(seed)
         gaps, shape = rng.exponential(1.0, requests), np.exp(base.sigma * rng.standard_normal(requests))
-        top = max(r["infer_per_s"] for r in measured)  # the open-loop rows: the closed-loop ones may be another day's
+        top = max(r.infer_per_s for r in measured)  # the open-loop rows: the closed-loop ones may be another day's
         best = (math.inf, base)
         for k in range(1, 7):
             for factor in np.arange(0.5, 2.01, 0.05):
@@ -169,25 +169,26 @@ class InstanceModel:
                     sojourn = fifo_sojourn(np.cumsum(gaps / rate), model.median_s * shape, k)
                     return math.log(np.percentile(sojourn, 95) * 1e3 / p95_ms) ** 2
 
-                error = sum(miss(r["request_rate"], r["p95_ms"]) for r in measured)
+                error = sum(miss(r.request_rate, r.p95_ms) for r in measured)
                 if anchor:
                     error += len(measured) * miss(*anchor)
                 best = min(best, (error, model), key=lambda b: b[0])
         return best[1]
 
-    def fit(self, profile: dict, requests: int = 40_000, seed: int = 0, rows: tuple[dict, ...] = ()) -> list[dict]:
+    def fit(self, profile: Profile, requests: int = 40_000, seed: int = 0,
+            rows: tuple[PerfRow, ...] = ()) -> list[dict]:
         """Measured against modelled p50/p95 at each open-loop rate of the variant, on the measured machine
         (``measured_servers``), ``requests`` Poisson arrivals per rate."""
         rng = np.random.default_rng(seed)
         table = []
         for row in _open_rows([*_rows(profile, self.variant), *rows]):
-            rate = row["request_rate"]
+            rate = row.request_rate
             arrivals = np.cumsum(rng.exponential(1 / rate, requests))
             sojourn = fifo_sojourn(arrivals, self.service_times(rng, requests), self.measured_servers) * 1e3
             p50, p95 = (round(float(p), 2) for p in np.percentile(sojourn, [50, 95]))
             table.append({"request_rate": rate, "utilisation": round(rate * self.mean_s / self.measured_servers, 3),
-                          "measured_p50_ms": row["p50_ms"], "model_p50_ms": p50,
-                          "measured_p95_ms": row["p95_ms"], "model_p95_ms": p95})
+                          "measured_p50_ms": row.p50_ms, "model_p50_ms": p50,
+                          "measured_p95_ms": row.p95_ms, "model_p95_ms": p95})
         return table
 
 
@@ -322,10 +323,11 @@ def simulate(trace: Trace, model: InstanceModel, policy: Policy, count: int, p95
             "events": line.events, "minutes": minutes}
 
 
-def study(*, model_name: str, profile: dict, variant: str, capacity_rps: float, vcpu_scale: float, peak_rps: float,
+def study(*, model_name: str, profile: Profile, variant: str, capacity_rps: float, vcpu_scale: float, peak_rps: float,
           p95_target_ms: float, usd_per_hour: float | None, plan_headroom: float,
           headrooms: tuple[float, ...] = HEADROOMS, trace: Trace | None = None, startup_s: int = 360,
-          out_dir: Path, seed: int = 0, rows: tuple[dict, ...] = (), max_factors: tuple[float, ...] = (2.0,)) -> dict:
+          out_dir: Path, seed: int = 0, rows: tuple[PerfRow, ...] = (),
+          max_factors: tuple[float, ...] = (2.0,)) -> dict:
     """Simulate the spike for each headroom h (the plan's included): count = ceil(peak x h / capacity), the policy
     ``deploy.package_sagemaker`` emits for it, and the trace with ``steady_rps`` = ``peak_rps`` (the SLO's peak is
     the steady daily peak; the spike goes ``factor`` x above it). Writes ``simulation-<model>.json`` and ``.png``."""

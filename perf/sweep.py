@@ -14,13 +14,14 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import tritonclient.grpc as grpcclient
 from google.protobuf import json_format
 from tritonclient.utils import InferenceServerException
 
-from tritonrepo import added, render
+from tritonrepo import added, render, tuning
 from tritonrepo.errors import TritonRepoError
 from tritonrepo.export.families import input_sets, spec, sweep_plans, with_dependencies
 from tritonrepo.paths import MODEL_REPOSITORY, ROOT
@@ -31,6 +32,8 @@ from tritonrepo.tuning import UNTUNED, SweepPlan, Variant, grid
 from tritonrepo.validate import REFERENCE, load_reference
 
 from . import perf_analyzer, profile_file
+from .perf_analyzer import PerfRow
+from .profile_file import Best, Profile, Swept
 from .provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -83,7 +86,7 @@ def variant_config(plan: SweepPlan, variant: Variant, target: Target, repository
 
 def sweep_variant(client, server_url: str, plan: SweepPlan, variant: Variant, data: Path, target: Target,
                   measurement_ms: int, repository: Path = MODEL_REPOSITORY,
-                  closed_rows: list[dict] | None = None, headers: dict[str, str] | None = None) -> list[dict]:
+                  closed_rows: list[PerfRow] | None = None, headers: dict[str, str] | None = None) -> list[PerfRow]:
     """The variant's closed-loop range; or, given that range (``closed_rows``), its open-loop capacity search.
     ``headers``: the server's admin key (TritonServer.admin_headers), which its model-repository API requires."""
     try:
@@ -92,28 +95,27 @@ def sweep_variant(client, server_url: str, plan: SweepPlan, variant: Variant, da
         raise TritonRepoError(f"could not load {plan.swept} as {variant.name}: {e.message()}") from e
     rows = []
 
-    def measure(what: str, **load) -> dict | None:
+    def measure(what: str, **load) -> PerfRow | None:
         try:
-            row = perf_analyzer.run(plan.entry, server_url, data, measurement_ms=measurement_ms, **load).as_dict()
+            row = perf_analyzer.run(plan.entry, server_url, data, measurement_ms=measurement_ms, **load)
         except TritonRepoError as e:  # a load level that cannot be measured ends its range, not the sweep
             log.warning("%s %s %s: no measurement, range ended: %s", plan.entry, variant.name, what, str(e)[:300])
             return None
         rows.append(row)
-        log.info("%s %s %s: %.0f infer/s, p95 %.1f ms", plan.entry, variant.name, what, row["infer_per_s"],
-                 row["p95_ms"])
+        log.info("%s %s %s: %.0f infer/s, p95 %.1f ms", plan.entry, variant.name, what, row.infer_per_s, row.p95_ms)
         return row
 
     if closed_rows is None:
         for c in plan.concurrencies:
             row = measure(f"c={c}", concurrency=c)
-            if row is None or row["p95_ms"] > plan.p95_bound_ms:
+            if row is None or row.p95_ms > plan.p95_bound_ms:
                 break  # higher concurrency only queues more
         return rows
     rows += closed_rows
-    closed = best([{"variant": variant.name, "rows": closed_rows}], plan.p95_bound_ms)
+    closed = best([Swept(variant.name, tuple(closed_rows))], plan.p95_bound_ms)
     if closed:
-        capacity_search(lambda rate: measure(f"Poisson {rate:g}/s", request_rate=rate), closed["infer_per_s"],
-                        max(r["infer_per_s"] for r in closed_rows), plan.p95_bound_ms, plan.rate_probes)
+        capacity_search(lambda rate: measure(f"Poisson {rate:g}/s", request_rate=rate), closed.infer_per_s,
+                        max(r.infer_per_s for r in closed_rows), plan.p95_bound_ms, plan.rate_probes)
     return rows
 
 
@@ -127,7 +129,7 @@ def capacity_search(measure, closed_best: float, saturation: float, p95_bound_ms
     ``ok(row)`` replaces the pass test (a mix of models: each within its own target); ``start`` the first rate."""
     passed, failed = 0.0, None
     rate = round(start or 0.75 * closed_best, 1)
-    ok = ok or (lambda row: row["p95_ms"] <= p95_bound_ms and perf_analyzer.usable(row))
+    ok = ok or (lambda row: row.p95_ms <= p95_bound_ms and perf_analyzer.usable(row))
     for _ in range(probes):
         row = measure(rate)
         if row is not None and ok(row):
@@ -145,54 +147,76 @@ def capacity_search(measure, closed_best: float, saturation: float, p95_bound_ms
     return passed
 
 
-def rate_candidates(results: list[dict], plan: SweepPlan) -> list[str]:
+def rate_candidates(results: list[Swept], plan: SweepPlan) -> list[str]:
     """The variants whose open-loop capacity is searched: the ``rate_variants`` with the most closed-loop throughput
     within the bound, and the untuned config (the gain is measured against it, open loop against open loop)."""
     if not plan.rate_probes:
         return []
-    ranked = [(found["infer_per_s"], r["variant"]) for r in results
+    ranked = [(found.infer_per_s, r.variant) for r in results
               if (found := best([r], plan.p95_bound_ms))]
     top = [name for _, name in sorted(ranked, reverse=True)[:plan.rate_variants]]
     return top + [name for _, name in ranked if name == UNTUNED.name and name not in top]
 
 
-def load_label(row: dict) -> str:
-    return f"poisson {row['request_rate']:g}/s" if row.get("request_rate") else f"c{row['concurrency']:g}"
-
-
-def best_row(variants: list[dict], p95_bound_ms: float) -> tuple[str, dict] | None:
+def best_row(variants: Iterable[Swept], p95_bound_ms: float) -> tuple[str, PerfRow] | None:
     """The variant and row with the highest throughput within the p95 bound: among the open-loop (Poisson) rows when
     one qualifies, since independent users arrive open loop (a closed loop slows its own arrivals when latency grows,
     so the same p95 comes with more throughput: 412/s at p95 73 ms closed loop against 311/s at p95 91 ms open loop for
     sbert_int8 here); else among the closed-loop rows. Rows the server did not keep up with never count (``usable``)."""
-    rows = [(v["variant"], row) for v in variants for row in v["rows"]
-            if row["p95_ms"] <= p95_bound_ms and perf_analyzer.usable(row)]
-    rows = [vr for vr in rows if vr[1].get("request_rate")] or rows
-    return max(rows, key=lambda vr: vr[1]["infer_per_s"]) if rows else None
+    rows = [(v.variant, row) for v in variants for row in v.rows
+            if row.p95_ms <= p95_bound_ms and perf_analyzer.usable(row)]
+    rows = [vr for vr in rows if vr[1].request_rate] or rows
+    return max(rows, key=lambda vr: vr[1].infer_per_s) if rows else None
 
 
-def best(variants: list[dict], p95_bound_ms: float) -> dict | None:
+def best(variants: Iterable[Swept], p95_bound_ms: float) -> Best | None:
     """``best_row`` as the profile records it (the variant ``perf apply`` writes back, and the planner's choice)."""
     found = best_row(variants, p95_bound_ms)
     if found is None:
         return None
     name, row = found
-    return {"variant": name, "concurrency": row["concurrency"], "request_rate": row.get("request_rate", 0.0),
-            "load": load_label(row), "infer_per_s": row["infer_per_s"], "p95_ms": row["p95_ms"]}
+    return Best(variant=name, concurrency=row.concurrency, request_rate=row.request_rate, load=row.load,
+                infer_per_s=row.infer_per_s, p95_ms=row.p95_ms)
+
+
+def record_best(profile: Profile, profile_path: Path, folder: Path = tuning.TUNED) -> Path:
+    """Write the profile's best variant as its swept model's tuned deployment on the profile's target
+    (``perf/tuned/<target>.json``, which ``tuning.with_tuning`` applies over the specs)."""
+    top = profile.best
+    if profile.proxy:
+        raise ValueError(f"{profile_path}: measured with a stand-in for the {profile.target} config "
+                         f"({profile.proxy}); its best variant is not that config's")
+    if not top:
+        raise ValueError(f"{profile_path}: no variant met p95 <= {profile.p95_bound_ms} ms; nothing to apply")
+    path = folder / f"{profile.target}.json"
+    tuned = json.loads(path.read_text()) if path.exists() else {}
+    try:
+        source = str(profile_path.resolve().relative_to(ROOT))
+    except ValueError:
+        source = str(profile_path)
+    tuned[profile.swept] = {
+        "variant": profile.variant(top.variant).config, "profile": source, "measured_on": profile.machine or None,
+        "date": profile.provenance.get("date"), "infer_per_s": top.infer_per_s, "p95_ms": top.p95_ms,
+        "p95_bound_ms": profile.p95_bound_ms, "gain_vs_untuned": profile.gain_vs_untuned,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(sorted(tuned.items())), indent=2) + "\n")
+    return path
 
 
 def run(name: str, *, target: Target = Target.CPU, plan: SweepPlan | None = None, repository: Path = MODEL_REPOSITORY,
         out_dir: Path = PROFILES, measurement_ms: int = 3000, hardware: str | None = None,
-        only: tuple[str, ...] = (), rates_only: bool = False) -> dict:
+        only: tuple[str, ...] = (), rates_only: bool = False) -> tuple[Profile, Path]:
     """Sweep the plan's variants (``only``: just those named, e.g. a short sweep) and write the profile
-    (``rates_only``: keep the profile's closed-loop rows and measure its variants' Poisson rates again)."""
+    (``rates_only``: keep the profile's closed-loop rows and measure its variants' Poisson rates again). Returns the
+    profile and where it was written."""
     plan = plan or plan_for(name, repository)
     path = out_dir / (hardware or target) / f"{plan.entry}.json"
     if rates_only and not path.exists():
         raise TritonRepoError(f"{name}: no profile at {path} to measure the rates of; sweep it first")
-    previous = {v["variant"]: v for v in json.loads(path.read_text())["variants"]} if rates_only else {}
-    if rates_only:  # the variants that profile holds
-        plan = dataclasses.replace(plan, variants=tuple(v for v in plan.variants if v.name in previous))
+    before = profile_file.read(path) if rates_only else None
+    if before:  # the variants that profile holds
+        plan = dataclasses.replace(plan, variants=tuple(v for v in plan.variants if before.variant(v.name)))
     if only:
         unknown = set(only) - {v.name for v in plan.variants}
         if unknown:
@@ -200,37 +224,34 @@ def run(name: str, *, target: Target = Target.CPU, plan: SweepPlan | None = None
         plan = dataclasses.replace(plan, variants=tuple(v for v in plan.variants if v.name in only))
     origin = provenance()
     t0 = time.perf_counter()
-    results = []
+    results: list[Swept] = []
     with tempfile.TemporaryDirectory() as tmp:
         data = write_inputs(plan, Path(tmp) / "inputs.json", repository=repository)
         needed = with_dependencies([plan.entry], repository)  # not the rest of the repository
         with TritonServer(repository, model_config_name=target, explicit_models=needed) as server:
             client = grpcclient.InferenceServerClient(server.grpc_url)
             for variant in plan.variants:  # closed loop (kept from the profile when only its rates are measured)
-                rows = ([r for r in previous[variant.name]["rows"] if not r.get("request_rate")] if rates_only else
+                rows = ([r for r in before.variant(variant.name).rows if not r.request_rate] if before else
                         sweep_variant(client, server.grpc_url, plan, variant, data, target, measurement_ms, repository,
                                       headers=server.admin_headers))
-                results.append({"variant": variant.name, "config": dataclasses.asdict(variant), "rows": rows})
+                results.append(Swept(variant.name, tuple(rows), variant.to_dict()))
             by_name, searched = {v.name: v for v in plan.variants}, rate_candidates(results, plan)
-            for result in results:  # then open loop, for the variants worth it (ranked on closed loop alone)
-                if result["variant"] in searched:
-                    result["rows"] = sweep_variant(client, server.grpc_url, plan, by_name[result["variant"]], data,
-                                                   target, measurement_ms, repository, closed_rows=result["rows"],
-                                                   headers=server.admin_headers)
+            for i, result in enumerate(results):  # then open loop, for the variants worth it (ranked on closed loop)
+                if result.variant in searched:
+                    rows = sweep_variant(client, server.grpc_url, plan, by_name[result.variant], data, target,
+                                         measurement_ms, repository, closed_rows=list(result.rows),
+                                         headers=server.admin_headers)
+                    results[i] = dataclasses.replace(result, rows=tuple(rows))
             client.close()
     top = best(results, plan.p95_bound_ms)
-    untuned = best([r for r in results if r["variant"] == UNTUNED.name], plan.p95_bound_ms)
-    profile = {
-        "model": plan.entry, "swept": plan.swept, "target": target, "provenance": origin,
-        "inputs": plan.inputs, "p95_bound_ms": plan.p95_bound_ms, "measurement_ms": measurement_ms,
-        "wall_s": round(time.perf_counter() - t0, 1), "variants": results, "best": top, "untuned": untuned,
-        # throughput of the best variant over the untuned config's, both within the same p95 bound
-        "gain_vs_untuned": round(top["infer_per_s"] / untuned["infer_per_s"], 2) if top and untuned else None,
-    }
-    if rates_only:  # the closed-loop rows keep their provenance; the rates get theirs
-        before = profile_file.read(path)
-        profile |= {"provenance": before["provenance"], "wall_s": before["wall_s"],
-                    "rates_remeasured": {"provenance": origin, "wall_s": profile["wall_s"]}}
-    profile_file.write(path, profile)
-    profile["path"] = str(path)
-    return profile
+    untuned = best([r for r in results if r.variant == UNTUNED.name], plan.p95_bound_ms)
+    wall_s = round(time.perf_counter() - t0, 1)
+    profile = Profile(
+        model=plan.entry, swept=plan.swept, target=target, provenance=origin, inputs=plan.inputs,
+        p95_bound_ms=plan.p95_bound_ms, measurement_ms=measurement_ms, wall_s=wall_s, variants=tuple(results),
+        best=top, untuned=untuned,
+        gain_vs_untuned=round(top.infer_per_s / untuned.infer_per_s, 2) if top and untuned else None)
+    if before:  # the closed-loop rows keep their provenance; the rates get theirs
+        profile = dataclasses.replace(profile, provenance=before.provenance, wall_s=before.wall_s,
+                                      rates_remeasured={"provenance": origin, "wall_s": wall_s})
+    return profile, profile_file.write(path, profile)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -142,6 +142,7 @@ def perf_simulate(slo: Path = typer.Option(..., "--slo", help="SLO YAML naming t
     for it: minutes over the p95 target and cost, for the plan's headroom and other choices (MaxCapacity 2x the count,
     as emitted, and the spike's factor x)."""
     from .perf import planner, simulate
+    from .perf.perf_analyzer import PerfRow
 
     plan_headroom, services = planner.load_slos(slo)
     svc = next((s for s in services if s.name == service), None)
@@ -153,11 +154,11 @@ def perf_simulate(slo: Path = typer.Option(..., "--slo", help="SLO YAML naming t
         raise planner.PlanError(f"{service}: no priced option to simulate")
     cap, slo_model = option.capacities[0], svc.models[0]
     profile = planner.load_profile(cap.model, option.instance.profile, profiles)
-    rows = tuple(row["models"][cap.model] for run in profile.get("capacity_runs", [])
+    rows = tuple(PerfRow(**row["models"][cap.model]) for run in profile.capacity_runs
                  if run["variants"].get(cap.model) == cap.variant for row in run["rows"])
     if rows:  # the verify runs' open-loop rows are the curve of the days the capacity range comes from
-        profile = {**profile, "variants": [{**v, "rows": [r for r in v["rows"] if not r.get("request_rate")]}
-                                           for v in profile["variants"]]}
+        profile = dataclasses.replace(profile, variants=tuple(
+            dataclasses.replace(v, rows=tuple(r for r in v.rows if not r.request_rate)) for v in profile.variants))
     trace = simulate.Trace(steady_rps=slo_model.peak_rps, factor=factor, ramp_s=ramp_s, hold_s=hold_s)
     r = simulate.study(model_name=f"{service}-{option.instance.name}", profile=profile, variant=cap.variant,
                        capacity_rps=cap.infer_per_s, vcpu_scale=cap.scale, peak_rps=slo_model.peak_rps,
@@ -245,21 +246,26 @@ def perf_sweep(model: str = typer.Argument(..., help="Entry model with a sweep p
 
     from .perf import sweep
 
-    profile = sweep.run(model, target=target, measurement_ms=measurement_ms, hardware=hardware,
-                        only=tuple(only or ()), out_dir=out_dir, rates_only=rates_only)
-    table = Table(title=f"{model} on {target}: throughput at p95 <= {profile['p95_bound_ms']:.0f} ms "
-                        f"({profile['wall_s']:.0f} s)")
+    profile, path = sweep.run(model, target=target, measurement_ms=measurement_ms, hardware=hardware,
+                              only=tuple(only or ()), out_dir=out_dir, rates_only=rates_only)
+    table = Table(title=f"{model} on {target}: throughput at p95 <= {profile.p95_bound_ms:.0f} ms "
+                        f"({profile.wall_s:.0f} s)")
     for col in ("variant", "best load", "infer/s", "p95 ms"):
         table.add_column(col, justify="left" if col == "variant" else "right")
-    for v in profile["variants"]:
-        top = sweep.best([v], profile["p95_bound_ms"])
-        table.add_row(v["variant"], *(("-", "-", "-") if top is None else
-                                      (top["load"], f"{top['infer_per_s']:.0f}", f"{top['p95_ms']:.1f}")))
+    for v in profile.variants:
+        top = sweep.best([v], profile.p95_bound_ms)
+        table.add_row(v.variant, *(("-", "-", "-") if top is None else
+                                   (top.load, f"{top.infer_per_s:.0f}", f"{top.p95_ms:.1f}")))
     _console().print(table)
-    typer.echo(f"best: {profile['best']}\nuntuned: {profile['untuned']}\n"
-               f"gain vs untuned at the same p95 bound: {profile['gain_vs_untuned']}x\nwritten: {profile['path']}")
+    typer.echo(f"best: {_best(profile.best)}\nuntuned: {_best(profile.untuned)}\n"
+               f"gain vs untuned at the same p95 bound: {profile.gain_vs_untuned}x\nwritten: {path}")
     if apply:
-        perf_apply([Path(profile["path"])])
+        perf_apply([path])
+
+
+def _best(best) -> str:
+    """A profile's best row as the sweep commands print it."""
+    return str(best and dataclasses.asdict(best))
 
 
 @perf_app.command("model-analyzer")
@@ -299,16 +305,15 @@ def perf_import_model_analyzer(
         out_dir: Path = typer.Option(paths.ROOT / "perf" / "profiles", help="Profiles root folder.")):
     """Import a Model Analyzer CSV export as a profile the planner reads."""
     from .perf import model_analyzer as ma
+    from .perf import profile_file
     from .perf.provenance import provenance
 
     origin = provenance()
     if cpu or cores or gpu:
         origin = {"machine": {"cpu": cpu or "unknown", "cores": cores, "gpu": gpu}, "imported_on": origin["date"]}
     profile = ma.import_csv(csv_path, model=model, target=hardware, p95_bound_ms=p95_bound_ms, hardware=origin)
-    path = out_dir / hardware / f"{model}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(profile, indent=2))
-    typer.echo(f"{len(profile['variants'])} configs; best within p95 {p95_bound_ms:g} ms: {profile['best']}\n"
+    path = profile_file.write(out_dir / hardware / f"{model}.json", profile)
+    typer.echo(f"{len(profile.variants)} configs; best within p95 {p95_bound_ms:g} ms: {_best(profile.best)}\n"
                f"written: {path}")
 
 
@@ -316,16 +321,16 @@ def perf_import_model_analyzer(
 def perf_apply(profiles: list[Path] = typer.Argument(..., help="Sweep profiles (perf/profiles/<hw>/<model>.json).")):
     """Write each profile's best variant to perf/tuned/<target>.json and re-render the configs through the specs."""
     from . import render as r
-    from . import tuning
     from .export.families import all_specs
-    from .perf import profile_file
+    from .perf import profile_file, sweep
 
     try:
         for path in profiles:
             profile = profile_file.read(path)
-            written = tuning.record(profile, path)
-            typer.echo(f"{profile['swept']}@{profile['target']}: {profile['best']['variant']} "
-                       f"({profile['best']['infer_per_s']:.0f}/s at p95 {profile['best']['p95_ms']:.1f} ms) -> {written}")
+            written = sweep.record_best(profile, path)
+            top = profile.best
+            typer.echo(f"{profile.swept}@{profile.target}: {top.variant} "
+                       f"({top.infer_per_s:.0f}/s at p95 {top.p95_ms:.1f} ms) -> {written}")
         changed = r.write(paths.MODEL_REPOSITORY, all_specs())
     except (ValueError, KeyError) as e:
         raise TritonRepoError(str(e)) from e

@@ -44,13 +44,13 @@ class GpuStart:
     encoder_instances: int = 2  # 2: one instance behind a bounded queue stalls (specs.ONE_INSTANCE_QUEUE)
 
 
-def gpu_starts(*, t4: GpuStart, a10g: GpuStart, a100: GpuStart, h100: GpuStart) -> dict[str, GpuStart]:
+def gpu_starts(*, t4: GpuStart, a10g: GpuStart, a100: GpuStart, h100: GpuStart) -> dict[Target, GpuStart]:
     """A text model's starting point on each GPU target. The L4 starts where the A10G does (24 GB each, a similar
     fp16 throughput class) until a profile from it replaces it."""
-    return {"t4": t4, "a10g": a10g, "l4": a10g, "a100": a100, "h100": h100}
+    return {Target.T4: t4, Target.A10G: a10g, Target.L4: a10g, Target.A100: a100, Target.H100: h100}
 
 
-def tokenizer_spec(name: str, max_tokens: int, outputs: tuple[Tensor, ...], gpu_tuning: dict[str, GpuStart],
+def tokenizer_spec(name: str, max_tokens: int, outputs: tuple[Tensor, ...], gpu_tuning: dict[Target, GpuStart],
                    description: str, inputs: tuple[Tensor, ...] = (TEXT,), **parameters) -> ModelSpec:
     # Each request is padded to its own longest row, rounded up to pad_to_multiple_of. On GPU targets the native
     # encoder backends batch only requests of equal length, so lengths are rounded to 32 there (buckets), not 8.
@@ -75,7 +75,7 @@ TRT_ENGINE_CACHE = "/tmp/trt-engines"
 
 
 def encoder_deployments(name: str, precision: str, inputs: tuple[Tensor, ...], tokens: tuple[int, int],
-                        gpu_tuning: dict[str, GpuStart], request_batch: int, cpu_delay_us: int = 1000,
+                        gpu_tuning: dict[Target, GpuStart], request_batch: int, cpu_delay_us: int = 1000,
                         response_cache: bool = False) -> dict[str, Deployment]:
     """``tokens``: (typical, max) sequence length, the TensorRT profile's opt and max."""
     filename = f"model.{precision}.onnx"
@@ -116,7 +116,7 @@ def encoder_deployments(name: str, precision: str, inputs: tuple[Tensor, ...], t
 
 
 def encoder_spec(family: str, precision: str, description: str, inputs: tuple[Tensor, ...],
-                 outputs: tuple[Tensor, ...], tokens: tuple[int, int], gpu_tuning: dict[str, GpuStart],
+                 outputs: tuple[Tensor, ...], tokens: tuple[int, int], gpu_tuning: dict[Target, GpuStart],
                  request_batch: int, **deployment) -> ModelSpec:
     """``<family>_encoder`` (suffixed by precision): the family's ONNX graph on every target
     (``encoder_deployments``)."""

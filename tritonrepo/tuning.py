@@ -1,9 +1,9 @@
 """Tuned deployments: the best variant a measured sweep found, written back through the specs.
 
 ``tritonrepo perf apply PROFILE`` (or ``perf sweep --apply``) records a profile's best variant in
-``perf/tuned/<target>.json``; ``with_tuning`` (the registry's ``all_specs()`` calls it) applies every recorded variant
-over the spec's deployment for that target, so ``tritonrepo render`` writes the tuned ``configs/<target>.pbtxt`` and
-``render --check`` keeps them in step.
+``perf/tuned/<target>.json`` (``perf/sweep.record_best``); ``with_tuning`` (the registry's ``all_specs()`` calls it)
+applies every recorded variant over the spec's deployment for that target, so ``tritonrepo render`` writes the tuned
+``configs/<target>.pbtxt`` and ``render --check`` keeps them in step.
 Only measured targets get entries: a tuned file names the profile it came from and what it measured.
 """
 
@@ -57,6 +57,13 @@ class Variant:
         params = dict(dep.parameters) | dict(self.parameters)
         return dataclasses.replace(dep, count=self.instances, batching=batching, parameters=tuple(params.items()))
 
+    def to_dict(self) -> dict:
+        """As a profile and perf/tuned/ store it (JSON: lists, not tuples); ``from_dict`` reads it back."""
+        d = dataclasses.asdict(self)
+        preferred = d["preferred_batch_sizes"]
+        return d | {"parameters": [list(p) for p in self.parameters],
+                    "preferred_batch_sizes": list(preferred) if preferred is not None else None}
+
     @classmethod
     def from_dict(cls, d: dict) -> "Variant":
         preferred = d.get("preferred_batch_sizes")
@@ -103,31 +110,6 @@ def load(folder: Path = TUNED) -> dict[str, dict[str, Variant]]:
         out[path.stem] = {model: Variant.from_dict(entry["variant"])
                           for model, entry in json.loads(path.read_text()).items()}
     return out
-
-
-def record(profile: dict, profile_path: Path, folder: Path = TUNED) -> Path:
-    """Write the profile's best variant as its swept model's tuned deployment on the profile's target."""
-    top = profile.get("best")
-    if profile.get("proxy"):
-        raise ValueError(f"{profile_path}: measured with a stand-in for the {profile['target']} config "
-                         f"({profile['proxy']}); its best variant is not that config's")
-    if not top:
-        raise ValueError(f"{profile_path}: no variant met p95 <= {profile.get('p95_bound_ms')} ms; nothing to apply")
-    variant = next(v for v in profile["variants"] if v["variant"] == top["variant"])
-    path = folder / f"{profile['target']}.json"
-    tuned = json.loads(path.read_text()) if path.exists() else {}
-    try:
-        source = str(profile_path.resolve().relative_to(ROOT))
-    except ValueError:
-        source = str(profile_path)
-    tuned[profile["swept"]] = {
-        "variant": variant["config"], "profile": source, "measured_on": profile["provenance"].get("machine"),
-        "date": profile["provenance"].get("date"), "infer_per_s": top["infer_per_s"], "p95_ms": top["p95_ms"],
-        "p95_bound_ms": profile["p95_bound_ms"], "gain_vs_untuned": profile.get("gain_vs_untuned"),
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(sorted(tuned.items())), indent=2) + "\n")
-    return path
 
 
 def with_tuning(specs: list[AnySpec], tuned: dict[str, dict] | None = None) -> list[AnySpec]:

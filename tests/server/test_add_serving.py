@@ -186,10 +186,10 @@ def test_an_added_model_is_swept_on_its_reference_requests(repo, tmp_path):
     assert (plan.swept, plan.inputs, plan.input_tensor) == ("pool_ts", "reference:pool_ts", ("features",))
     data = sweep.write_inputs(plan, tmp_path / "in.json", repository=repo).read_text()
     assert data.count('"features"') == 15  # every row of the 8 requests (1-3 rows each), one request per row
-    profile = sweep.run("pool_ts", plan=plan, repository=repo, out_dir=tmp_path, measurement_ms=1000,
-                        only=("untuned", "i2-d0-intra_op_threads=1"))
-    assert [len(v["rows"]) for v in profile["variants"]] == [2, 2]
-    assert profile["best"]["infer_per_s"] > 0 and (tmp_path / "cpu" / "pool_ts.json").exists()
+    profile, path = sweep.run("pool_ts", plan=plan, repository=repo, out_dir=tmp_path, measurement_ms=1000,
+                              only=("untuned", "i2-d0-intra_op_threads=1"))
+    assert [len(v.rows) for v in profile.variants] == [2, 2]
+    assert profile.best.infer_per_s > 0 and path == tmp_path / "cpu" / "pool_ts.json" and path.exists()
 
 
 def test_check_passes_on_the_served_repository(model_repository, triton):

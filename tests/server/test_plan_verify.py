@@ -6,6 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
+from perf_rows import row
 from tritonrepo.cli import app
 from tritonrepo.perf import planner
 
@@ -13,11 +14,11 @@ VARIANT = "i2-d0-intra_op_threads=1"  # a variant of both sweep plans
 
 
 def _profile(folder, model, rate):
-    row = {"concurrency": 0, "request_rate": rate, "open_loop": True, "infer_per_s": rate, "p95_ms": 50.0}
-    closed = {"concurrency": 1, "infer_per_s": rate, "p50_ms": 20.0, "p95_ms": 30.0}
+    closed = row(concurrency=1, infer_per_s=rate, p50_ms=20.0, p95_ms=30.0)
+    rate_row = row(request_rate=rate, open_loop=True, infer_per_s=rate, p95_ms=50.0)
     (folder / f"{model}.json").write_text(json.dumps({
         "provenance": {"machine": {"cpu": "test", "cores": 2}},
-        "variants": [{"variant": VARIANT, "rows": [closed, row]}]}))
+        "variants": [{"variant": VARIANT, "rows": [closed, rate_row]}]}))
 
 
 def test_verify_measures_the_plan_and_the_next_plan_reads_the_runs(model_repository, tmp_path):

@@ -7,7 +7,7 @@ import json
 import pytest
 import tritonclient.grpc as grpcclient
 
-from tritonrepo.perf import sweep
+from tritonrepo.perf import profile_file, sweep
 from tritonrepo.server import TritonServer
 
 pytestmark = pytest.mark.server
@@ -19,23 +19,24 @@ def test_short_sweep_writes_a_profile(model_repository, tmp_path):
     plan = sweep.SweepPlan(swept="sbert_encoder_int8", entry="sbert_int8", input_tensor="TEXT",
                            inputs="conll-test-sentences", variants=variants, concurrencies=(1, 2), p95_bound_ms=500,
                            rate_probes=2, rate_variants=1)
-    profile = sweep.run("test", plan=plan, repository=model_repository, out_dir=tmp_path, measurement_ms=800)
-    saved = json.loads((tmp_path / "cpu" / "sbert_int8.json").read_text())
-    assert saved["provenance"]["machine"]["cores"] and saved["provenance"]["triton"] == "2.51.0"
-    assert [v["variant"] for v in saved["variants"]] == ["i1-d0", "i2-d500-intra_op_threads=1"]
-    assert all(v["rows"][0]["infer_per_s"] > 0 for v in saved["variants"])
-    closed = {v["variant"]: sweep.best([{"variant": v["variant"], "rows": v["rows"][:2]}], 500)["infer_per_s"]
-              for v in saved["variants"]}
+    profile, path = sweep.run("test", plan=plan, repository=model_repository, out_dir=tmp_path, measurement_ms=800)
+    assert path == tmp_path / "cpu" / "sbert_int8.json" and profile_file.read(path) == profile
+    assert json.loads(path.read_text())["schema"] == profile_file.SCHEMA
+    assert profile.machine["cores"] and profile.provenance["triton"] == "2.51.0"
+    assert [v.variant for v in profile.variants] == ["i1-d0", "i2-d500-intra_op_threads=1"]
+    assert all(v.rows[0].infer_per_s > 0 for v in profile.variants)
+    closed = {v.variant: sweep.best([dataclasses.replace(v, rows=v.rows[:2])], 500).infer_per_s
+              for v in profile.variants}
     top = max(closed, key=closed.get)
-    for v in saved["variants"]:  # two closed-loop rows each; then the top variant's open-loop capacity search
-        poisson = v["rows"][2:]
-        assert [r["concurrency"] for r in v["rows"][:2]] == [1, 2]
-        if v["variant"] != top:
+    for v in profile.variants:  # two closed-loop rows each; then the top variant's open-loop capacity search
+        poisson = v.rows[2:]
+        assert [r.concurrency for r in v.rows[:2]] == [1, 2]
+        if v.variant != top:
             assert not poisson
             continue
-        assert 1 <= len(poisson) <= 2 and all(r["open_loop"] and r["concurrency"] == 0 for r in poisson)
-        assert poisson[0]["request_rate"] == pytest.approx(round(0.75 * closed[top], 1))
-    assert profile["best"]["variant"] in closed
+        assert 1 <= len(poisson) <= 2 and all(r.open_loop and r.concurrency == 0 for r in poisson)
+        assert poisson[0].request_rate == pytest.approx(round(0.75 * closed[top], 1))
+    assert profile.best.variant in closed
 
 
 def test_variant_is_really_loaded(model_repository, tmp_path):
@@ -69,6 +70,6 @@ def test_encoder_sweep_sends_what_the_tokenizer_would(model_repository, tmp_path
             assert out.as_numpy("input_ids")[0].tolist() == row["input_ids"]["content"]
             assert out.as_numpy("attention_mask")[0].tolist() == row["attention_mask"]["content"]
     short = dataclasses.replace(plan, variants=plan.variants[:1], concurrencies=(2,), rate_probes=0)
-    profile = sweep.run("sbert_encoder_int8", plan=short, repository=model_repository, out_dir=tmp_path,
-                        measurement_ms=800)
-    assert profile["best"]["infer_per_s"] > 0 and profile["variants"][0]["variant"] == "untuned"
+    profile, _ = sweep.run("sbert_encoder_int8", plan=short, repository=model_repository, out_dir=tmp_path,
+                           measurement_ms=800)
+    assert profile.best.infer_per_s > 0 and profile.variants[0].variant == "untuned"

@@ -7,10 +7,9 @@ import pytest
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonrepo import tuning
 from tritonrepo.export import families
 from tritonrepo.paths import ROOT
-from tritonrepo.perf import gpu_profile, planner
+from tritonrepo.perf import gpu_profile, planner, profile_file, sweep
 from tritonrepo.perf.sweep import variant_config
 
 
@@ -67,7 +66,7 @@ def test_committed_gpu_profiles_are_labelled_stand_ins_that_perf_apply_refuses(f
         assert gpu in profile["provenance"]["machine"]["gpu"] and "PyTorch fp16" in profile["proxy"]
         assert profile["target"] == gpu_profile.TARGET and profile["best"]["infer_per_s"] > 0
         with pytest.raises(ValueError, match="stand-in"):
-            tuning.record(profile, path, folder=tmp_path)
+            sweep.record_best(profile_file.read(path), path, folder=tmp_path)
 
 
 def test_gpu_types_plan_from_their_gpus_profile_with_the_stand_in_named():

@@ -28,13 +28,13 @@ def _csv(tmp_path, rows=ROWS, header=HEADER):
 def test_import_makes_a_profile_whose_best_respects_the_p95_bound(tmp_path):
     profile = ma.import_csv(_csv(tmp_path), model="enc", target="cpu", p95_bound_ms=100,
                             hardware={"machine": {"cpu": "test", "cores": 2}})
-    assert [v["variant"] for v in profile["variants"]] == ["enc_config_1", "enc_config_default"]
-    assert profile["best"]["variant"] == "enc_config_1" and profile["best"]["infer_per_s"] == 150.0  # not the c8 row
-    assert profile["untuned"]["infer_per_s"] == 71.6
-    assert profile["variants"][0]["config"] == {"instance_group": "1:CPU", "max_batch_size": "2"}
+    assert [v.variant for v in profile.variants] == ["enc_config_1", "enc_config_default"]
+    assert profile.best.variant == "enc_config_1" and profile.best.infer_per_s == 150.0  # not the c8 row
+    assert profile.untuned.infer_per_s == 71.6
+    assert profile.variants[0].config == {"instance_group": "1:CPU", "max_batch_size": "2"}
     # the planner reads it like one of ours
-    assert planner.best_row(profile, 100)[1]["infer_per_s"] == 150.0
-    assert planner.best_row(profile, 25)[1]["infer_per_s"] == 46.6
+    assert planner.best_row(profile, 100)[1].infer_per_s == 150.0
+    assert planner.best_row(profile, 25)[1].infer_per_s == 46.6
 
 
 def test_import_refuses_exports_without_p95_or_for_another_model(tmp_path):
@@ -71,5 +71,5 @@ def test_import_command_writes_a_profile_with_the_given_hardware(tmp_path):
                                    "--out-dir", str(tmp_path / "profiles")])
     assert out.exit_code == 0, out.output
     profile = planner.load_profile("enc", "t4", tmp_path / "profiles")
-    assert profile["provenance"]["machine"] == {"cpu": "unknown", "cores": 4, "gpu": "T4"}
-    assert profile["best"]["infer_per_s"] == 150.0
+    assert profile.machine == {"cpu": "unknown", "cores": 4, "gpu": "T4"}
+    assert profile.best.infer_per_s == 150.0

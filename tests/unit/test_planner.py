@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from perf_rows import perf_row, row
 from tritonrepo.perf import planner
 from tritonrepo.perf.planner import Instance, ModelSlo, PlanError, Service
 
@@ -13,7 +14,7 @@ def _profile(root, hw, model, rows_by_variant, cores=None):
     folder = root / hw
     folder.mkdir(parents=True, exist_ok=True)
     machine = {"cpu": "Test CPU", "cores": cores, "gpu": None if cores else hw}
-    variants = [{"variant": v, "rows": [{"concurrency": c, "infer_per_s": t, "p95_ms": p} for c, t, p in rows]}
+    variants = [{"variant": v, "rows": [row(concurrency=c, infer_per_s=t, p95_ms=p) for c, t, p in rows]}
                 for v, rows in rows_by_variant.items()]
     (folder / f"{model}.json").write_text(json.dumps({"provenance": {"machine": machine}, "variants": variants}))
 
@@ -150,7 +151,7 @@ def test_a_sagemaker_package_is_sized_for_its_own_model_not_an_alternative(profi
 def test_open_loop_rows_plan_when_they_qualify_and_only_when_delivered(profiles):
     path = profiles / "t4" / "m.json"
     profile = json.loads(path.read_text())
-    rate = {"concurrency": 0, "request_rate": 800, "infer_per_s": 790, "p95_ms": 25}  # below the closed loop's 1000
+    rate = row(request_rate=800, infer_per_s=790, p95_ms=25)  # below the closed loop's 1000
     profile["variants"][0]["rows"].append(rate)
     path.write_text(json.dumps(profile))
     t4 = _inst("t", 1, gpu="T4")
@@ -242,17 +243,22 @@ def test_the_plan_as_json_and_the_exit_code_when_a_service_cannot_be_met(profile
 
 def test_profiles_of_a_newer_schema_or_another_kind_are_refused_with_the_reason(tmp_path):
     from tritonrepo.perf import profile_file
-    from tritonrepo.perf.profile_file import ProfileError
+    from tritonrepo.perf.profile_file import Profile, ProfileError, Swept
 
     path = tmp_path / "cpu" / "m.json"
-    profile_file.write(path, {"variants": []})
-    assert planner.load_profile("m", "cpu", tmp_path) == {"variants": [], "schema": profile_file.SCHEMA}
+    profile = Profile(model="m", variants=(Swept("v", (perf_row(concurrency=1, infer_per_s=9, p95_ms=5),)),))
+    profile_file.write(path, profile)
+    assert json.loads(path.read_text())["schema"] == profile_file.SCHEMA
+    assert planner.load_profile("m", "cpu", tmp_path) == profile
     path.write_text(json.dumps({"variants": []}))  # written before profiles had a schema: schema 1, read as is
-    assert planner.load_profile("m", "cpu", tmp_path) == {"variants": []}
+    assert planner.load_profile("m", "cpu", tmp_path) == Profile(variants=())
     for text, reason in ((json.dumps({"schema": profile_file.SCHEMA + 1, "variants": []}),
                           f"schema {profile_file.SCHEMA + 1}; this tritonrepo reads schema 1 to {profile_file.SCHEMA}"),
                          (json.dumps({"schema": "1", "variants": []}), "schema '1'"),
                          (json.dumps({"runs": []}), "not a model profile: no variants"),
+                         (json.dumps({"variants": [], "p95": 3}), "fields this version does not know: p95"),
+                         (json.dumps({"variants": [{"variant": "v", "rows": [{"concurrency": 1}]}]}),
+                          "variant 'v', row 0: .*missing .* required"),
                          ("[]", "a JSON object, not list"), ("{truncated", "cannot read the profile")):
         path.write_text(text)
         with pytest.raises(ProfileError, match=reason):

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from perf_rows import perf_row
+from tritonrepo.perf.profile_file import Profile, Swept
 from tritonrepo.perf.simulate import (
     InstanceModel, Policy, SimulationError, Trace, fifo_sojourn, scaling_timeline, simulate, study,
 )
@@ -50,15 +52,14 @@ def test_deterministic_queues_are_exact():
         fifo_sojourn(arrivals[::-1], np.ones(10), 1)
 
 
-def _profile(p50=20.0, p95=25.0, saturation=100.0):
-    """One variant measured on 2 vCPUs: c1 alone, c8 at saturation, two open-loop rates."""
-    rows = [{"concurrency": 1, "infer_per_s": 45.0, "p50_ms": p50, "p95_ms": p95},
-            {"concurrency": 8, "infer_per_s": saturation, "p50_ms": 75.0, "p95_ms": 90.0},
-            {"concurrency": 0, "request_rate": 60.0, "open_loop": True, "infer_per_s": 60.0, "p50_ms": 25.0,
-             "p95_ms": 45.0},
-            {"concurrency": 0, "request_rate": 30.0, "open_loop": True, "infer_per_s": 30.0, "p50_ms": 21.0,
-             "p95_ms": 30.0}]
-    return {"provenance": {"machine": {"cores": 2}}, "variants": [{"variant": "v", "rows": rows}]}
+def _profile(p50=20.0, p95=25.0, saturation=100.0, rows=4):
+    """One variant measured on 2 vCPUs: c1 alone, c8 at saturation, two open-loop rates (``rows``: the first so
+    many)."""
+    measured = (perf_row(concurrency=1, infer_per_s=45.0, p50_ms=p50, p95_ms=p95),
+                perf_row(concurrency=8, infer_per_s=saturation, p50_ms=75.0, p95_ms=90.0),
+                perf_row(request_rate=60.0, open_loop=True, infer_per_s=60.0, p50_ms=25.0, p95_ms=45.0),
+                perf_row(request_rate=30.0, open_loop=True, infer_per_s=30.0, p50_ms=21.0, p95_ms=30.0))
+    return Profile(provenance={"machine": {"cores": 2}}, variants=(Swept("v", measured[:rows]),))
 
 
 def test_instance_model_calibrates_on_c1_and_saturation_throughput():
@@ -75,16 +76,16 @@ def test_instance_model_calibrates_on_c1_and_saturation_throughput():
 
 
 def test_fitted_model_recovers_servers_and_slowdown_from_an_open_loop_curve():
-    closed = {**_profile(), "variants": [{"variant": "v", "rows": _profile()["variants"][0]["rows"][:2]}]}
+    closed = _profile(rows=2)
     base = InstanceModel.from_profile(closed, "v")
     truth = InstanceModel(variant="v", median_s=base.median_s * 1.2, sigma=base.sigma, servers=3, measured_servers=3)
     rng = np.random.default_rng(7)
     rows = []
     for rate in (40.0, 70.0, 90.0):  # what 3 servers, each 1.2x slower than alone, would measure open loop
         sojourn = fifo_sojourn(np.cumsum(rng.exponential(1 / rate, 40_000)), truth.service_times(rng, 40_000), 3)
-        rows.append({"request_rate": rate, "open_loop": True, "infer_per_s": rate,
-                     "p50_ms": float(np.percentile(sojourn, 50) * 1e3),
-                     "p95_ms": float(np.percentile(sojourn, 95) * 1e3)})
+        rows.append(perf_row(request_rate=rate, open_loop=True, infer_per_s=rate,
+                             p50_ms=float(np.percentile(sojourn, 50) * 1e3),
+                             p95_ms=float(np.percentile(sojourn, 95) * 1e3)))
     fitted = InstanceModel.fitted(closed, "v", vcpu_scale=2, rows=tuple(rows))
     assert (fitted.measured_servers, fitted.servers) == (3, 6)
     assert fitted.median_s == pytest.approx(truth.median_s, rel=0.1)

@@ -6,7 +6,9 @@ from google.protobuf import json_format
 
 import pytest
 
+from perf_rows import perf_row
 from tritonrepo.export import families
+from tritonrepo.perf.profile_file import Best, Swept
 from tritonrepo.perf.sweep import PLANS, Variant, best, capacity_search, rate_candidates, variant_config
 
 
@@ -37,38 +39,39 @@ def test_preferred_batch_sizes_are_a_sweep_axis():
     assert v.name == "i2-d2000-p16,32-intra_op_threads=1" and v in plan.variants
     cfg = json_format.Parse(variant_config(plan, v, "cpu"), mc.ModelConfig())
     assert list(cfg.dynamic_batching.preferred_batch_size) == [16, 32]
-    assert Variant.from_dict(json.loads(json.dumps(dataclasses.asdict(v)))) == v  # as perf/tuned/ stores it
+    assert json.loads(json.dumps(v.to_dict())) == v.to_dict()  # as profiles and perf/tuned/ store it
+    assert Variant.from_dict(v.to_dict()) == v
     kept = Variant(instances=1, max_queue_delay_us=0).apply(families.spec("sbert_encoder").deployment("t4"))
     assert kept.batching.preferred_batch_sizes == families.spec("sbert_encoder").deployment("t4").batching \
         .preferred_batch_sizes  # None keeps the spec's
 
 
 def test_best_is_the_highest_throughput_within_the_p95_bound():
-    def row(c, tput, p95):
-        return {"concurrency": c, "infer_per_s": tput, "p95_ms": p95}
+    def variants(*extra):
+        return [Swept("a", (perf_row(concurrency=1, infer_per_s=100, p95_ms=10),
+                            perf_row(concurrency=8, infer_per_s=400, p95_ms=120))),
+                Swept("b", (perf_row(concurrency=1, infer_per_s=90, p95_ms=12),
+                            perf_row(concurrency=8, infer_per_s=300, p95_ms=80), *extra))]
 
-    variants = [{"variant": "a", "rows": [row(1, 100, 10), row(8, 400, 120)]},
-                {"variant": "b", "rows": [row(1, 90, 12), row(8, 300, 80)]}]
-    assert best(variants, 100) == {"variant": "b", "concurrency": 8, "request_rate": 0.0, "load": "c8",
-                                   "infer_per_s": 300, "p95_ms": 80}
-    assert best(variants, 5) is None
-    poisson = {"concurrency": 0, "request_rate": 350, "infer_per_s": 349, "p95_ms": 90}
-    variants[1]["rows"].append(poisson)
-    assert best(variants, 100)["load"] == "c8"  # sent by perf_analyzer's sync workers: not open loop
+    assert best(variants(), 100) == Best(variant="b", concurrency=8, request_rate=0.0, load="c8", infer_per_s=300,
+                                         p95_ms=80)
+    assert best(variants(), 5) is None
+    poisson = {"request_rate": 350, "infer_per_s": 349, "p95_ms": 90}
+    assert best(variants(perf_row(**poisson)), 100).load == "c8"  # sent by perf_analyzer's sync workers: not open loop
     poisson["open_loop"] = True
-    assert best(variants, 100)["load"] == "poisson 350/s"  # open-loop rows count too
+    assert best(variants(perf_row(**poisson)), 100).load == "poisson 350/s"  # open-loop rows count too
     poisson["infer_per_s"] = 250  # ... when the server took the rate offered
-    assert best(variants, 100)["load"] == "c8"
+    assert best(variants(perf_row(**poisson)), 100).load == "c8"
     poisson.update(request_rate=260, infer_per_s=258)  # and come first: what independent users get
-    assert best(variants, 100)["load"] == "poisson 260/s"
+    assert best(variants(perf_row(**poisson)), 100).load == "poisson 260/s"
 
 
 def _server(capacity: float, runs: list):
     """A server that holds the p95 bound up to ``capacity`` arrivals/s and delivers what it is offered."""
     def measure(rate):
         runs.append(rate)
-        return {"request_rate": rate, "infer_per_s": min(rate, capacity * 1.1), "open_loop": True,
-                "p95_ms": 20.0 if rate <= capacity else 400.0}
+        return perf_row(request_rate=rate, infer_per_s=min(rate, capacity * 1.1), open_loop=True,
+                        p95_ms=20.0 if rate <= capacity else 400.0)
     return measure
 
 
@@ -88,13 +91,13 @@ def test_capacity_search_finds_the_highest_rate_within_the_bound(capacity, close
 
 def test_capacity_search_counts_failed_and_undelivered_rates_as_failures():
     assert capacity_search(lambda rate: None, 100, 120, 50, probes=3) == 0
-    late = lambda rate: {"request_rate": rate, "infer_per_s": rate * 0.7, "open_loop": True, "p95_ms": 10}
+    late = lambda rate: perf_row(request_rate=rate, infer_per_s=rate * 0.7, open_loop=True, p95_ms=10)
     assert capacity_search(late, 100, 120, 50, probes=3) == 0  # the server fell behind: the p95 means nothing
 
 
 def test_rates_are_searched_for_the_top_variants_and_the_untuned_config():
     def result(name, tput, p95=10):
-        return {"variant": name, "rows": [{"concurrency": 4, "infer_per_s": tput, "p95_ms": p95}]}
+        return Swept(name, (perf_row(concurrency=4, infer_per_s=tput, p95_ms=p95),))
 
     plan = dataclasses.replace(PLANS["ner_int8"], rate_variants=2)
     results = [result("untuned", 50), result("a", 300), result("b", 200), result("c", 250), result("d", 900, p95=99)]

@@ -6,22 +6,24 @@ import json
 from tritonrepo import tuning
 from tritonrepo.export import families
 from tritonrepo.paths import ROOT
+from tritonrepo.perf.profile_file import Profile
+from tritonrepo.perf.sweep import record_best
 from tritonrepo.tuning import Variant
 from tritonrepo.tuning import with_tuning
 
 
 def _profile(best_variant: Variant, target="cpu", swept="sbert_encoder_int8"):
     other = Variant(instances=1, max_queue_delay_us=500)
-    variants = [{"variant": v.name, "config": v.__dict__ | {"parameters": [list(p) for p in v.parameters]},
-                 "rows": []} for v in (other, best_variant)]
-    return {"swept": swept, "target": target, "p95_bound_ms": 50, "gain_vs_untuned": 1.7, "variants": variants,
-            "best": {"variant": best_variant.name, "infer_per_s": 400.0, "p95_ms": 40.0},
-            "provenance": {"machine": {"cpu": "Test", "cores": 2}, "date": "2026-11-26"}}
+    variants = [{"variant": v.name, "config": v.to_dict(), "rows": []} for v in (other, best_variant)]
+    return Profile.from_dict({
+        "swept": swept, "target": target, "p95_bound_ms": 50, "gain_vs_untuned": 1.7, "variants": variants,
+        "best": {"variant": best_variant.name, "infer_per_s": 400.0, "p95_ms": 40.0},
+        "provenance": {"machine": {"cpu": "Test", "cores": 2}, "date": "2026-11-26"}})
 
 
 def test_recorded_best_variant_is_applied_over_the_spec_defaults(tmp_path):
     best = Variant(instances=3, max_queue_delay_us=250, parameters=(("intra_op_threads", "2"),))
-    path = tuning.record(_profile(best), tmp_path / "p.json", folder=tmp_path)
+    path = record_best(_profile(best), tmp_path / "p.json", folder=tmp_path)
     assert path == tmp_path / "cpu.json" and json.loads(path.read_text())["sbert_encoder_int8"]["infer_per_s"] == 400
     loaded = tuning.load(tmp_path)
     assert loaded == {"cpu": {"sbert_encoder_int8": best}}
