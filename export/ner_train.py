@@ -53,7 +53,10 @@ class NerTraining:
     # without context) added, as a share of the train sentences, at most all 27,010 of them; None: none. Offline test
     # F1 query-shaped / CoNLL: none 0.7494 / 0.8694 (served), 1.0 0.8309 / 0.8779, 2.0 (all) 0.8407 / 0.8736
     # (docs/models.md, NER)
-    query_shaped_fraction: float | None = 2.0
+    query_shaped_fraction: float | None = 4.0
+    # independent draws of datasets.query_shaped pooled before sampling (seeds seed, seed + 1, ...): more distinct
+    # query-shaped examples than one draw's 27,010; None: one draw
+    query_shaped_draws: int | None = 3
     # Label every token, not only each word's first: the served decoder sees raw queries, where punctuation inside
     # a CoNLL word ("U.S.", "1996-08-22") starts new pre-tokenizer words; trained on first tokens only, those pieces
     # get untrained labels (served test F1 0.855 vs 0.8665 offline, precision -2 points).
@@ -82,7 +85,8 @@ def training_sentences(cfg: NerTraining, tokenizer) -> tuple[list, bool]:
         picked = rng.sample(range(len(sentences)), int(cfg.lowercase_fraction * len(sentences)))
         sentences = sentences + lowercased([sentences[i] for i in picked])
     if cfg.query_shaped_fraction:
-        shaped = query_shaped(read_conll("train"), seed=cfg.seed)
+        shaped = [q for draw in range(cfg.query_shaped_draws or 1)
+                  for q in query_shaped(read_conll("train"), seed=cfg.seed + draw)]
         count = min(len(shaped), int(cfg.query_shaped_fraction * len(read_conll("train"))))
         sentences = sentences + [shaped[i] for i in sorted(rng.sample(range(len(shaped)), count))]
     return sentences, augment
