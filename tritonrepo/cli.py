@@ -70,6 +70,8 @@ def export(model: str = typer.Argument("sbert", help="Model family to export: sb
                None, help="ner: share of training sentences added lowercased (cased backbones only)."),
            query_shaped_fraction: Optional[float] = typer.Option(
                None, help="ner: query-shaped examples cut from the train split, added as a share of its sentences."),
+           query_shaped_draws: Optional[int] = typer.Option(
+               None, help="ner: independent draws of query-shaped examples pooled before sampling (default 1)."),
            out: Optional[Path] = typer.Option(None, help="ner, rerank: folder for the trained model and its export; "
                                               "tensorrt: the repository to write (a copy of --repository with the "
                                               "plans; default .runs/repository-<target>-tensorrt)."),
@@ -96,7 +98,8 @@ def export(model: str = typer.Argument("sbert", help="Model family to export: sb
             raise TritonRepoError(f"unknown model family {model!r}; known: {', '.join(FAMILIES)}, tensorrt")
         config = FAMILIES[model].configured(out, backbone=backbone, epochs=epochs, max_steps=max_steps, lr=lr,
                                             lowercase_fraction=lowercase_fraction,
-                                            query_shaped_fraction=query_shaped_fraction)
+                                            query_shaped_fraction=query_shaped_fraction,
+                                            query_shaped_draws=query_shaped_draws)
         report = FAMILIES[model].export(config, force=force)
     typer.echo(json.dumps(report, indent=2))
 

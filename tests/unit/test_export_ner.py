@@ -66,6 +66,19 @@ def test_label_bigrams_are_the_training_tags_log_probabilities():
     assert transition[index["O"], index["B-LOC"]] == pytest.approx(2 * transition[index["O"], index["O"]])  # 1 vs 0
 
 
+def test_query_shaped_examples_come_from_one_draw_unless_more_are_asked_for():
+    train = datasets.read_conll("train")
+    one, _ = ner_train.training_sentences(ner_train.NerTraining(), tokenizer=None)
+    pooled, _ = ner_train.training_sentences(ner_train.NerTraining(query_shaped_fraction=4.0, query_shaped_draws=3),
+                                             tokenizer=None)
+    draw = datasets.query_shaped(train, seed=13)
+    assert one[:len(train)] == train and pooled[:len(train)] == train
+    assert sorted(map(repr, one[len(train):])) == sorted(map(repr, draw))  # fraction 2.0: all of one draw, once
+    extra = pooled[len(train):]
+    assert len(extra) == int(4.0 * len(train)) > 2 * len(draw)  # more than two draws hold: a third was pooled
+    assert ner_train.NerTraining().fingerprint() != ner_train.NerTraining(query_shaped_draws=3).fingerprint()
+
+
 def test_one_conll_reader_gives_every_view_of_a_split():
     documents = datasets.conll_documents("valid")
     sentences = datasets.read_conll("valid")
