@@ -72,6 +72,8 @@ def export(model: str = typer.Argument("sbert", help="Model family to export: sb
                None, help="ner: query-shaped examples cut from the train split, added as a share of its sentences."),
            query_shaped_draws: Optional[int] = typer.Option(
                None, help="ner: independent draws of query-shaped examples pooled before sampling (default 1)."),
+           seed: Optional[int] = typer.Option(None, help="ner, rerank: training seed (initialization, data order and "
+                                               "sampling)."),
            out: Optional[Path] = typer.Option(None, help="ner, rerank: folder for the trained model and its export; "
                                               "tensorrt: the repository to write (a copy of --repository with the "
                                               "plans; default .runs/repository-<target>-tensorrt)."),
@@ -99,7 +101,7 @@ def export(model: str = typer.Argument("sbert", help="Model family to export: sb
         config = FAMILIES[model].configured(out, backbone=backbone, epochs=epochs, max_steps=max_steps, lr=lr,
                                             lowercase_fraction=lowercase_fraction,
                                             query_shaped_fraction=query_shaped_fraction,
-                                            query_shaped_draws=query_shaped_draws)
+                                            query_shaped_draws=query_shaped_draws, seed=seed)
         report = FAMILIES[model].export(config, force=force)
     typer.echo(json.dumps(report, indent=2))
 
