@@ -58,7 +58,7 @@ _GPU_TUNING = gpu_starts(
 # Word-level by default: no entity starts or ends inside a word (``simple`` labels sub-words one by one and returns
 # fragments such as "N" / "vid" / "ia" for "Nvidia"); ``simple`` stays available per request. ``viterbi`` labels a word
 # by its first token, as training labels it (``first``), then picks the most probable valid IOB2 sequence under the
-# training data's label bigrams: query-shaped test F1 0.8498 vs 0.8410 for ``first``, CoNLL test 0.8835 vs 0.8742
+# training data's label bigrams: query-shaped test F1 0.8479 vs 0.8405 for ``first``, CoNLL test 0.8845 vs 0.8748
 # (perf/reference/ner-eval-cpu-2core.json).
 NER_AGGREGATION = "viterbi"
 

@@ -51,8 +51,8 @@ class NerTraining:
     lowercase_fraction: float = 0.0  # share of training sentences lowercased (mixed-case augmentation)
     # query-shaped examples (datasets.query_shaped of the train split: short spans around entities, adjacent entities
     # without context) added, as a share of the train sentences, at most all of the draws' (27,010 each); None: none.
-    # Offline test F1 query-shaped / CoNLL: none 0.7494 / 0.8694 (served), 1.0 0.8309 / 0.8779, 2.0 (all of one
-    # draw) 0.8407 / 0.8736 (docs/models.md, NER)
+    # Test F1 query-shaped / CoNLL, seed 13: none 0.7494 / 0.8694 (served), 1.0 0.8309 / 0.8779, 2.0 (all of one
+    # draw) 0.8407 / 0.8736 (offline; docs/models.md, NER)
     query_shaped_fraction: float | None = 2.0
     # draws of datasets.query_shaped pooled before sampling, seeds seed, seed + 1, ...; None: one. Fraction 4.0 of 3
     # draws: fewer boundary errors, more wrong types, served test F1 lower on both sets (docs/models.md, NER)
