@@ -1,7 +1,7 @@
 """What two priors on top of the NER model's word probabilities are worth, measured offline on the CoNLL-2003 valid
 split: the weight of ``viterbi``'s label bigrams, and a letter-case prior (docs/models.md, NER).
 
-    .venv/bin/python -m tritonrepo.perf.ner_priors     # about 2 min here; JSON in perf/results/ner-priors-*.json
+    .venv/bin/python -m tritonrepo.perf.ner_priors     # about 1 min here; JSON in perf/results/ner-priors-*.json
 
 Word probabilities come from the trained checkpoint in PyTorch, each word's first token as ``first`` and ``viterbi``
 take them served, on the valid split's CoNLL sentences, their lowercased copy and their query shapes
